@@ -1,0 +1,306 @@
+"""Cross-model subspace alignment: a low-rank linear map from Source to Target layers.
+
+For target layer l_t and its relative-depth source layer l_s, with X_s (n x d_s) and X_t
+(n x d_t) the two models' last-token states on the same prompts::
+
+    V_sk, V_tk = top-k right singular vectors of X_s, X_t
+    M          = fit(X_s V_sk -> X_t V_tk)          (k x k)
+    T          = V_sk M V_tk^T                        (d_s x d_t, never materialised)
+    r~_{l_t}   = r_{l_s} T
+
+``fit`` is the paper's least squares (``lstsq``), orthogonal Procrustes with a scale
+(``procrustes``) or ridge regression (``ridge``); ``center=True`` is the zero-centred
+variant. Pure tensor math, no model I/O; saved as safetensors + JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from mkt.errors import CorruptArtifactError, IncompatibleModelError, NonFiniteError
+from mkt.key import MasterKey
+from mkt.models import ModelIdentity
+
+METHODS = ("lstsq", "procrustes", "ridge", "identity")
+FORMAT_VERSION = 1
+
+
+def relative_depth_map(n_source_layers: int, n_target_layers: int) -> list[int]:
+    """Source layer for each target layer: l_s = min(floor((L_s-1) l_t / (L_t-1)), L_s-1)."""
+    if n_source_layers < 1 or n_target_layers < 1:
+        raise ValueError("both models need at least one layer")
+    if n_target_layers == 1:
+        return [n_source_layers - 1]
+    return [
+        min((n_source_layers - 1) * lt // (n_target_layers - 1), n_source_layers - 1)
+        for lt in range(n_target_layers)
+    ]
+
+
+def _top_right_singular(x: Tensor, k: int) -> Tensor:
+    return torch.linalg.svd(x, full_matrices=False).Vh[:k].T  # d x k
+
+
+def fit_core(p_s: Float[Tensor, "n k"], p_t: Float[Tensor, "n k"], method: str, ridge: float) -> Tensor:
+    """The k x k map between projected activations."""
+    if method == "lstsq":
+        return torch.linalg.pinv(p_s) @ p_t
+    if method == "procrustes":
+        u, s, vh = torch.linalg.svd(p_s.T @ p_t)
+        scale = s.sum() / (p_s**2).sum().clamp_min(1e-30)
+        return scale * (u @ vh)
+    if method == "ridge":
+        gram = p_s.T @ p_s
+        lam = ridge * torch.trace(gram) / gram.shape[0]
+        return torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), p_s.T @ p_t)
+    raise ValueError(f"unknown alignment method {method!r}: use one of {METHODS}")
+
+
+@dataclass
+class SubspaceAlignment:
+    """Per-target-layer factored maps ``V_sk M V_tk^T`` from a Source into a Target.
+
+    Attributes:
+        source, target: the two models' identities.
+        layer_map: source layer of each target layer.
+        source_bases: ``[L_t, d_s, k]``; cores ``[L_t, k, k]``; target_bases ``[L_t, d_t, k]``
+            (all None for the identity alignment of a model to itself).
+        source_means, target_means: ``[L_t, d]`` centring offsets (zeros when uncentred).
+        diagnostics: fit-time numbers (relative error on the fitting prompts, ...).
+    """
+
+    source: ModelIdentity
+    target: ModelIdentity
+    layer_map: list[int]
+    method: str
+    k: int
+    n: int
+    center: bool
+    source_bases: Tensor | None = None
+    cores: Tensor | None = None
+    target_bases: Tensor | None = None
+    source_means: Tensor | None = None
+    target_means: Tensor | None = None
+    diagnostics: dict = field(default_factory=dict)
+
+    @classmethod
+    def identity(cls, model: ModelIdentity) -> "SubspaceAlignment":
+        """A model aligned to itself: keys pass through unchanged."""
+        return cls(model, model, list(range(model.n_layers)), "identity", model.d_model, 0, False)
+
+    @property
+    def is_identity(self) -> bool:
+        return self.method == "identity"
+
+    def map_directions(self, directions: Float[Tensor, "layer_s d_s"]) -> Float[Tensor, "layer_t d_t"]:
+        """Map per-source-layer row vectors into the Target: r~_{l_t} = r_{l_s} T."""
+        expected = (self.source.n_layers, self.source.d_model)
+        if tuple(directions.shape) != expected:
+            raise IncompatibleModelError(
+                f"directions of shape {tuple(directions.shape)} do not fit this alignment's Source "
+                f"{self.source.name!r} {expected}: use a key extracted from that model"
+            )
+        r = directions[self.layer_map].double()
+        if self.is_identity:
+            return r.to(directions.dtype)
+        coords = torch.einsum("ld,ldk->lk", r, self.source_bases.double())
+        coords = torch.einsum("lk,lkj->lj", coords, self.cores.double())
+        return torch.einsum("lj,ldj->ld", coords, self.target_bases.double()).to(directions.dtype)
+
+    def map_activations(self, x_s: Float[Tensor, "n layer_s d_s"]) -> Float[Tensor, "n layer_t d_t"]:
+        """Predicted target activations: (x_s - mu_s) T + mu_t at every target layer."""
+        x = x_s[:, self.layer_map].double()
+        if self.is_identity:
+            return x.float()
+        x = x - self.source_means.double()
+        coords = torch.einsum("nld,ldk->nlk", x, self.source_bases.double())
+        coords = torch.einsum("nlk,lkj->nlj", coords, self.cores.double())
+        pred = torch.einsum("nlj,ldj->nld", coords, self.target_bases.double())
+        return (pred + self.target_means.double()).float()
+
+    def relative_error(
+        self, x_s: Float[Tensor, "n layer_s d_s"], x_t: Float[Tensor, "n layer_t d_t"]
+    ) -> Float[Tensor, "layer_t"]:
+        """||pred - X_t||_F / ||X_t - mean(X_t)||_F per target layer (use held-out prompts).
+
+        The denominator is the targets' spread about their own mean, so 1.0 means "no
+        better than predicting the mean", whether or not the map is centred.
+        """
+        _check_pair(x_s, x_t, self.source, self.target)
+        pred = self.map_activations(x_s).double()
+        t = x_t.double()
+        return ((pred - t).norm(dim=(0, 2)) / (t - t.mean(0)).norm(dim=(0, 2)).clamp_min(1e-30)).float()
+
+    def coverage(self, directions: Float[Tensor, "layer_s d_s"]) -> Float[Tensor, "layer_t"]:
+        """Share of each mapped source direction's norm inside the Source's top-k subspace.
+
+        Near 0 means the alignment prompts carried no variance along the key and the
+        transferred key will be mostly lost.
+        """
+        r = directions[self.layer_map].double()
+        if self.is_identity:
+            return torch.ones(len(self.layer_map))
+        inside = torch.einsum("ld,ldk->lk", r, self.source_bases.double()).norm(dim=-1)
+        return (inside / r.norm(dim=-1).clamp_min(1e-30)).float()
+
+    # --- persistence -------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (a ``.safetensors`` file whose header holds the JSON metadata)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = dict(
+            format_version=FORMAT_VERSION, kind="mkt.SubspaceAlignment", source=self.source.to_dict(),
+            target=self.target.to_dict(), layer_map=self.layer_map, method=self.method, k=self.k,
+            n=self.n, center=self.center, diagnostics=self.diagnostics,
+        )
+        tensors = {
+            name: getattr(self, name).contiguous()
+            for name in ("source_bases", "cores", "target_bases", "source_means", "target_means")
+            if getattr(self, name) is not None
+        }
+        if not tensors:  # safetensors needs one tensor; the identity map has none
+            tensors = {"layer_map": torch.tensor(self.layer_map)}
+        save_file(tensors, str(path), metadata={"mkt": json.dumps(meta)})
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "SubspaceAlignment":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no alignment file at {path}")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads((f.metadata() or {})["mkt"])
+            tensors = load_file(str(path))
+        except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
+            raise CorruptArtifactError(
+                f"{path} is not a readable mkt alignment ({err}); fit it again with `mkt align`"
+            ) from None
+        if meta.get("kind") != "mkt.SubspaceAlignment":
+            raise CorruptArtifactError(f"{path} is not an mkt alignment (kind={meta.get('kind')!r})")
+        return cls(
+            source=ModelIdentity(**meta["source"]), target=ModelIdentity(**meta["target"]),
+            layer_map=meta["layer_map"], method=meta["method"], k=meta["k"], n=meta["n"],
+            center=meta["center"], diagnostics=meta["diagnostics"],
+            **{n: tensors.get(n) for n in ("source_bases", "cores", "target_bases", "source_means", "target_means")},
+        )
+
+    def summary(self) -> dict:
+        return dict(
+            source=self.source.name, target=self.target.name, method=self.method, k=self.k, n=self.n,
+            center=self.center, layer_map=self.layer_map, **self.diagnostics,
+        )
+
+
+def _check_pair(x_s: Tensor, x_t: Tensor, source: ModelIdentity, target: ModelIdentity) -> None:
+    if x_s.ndim != 3 or x_t.ndim != 3:
+        raise ValueError("activations must be [n_prompts, n_layers, d_model]")
+    if x_s.shape[0] != x_t.shape[0]:
+        raise ValueError(
+            f"Source and Target activations come from {x_s.shape[0]} and {x_t.shape[0]} prompts: "
+            "run both models on the same prompts"
+        )
+    for name, x, ident in (("Source", x_s, source), ("Target", x_t, target)):
+        if tuple(x.shape[1:]) != (ident.n_layers, ident.d_model):
+            raise IncompatibleModelError(
+                f"{name} activations are {tuple(x.shape[1:])} per prompt but {ident.name!r} has "
+                f"{ident.n_layers} layers x {ident.d_model}"
+            )
+    if not (torch.isfinite(x_s).all() and torch.isfinite(x_t).all()):
+        raise NonFiniteError("NaN or inf in the alignment activations: check the models' dtype")
+
+
+def fit_alignment(
+    x_s: Float[Tensor, "n layer_s d_s"],
+    x_t: Float[Tensor, "n layer_t d_t"],
+    source: ModelIdentity,
+    target: ModelIdentity,
+    k: int,
+    method: str = "lstsq",
+    center: bool = False,
+    layer_map: list[int] | None = None,
+    ridge: float = 1e-2,
+) -> SubspaceAlignment:
+    """Fit the per-layer maps from activations of both models on the same prompts.
+
+    Args:
+        x_s, x_t: last-token residuals ``[n, L, d]`` of Source and Target, same prompts.
+        k: rank, 1 <= k <= min(n, d_s, d_t).
+        method: ``lstsq`` (paper), ``procrustes`` or ``ridge``.
+        center: zero-centre both sides before the SVD (the paper's centred variant).
+        layer_map: source layer per target layer; default ``relative_depth_map``.
+        ridge: ridge strength relative to the mean eigenvalue of P_s^T P_s.
+    """
+    if method not in METHODS or method == "identity":
+        raise ValueError(f"unknown alignment method {method!r}: use one of {METHODS[:-1]}")
+    _check_pair(x_s, x_t, source, target)
+    n = x_s.shape[0]
+    limit = min(n, source.d_model, target.d_model)
+    if not 1 <= k <= limit:
+        raise ValueError(
+            f"rank k={k} is out of range: it must be between 1 and min(n={n}, d_s={source.d_model}, "
+            f"d_t={target.d_model}) = {limit}; lower k or use more alignment prompts"
+        )
+    layer_map = relative_depth_map(source.n_layers, target.n_layers) if layer_map is None else list(layer_map)
+    if len(layer_map) != target.n_layers or not all(0 <= ls < source.n_layers for ls in layer_map):
+        raise ValueError(
+            f"layer_map must give a source layer in 0..{source.n_layers - 1} for each of the "
+            f"{target.n_layers} target layers"
+        )
+    bases_s, cores, bases_t, means_s, means_t = [], [], [], [], []
+    for lt, ls in enumerate(layer_map):
+        a, b = x_s[:, ls].double(), x_t[:, lt].double()
+        mu_s = a.mean(0) if center else torch.zeros(a.shape[1], dtype=a.dtype)
+        mu_t = b.mean(0) if center else torch.zeros(b.shape[1], dtype=b.dtype)
+        a, b = a - mu_s, b - mu_t
+        v_s, v_t = _top_right_singular(a, k), _top_right_singular(b, k)
+        cores.append(fit_core(a @ v_s, b @ v_t, method, ridge))
+        bases_s.append(v_s), bases_t.append(v_t), means_s.append(mu_s), means_t.append(mu_t)
+    alignment = SubspaceAlignment(
+        source, target, layer_map, method, k, n, center,
+        source_bases=torch.stack(bases_s).float(), cores=torch.stack(cores).float(),
+        target_bases=torch.stack(bases_t).float(), source_means=torch.stack(means_s).float(),
+        target_means=torch.stack(means_t).float(),
+    )
+    alignment.diagnostics["fit_relative_error"] = alignment.relative_error(x_s, x_t).tolist()
+    return alignment
+
+
+def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
+    """The key mapped into the alignment's Target, with coverage recorded in its provenance."""
+    if not key.model.fits(alignment.source):
+        raise IncompatibleModelError(
+            f"the key belongs to {key.model.name!r} ({key.n_layers}x{key.d_model}) but the alignment "
+            f"starts from {alignment.source.name!r} ({alignment.source.n_layers}x"
+            f"{alignment.source.d_model}): fit the alignment from the key's model"
+        )
+    provenance = dict(
+        key.provenance, source_model=key.model.to_dict(), layer_map=alignment.layer_map,
+        k=alignment.k, alignment_method=alignment.method, alignment_center=alignment.center,
+        alignment_n=alignment.n, coverage=alignment.coverage(key.directions).tolist(),
+        **{f"alignment_{name}": value for name, value in alignment.diagnostics.items()},
+    )
+    return MasterKey(alignment.map_directions(key.directions), alignment.target, key.hook, provenance)
+
+
+def select_rank(
+    x_s: Tensor, x_t: Tensor, x_s_dev: Tensor, x_t_dev: Tensor, source: ModelIdentity,
+    target: ModelIdentity, ks: list[int], method: str = "lstsq", center: bool = False,
+) -> tuple[int, dict[int, float]]:
+    """The rank with the lowest mean held-out relative error, and every rank's error."""
+    errors = {}
+    for k in ks:
+        fitted = fit_alignment(x_s, x_t, source, target, k, method=method, center=center)
+        errors[k] = float(fitted.relative_error(x_s_dev, x_t_dev).mean())
+    return min(errors, key=errors.get), errors
+

@@ -1,0 +1,63 @@
+"""MasterKey extraction: contrast a capability-present and a capability-absent variant.
+
+prompt-induced: one model, a Locked and an Unlocked template.
+model-induced: a Locked (e.g. base) and an Unlocked (e.g. post-trained) model, one template.
+"""
+
+from __future__ import annotations
+
+from mkt.activations import last_token_resid
+from mkt.aggregators import aggregate
+from mkt.errors import IncompatibleModelError
+from mkt.key import MasterKey
+from mkt.models import model_identity
+from mkt.prompts import PromptTemplate
+
+
+def extract_prompt_key(
+    model,
+    questions: list[str],
+    locked: str | PromptTemplate,
+    unlocked: str | PromptTemplate,
+    aggregator: str = "mean",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> MasterKey:
+    """Key from the same model under two templates (e.g. plain vs "think step by step")."""
+    locked, unlocked = PromptTemplate.of(locked), PromptTemplate.of(unlocked)
+    h_locked = last_token_resid(model, locked.format_all(questions), batch_size=batch_size, progress=progress)
+    h_unlocked = last_token_resid(model, unlocked.format_all(questions), batch_size=batch_size, progress=progress)
+    return MasterKey(
+        aggregate(h_unlocked - h_locked, aggregator),
+        model_identity(model),
+        provenance=dict(variant="prompt", n=len(questions), aggregator=aggregator,
+                        locked_template=locked.text, unlocked_template=unlocked.text),
+    )
+
+
+def extract_model_key(
+    unlocked_model,
+    locked_model,
+    questions: list[str],
+    template: str | PromptTemplate,
+    aggregator: str = "mean",
+    batch_size: int = 32,
+    progress: bool = False,
+) -> MasterKey:
+    """Key from two variants of one architecture (post-trained minus base) on one template."""
+    a, b = model_identity(unlocked_model), model_identity(locked_model)
+    if not a.fits(b):
+        raise IncompatibleModelError(
+            f"model-induced keys need two variants of the same architecture: {a.name!r} has "
+            f"{a.n_layers}x{a.d_model}, {b.name!r} has {b.n_layers}x{b.d_model}"
+        )
+    template = PromptTemplate.of(template)
+    prompts = template.format_all(questions)
+    h_unlocked = last_token_resid(unlocked_model, prompts, batch_size=batch_size, progress=progress)
+    h_locked = last_token_resid(locked_model, prompts, batch_size=batch_size, progress=progress)
+    return MasterKey(
+        aggregate(h_unlocked - h_locked, aggregator),
+        b,
+        provenance=dict(variant="model", n=len(questions), aggregator=aggregator,
+                        unlocked_model=a.name, locked_model=b.name, template=template.text),
+    )

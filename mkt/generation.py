@@ -1,0 +1,140 @@
+"""Generation with optional steering, through the bridge with the KV cache.
+
+mkt drives the decoding loop itself (rather than ``bridge.generate``) so the steering
+hooks always know which positions are prompt and which are generated, stop strings act
+per row, and per-step entropies can be recorded for the analyses.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from mkt.models import tokenize_left_padded
+from mkt.steering import Steering
+
+
+@dataclass
+class Generation:
+    """One prompt's continuation."""
+
+    prompt: str
+    text: str
+    token_ids: list[int]
+    stopped: bool  # EOS or a stop string, rather than max_new_tokens
+    entropies: list[float] = field(default_factory=list)  # nats, per generated step
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float | None,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        drop = sorted_p.cumsum(-1) - sorted_p > top_p
+        sorted_p[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    steering: Steering | None = None,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float | None = None,
+    seed: int = 0,
+    stop: list[str] | None = None,
+    batch_size: int = 16,
+    use_cache: bool = True,
+    record_entropy: bool = False,
+    progress: bool = False,
+) -> list[Generation]:
+    """Continue each prompt; greedy by default.
+
+    Args:
+        model: a TransformerBridge.
+        prompts: formatted prompts.
+        max_new_tokens: generation budget per prompt.
+        steering: optional ``Steering`` (its alpha may hold one value per prompt).
+        do_sample, temperature, top_p, seed: sampling; the seed makes samples reproducible.
+        stop: strings that end a row's generation (kept out of the returned text).
+        batch_size: prompts per batch (left-padded).
+        use_cache: False recomputes the whole sequence each step (slow; for checking).
+        record_entropy: keep the next-token entropy of every step.
+        progress: show a progress bar.
+    """
+    if not prompts:
+        raise ValueError("empty prompt list: pass at least one prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    if steering is not None and isinstance(steering.alpha, torch.Tensor) and steering.alpha.ndim == 1:
+        if len(steering.alpha) != len(prompts):
+            raise ValueError(f"alpha has {len(steering.alpha)} values for {len(prompts)} prompts: give one per prompt")
+    tok = model.tokenizer
+    eos = tok.eos_token_id
+    generator = torch.Generator().manual_seed(seed) if do_sample else None
+    results: list[Generation] = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
+        batch = prompts[start : start + batch_size]
+        ids, mask = tokenize_left_padded(model, batch)
+        prompt_len = ids.shape[1]
+        context = steering.rows(start, start + len(batch)).attach(model) if steering else nullcontext()
+        done = torch.zeros(len(batch), dtype=torch.bool)
+        new = [[] for _ in batch]
+        entropies = [[] for _ in batch]
+        stopped = [False] * len(batch)
+        with context as hooks:
+            if hooks is not None:
+                hooks.prompt_len, hooks.offset = prompt_len, 0
+            logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
+            for _ in range(max_new_tokens):
+                step = logits[:, -1].float()
+                if record_entropy:
+                    ent = -(torch.log_softmax(step, -1).exp() * torch.log_softmax(step, -1)).sum(-1)
+                nxt = _next_tokens(step, do_sample, temperature, top_p, generator)
+                for i, t in enumerate(nxt.tolist()):
+                    if done[i]:
+                        continue
+                    if record_entropy:
+                        entropies[i].append(float(ent[i]))
+                    if t == eos:
+                        done[i], stopped[i] = True, True
+                        continue
+                    new[i].append(t)
+                    if stop and any(tok.decode(new[i]).endswith(s) for s in stop):
+                        done[i], stopped[i] = True, True
+                if done.all():
+                    break
+                nxt = nxt.masked_fill(done.to(nxt.device), eos if eos is not None else 0)
+                ids = torch.cat([ids, nxt[:, None]], dim=1)
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                if use_cache:
+                    if hooks is not None:
+                        hooks.offset = ids.shape[1] - 1
+                    logits, cache = model(
+                        nxt[:, None], attention_mask=mask, past_key_values=cache, return_type="logits_and_cache"
+                    )
+                else:
+                    logits = model(ids, attention_mask=mask)
+        for i, p in enumerate(batch):
+            text = tok.decode(new[i], skip_special_tokens=True)
+            for s in stop or []:
+                if text.endswith(s):
+                    text = text[: -len(s)]
+            results.append(Generation(p, text, new[i], stopped[i], entropies[i]))
+    return results

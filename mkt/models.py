@@ -1,0 +1,141 @@
+"""Loading TransformerLens models and the small facts about them mkt relies on."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from mkt.errors import IncompatibleModelError, ModelLoadError
+
+RESID_HOOK = "hook_resid_post"
+
+
+def resid_hook_name(layer: int, hook: str = RESID_HOOK) -> str:
+    """TransformerLens name of the residual stream after block ``layer``."""
+    return f"blocks.{layer}.{hook}"
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device_map: str | dict | None = None,
+    n_devices: int | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load a model as a TransformerLens ``TransformerBridge``.
+
+    Args:
+        name_or_path: hub name (``Qwen/Qwen3-4B``) or a local HF directory.
+        device: ``cpu``, ``cuda``, ...; default: CUDA when available.
+        dtype: parameter dtype (``torch.bfloat16`` or ``"bfloat16"`` for large models).
+        device_map: passed through to HF for models spread across GPUs.
+        n_devices: passed through to TransformerLens for multi-GPU models.
+        trust_remote_code: off unless you ask for it.
+
+    Raises:
+        ModelLoadError: the model is neither a local directory nor reachable on the hub.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if device is None and device_map is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kwargs = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    if n_devices is not None:
+        kwargs["n_devices"] = n_devices
+    name = str(name_or_path)
+    local = Path(name).expanduser()
+    if local.exists() and not (local / "config.json").exists():
+        raise ModelLoadError(f"{local} exists but holds no config.json: pass an HF model directory")
+    try:
+        model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
+    except (OSError, ValueError) as err:
+        if local.exists():
+            raise
+        raise ModelLoadError(
+            f"could not load model {name!r}: it is not a local directory and the hub is not "
+            f"reachable or does not have it ({type(err).__name__}: {str(err)[:200]}). "
+            "Pass the path of a local HF model directory instead."
+        ) from err
+    model.eval()
+    return model
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a key, alignment or pack must know about the model it belongs to."""
+
+    name: str
+    architecture: str
+    n_layers: int
+    d_model: int
+    d_vocab: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fits(self, other: "ModelIdentity") -> bool:
+        return (self.n_layers, self.d_model) == (other.n_layers, other.d_model)
+
+
+def model_identity(model) -> ModelIdentity:
+    cfg = model.cfg
+    name = getattr(cfg, "model_name", None) or "unknown"
+    if os.path.isdir(name):  # local dirs are identified by their folder name, not the path
+        name = Path(name).resolve().name
+    return ModelIdentity(
+        name=str(name),
+        architecture=str(getattr(cfg, "architecture", None) or "unknown"),
+        n_layers=int(cfg.n_layers),
+        d_model=int(cfg.d_model),
+        d_vocab=int(cfg.d_vocab),
+    )
+
+
+def check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
+    """All layers when ``layers`` is None; else the layers, validated."""
+    if layers is None:
+        return list(range(n_layers))
+    layers = [int(x) for x in layers]
+    bad = [x for x in layers if not 0 <= x < n_layers]
+    if bad:
+        raise IncompatibleModelError(
+            f"unknown layer index {bad}: the model has {n_layers} layers, so use 0..{n_layers - 1}"
+        )
+    if not layers:
+        raise IncompatibleModelError("empty layer list: name at least one layer")
+    return sorted(set(layers))
+
+
+def tokenize_left_padded(
+    model, prompts: list[str]
+) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Token ids and attention mask of ``prompts``, left-padded.
+
+    Each prompt is tokenized alone with the model's own BOS handling, then padded on the
+    left, so position -1 is every row's last real token and the mask comes from the
+    lengths (never from pad ids, which may equal BOS).
+    """
+    if not prompts:
+        raise ValueError("empty prompt list: pass at least one prompt")
+    rows = [model.to_tokens(p, move_to_device=False)[0] for p in prompts]
+    width = max(len(r) for r in rows)
+    pad = model.tokenizer.pad_token_id
+    if pad is None:
+        pad = model.tokenizer.eos_token_id or 0
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r) :] = r
+        mask[i, width - len(r) :] = 1
+    device = model.cfg.device
+    return ids.to(device), mask.to(device)

@@ -1,0 +1,135 @@
+"""Capability packs: a Target-side MasterKey plus how to apply it, as a portable directory.
+
+    pack/
+      manifest.json           format version, source & target identity, layer map, k, n,
+                              aggregator, mode, default alpha, hook, sha256 of the tensors
+      directions.safetensors  tensor "directions", float32 [n_layers_target, d_model_target]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mkt.errors import CorruptArtifactError
+from mkt.intervention import check_mode
+from mkt.key import MasterKey
+from mkt.models import ModelIdentity, model_identity
+from mkt.steering import SCOPES
+
+PACK_FORMAT = "mkt.capability-pack"
+PACK_VERSION = 1
+MANIFEST = "manifest.json"
+TENSORS = "directions.safetensors"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class CapabilityPack:
+    """A key ready to apply: ``with pack.apply(model): ...``."""
+
+    key: MasterKey
+    alpha: float = 0.1
+    mode: str = "norm-preserving"
+    scope: str = "prompt-last"
+    layers: list[int] | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}: use one of {SCOPES}")
+        if not torch.isfinite(torch.tensor(float(self.alpha))):
+            raise ValueError(f"alpha must be finite, got {self.alpha}")
+
+    def manifest(self) -> dict:
+        prov = self.key.provenance
+        return dict(
+            format=PACK_FORMAT, format_version=PACK_VERSION, description=self.description,
+            source=prov.get("source_model", self.key.model.to_dict()), target=self.key.model.to_dict(),
+            hook=self.key.hook, layer_map=prov.get("layer_map", list(range(self.key.n_layers))),
+            k=prov.get("k"), n=prov.get("n"), aggregator=prov.get("aggregator"), variant=prov.get("variant"),
+            alignment_method=prov.get("alignment_method", "identity"), mode=self.mode, alpha=float(self.alpha),
+            scope=self.scope, layers=self.layers, provenance=prov,
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensor_path = directory / TENSORS
+        save_file({"directions": self.key.directions.float().contiguous()}, str(tensor_path))
+        manifest = self.manifest() | {"sha256": _sha256(tensor_path)}
+        (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "CapabilityPack":
+        """Read a pack, verifying its format, hash and shapes."""
+        directory = Path(directory)
+        manifest_path, tensor_path = directory / MANIFEST, directory / TENSORS
+        for p in (manifest_path, tensor_path):
+            if not p.exists():
+                raise CorruptArtifactError(f"{directory} is not a capability pack: {p.name} is missing")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except json.JSONDecodeError as err:
+            raise CorruptArtifactError(f"{manifest_path} is not valid JSON ({err}): rewrite the pack") from None
+        if manifest.get("format") != PACK_FORMAT:
+            raise CorruptArtifactError(f"{manifest_path} is not an mkt capability pack manifest")
+        if manifest.get("format_version") != PACK_VERSION:
+            raise CorruptArtifactError(
+                f"pack format version {manifest.get('format_version')} is not {PACK_VERSION}: "
+                "use the mkt version that wrote it or rebuild the pack"
+            )
+        digest = _sha256(tensor_path)
+        if digest != manifest.get("sha256"):
+            raise CorruptArtifactError(
+                f"{tensor_path} does not match the hash in its manifest (corrupt or tampered); "
+                "rebuild the pack with `mkt transfer`"
+            )
+        try:
+            directions = load_file(str(tensor_path))["directions"]
+        except (SafetensorError, KeyError, OSError) as err:
+            raise CorruptArtifactError(f"{tensor_path} holds no readable 'directions' tensor ({err})") from None
+        target = ModelIdentity(**manifest["target"])
+        if tuple(directions.shape) != (target.n_layers, target.d_model):
+            raise CorruptArtifactError(
+                f"directions are {tuple(directions.shape)} but the manifest's target has "
+                f"{target.n_layers}x{target.d_model}"
+            )
+        key = MasterKey(directions, target, manifest["hook"], manifest.get("provenance", {}))
+        return cls(key, manifest["alpha"], manifest["mode"], manifest["scope"], manifest["layers"],
+                   manifest.get("description", ""))
+
+    def check_fits(self, model) -> None:
+        """Error when the pack cannot fit ``model``; a warning when only the names differ."""
+        self.key.check_fits(model)
+        ident = model_identity(model)
+        if ident.name != self.key.model.name or ident.d_vocab != self.key.model.d_vocab:
+            warnings.warn(
+                f"pack was made for {self.key.model.name!r} (vocab {self.key.model.d_vocab}) and is "
+                f"applied to {ident.name!r} (vocab {ident.d_vocab}); shapes match, so it runs",
+                stacklevel=2,
+            )
+
+    def steering(self, alpha: float | torch.Tensor | None = None):
+        return self.key.steering(self.alpha if alpha is None else alpha, self.mode, self.layers, self.scope)
+
+    @contextmanager
+    def apply(self, model, alpha: float | torch.Tensor | None = None) -> Iterator:
+        """Steer ``model`` with the pack's settings (``alpha`` overrides its default)."""
+        self.check_fits(model)
+        with self.steering(alpha).attach(model) as hooks:
+            yield hooks

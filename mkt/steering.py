@@ -1,0 +1,137 @@
+"""Applying directions to a model's residual stream through TransformerLens hook points.
+
+Positions are counted on the left-padded sequence: the prompt occupies ``[0, P)`` and
+generated tokens ``[P, ...)``. The paper's intervention (scope ``prompt-last``) changes
+only position ``P - 1`` during the prefill, and its effect reaches generated tokens
+through the KV cache; scope ``prompt-last+generated`` also steers every generated token.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Iterator
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from mkt.errors import IncompatibleModelError, NonFiniteError
+from mkt.intervention import MODES, check_mode
+from mkt.models import check_layers, resid_hook_name
+
+SCOPES = ("prompt-last", "prompt-last+generated")
+
+
+@dataclass
+class Steering:
+    """What to add where: a value, bound to a model only inside ``attach``.
+
+    Args:
+        directions: one direction per layer of the model steered, ``[n_layers, d_model]``.
+        alpha: strength, a float or one value per prompt (``[n_prompts]``).
+        mode: ``norm-preserving`` (the paper's rotation) or ``additive``.
+        layers: the layers to steer (default all).
+        scope: ``prompt-last`` (paper) or ``prompt-last+generated``.
+    """
+
+    directions: Float[Tensor, "layer d"]
+    alpha: float | Tensor = 0.1
+    mode: str = "norm-preserving"
+    layers: list[int] | None = None
+    scope: str = "prompt-last"
+    _units: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        if self.scope not in SCOPES:
+            raise ValueError(f"unknown scope {self.scope!r}: use one of {SCOPES}")
+        if self.directions.ndim != 2:
+            raise ValueError(f"directions must be [n_layers, d_model], got {tuple(self.directions.shape)}")
+        self.layers = check_layers(self.layers, self.directions.shape[0])
+        alpha = torch.as_tensor(self.alpha, dtype=torch.float32)
+        if alpha.ndim > 1 or not torch.isfinite(alpha).all():
+            raise ValueError(f"alpha must be a finite number or a 1-D tensor of finite numbers, got {self.alpha!r}")
+        if not torch.isfinite(self.directions).all():
+            raise NonFiniteError("NaN or inf in the steering directions: the key is corrupt, extract it again")
+        norms = self.directions[self.layers].norm(dim=-1)
+        if (norms == 0).any():
+            zero = [self.layers[i] for i in (norms == 0).nonzero().flatten().tolist()]
+            raise ValueError(f"zero direction at layers {zero}: leave those layers out (layers=...)")
+        self._units = self.directions.float() / self.directions.float().norm(dim=-1, keepdim=True).clamp_min(1e-30)
+
+    def rows(self, start: int, stop: int) -> "Steering":
+        """The same steering for prompts ``start:stop`` (slices a per-prompt alpha)."""
+        alpha = self.alpha
+        if isinstance(alpha, Tensor) and alpha.ndim == 1:
+            alpha = alpha[start:stop]
+        return replace(self, alpha=alpha)
+
+    @contextmanager
+    def attach(self, model) -> Iterator["SteeringHooks"]:
+        """Hooks on the model while the context is open."""
+        n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+        if tuple(self.directions.shape) != (n_layers, d_model):
+            raise IncompatibleModelError(
+                f"directions are {tuple(self.directions.shape)} but the model has {n_layers} layers of "
+                f"width {d_model}: transfer the key into this model first (mkt.transfer)"
+            )
+        hooks = SteeringHooks(self)
+        fwd = [(resid_hook_name(layer), partial(hooks.hook, layer=layer)) for layer in self.layers]
+        with model.hooks(fwd_hooks=fwd):
+            yield hooks
+
+
+class SteeringHooks:
+    """The live hooks of one ``Steering``; ``prompt_len`` / ``offset`` locate each forward.
+
+    Left unset (a forward the user runs inside ``with key.apply(model):``), a forward of
+    several tokens is a prefill whose last token is the last prompt token, and a
+    one-token forward is a generated token.
+    """
+
+    def __init__(self, steering: Steering) -> None:
+        self.steering = steering
+        self.formula = MODES[steering.mode]
+        self.generated = steering.scope == "prompt-last+generated"
+        self.prompt_len: int | None = None
+        self.offset = 0
+        self._units: dict[tuple, Tensor] = {}
+
+    def _span(self, n_pos: int) -> slice | None:
+        if self.prompt_len is None:
+            if n_pos > 1:
+                prompt_len, offset = n_pos, 0
+            else:
+                return slice(0, 1) if self.generated else None
+        else:
+            prompt_len, offset = self.prompt_len, self.offset
+        lo = max(prompt_len - 1 - offset, 0)
+        hi = min(n_pos if self.generated else prompt_len - offset, n_pos)
+        return slice(lo, hi) if lo < hi else None
+
+    def _unit(self, layer: int, like: Tensor) -> Tensor:
+        key = (layer, like.device, like.dtype)
+        if key not in self._units:
+            self._units[key] = self.steering._units[layer].to(device=like.device, dtype=like.dtype)
+        return self._units[key]
+
+    def _alpha(self, act: Tensor) -> Tensor | float:
+        alpha = self.steering.alpha
+        if isinstance(alpha, Tensor) and alpha.ndim == 1:
+            if alpha.shape[0] != act.shape[0]:
+                raise ValueError(
+                    f"alpha has {alpha.shape[0]} values but the batch has {act.shape[0]} rows: "
+                    "give one alpha per prompt"
+                )
+            return alpha.to(device=act.device, dtype=act.dtype)[:, None, None]
+        return float(alpha)
+
+    def hook(self, act: Float[Tensor, "batch pos d"], hook, layer: int) -> Tensor:
+        span = self._span(act.shape[1])
+        if span is None:
+            return act
+        out = act.clone()
+        out[:, span] = self.formula(act[:, span], self._unit(layer, act), self._alpha(act))
+        return out
