@@ -1,0 +1,58 @@
+"""Tiny random local models (Qwen2, Llama, GPT-2) saved once per session, loaded through
+the real path (TransformerBridge.boot_transformers on a local directory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mkt.organisms.train import OrganismSpec, build_tokenizer
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+TINY_SPECS = {
+    "qwen2": OrganismSpec(arch="qwen2", d_model=64, n_layers=3, n_heads=4, seed=0),
+    "llama": OrganismSpec(arch="llama", d_model=48, n_layers=5, n_heads=4, seed=1),
+    "gpt2": OrganismSpec(arch="gpt2", d_model=32, n_layers=2, n_heads=4, seed=2),
+}
+
+# Prompts in the organisms' alphabet, of different lengths (left padding matters).
+PROMPTS = ["Q:12+34|A:", "Q:56+78+11|A:", "Q:99+10+20+30|A:", "S:13+57|A:", "S:22+33+44|A:"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    dirs = {}
+    for name, spec in TINY_SPECS.items():
+        torch.manual_seed(spec.seed)
+        model = AutoModelForCausalLM.from_config(spec.hf_config())
+        with torch.no_grad():  # larger weights than the default init: activations that differ by prompt
+            for p in model.parameters():
+                if p.ndim == 2:
+                    p.mul_(4.0)
+        model.save_pretrained(root / name)
+        build_tokenizer().save_pretrained(root / name)
+        dirs[name] = root / name
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_dirs):
+    from mkt.models import load_model
+
+    return {name: load_model(path, device="cpu") for name, path in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="session")
+def qwen(tiny_models):
+    return tiny_models["qwen2"]
+
+
+@pytest.fixture(scope="session")
+def llama(tiny_models):
+    return tiny_models["llama"]

@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+import torch
+
+from mkt.alignment import SubspaceAlignment, fit_alignment, relative_depth_map, select_rank, transfer
+from mkt.errors import CorruptArtifactError, IncompatibleModelError
+from mkt.key import MasterKey
+from mkt.models import ModelIdentity
+
+SRC = ModelIdentity("src", "A", 3, 12, 50)
+TGT = ModelIdentity("tgt", "B", 5, 20, 50)
+
+
+def _acts(seed, n=40, src=SRC, tgt=TGT, noise=0.05):
+    """Target states that are a noisy linear function of low-rank source states."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 6, generator=g)
+    xs = torch.stack([z @ torch.randn(6, src.d_model, generator=g) + 2.0 for _ in range(src.n_layers)], 1)
+    xt = torch.stack([z @ torch.randn(6, tgt.d_model, generator=g) - 1.0 for _ in range(tgt.n_layers)], 1)
+    return xs, xt + noise * torch.randn(xt.shape, generator=g)
+
+
+def test_relative_depth_map():
+    assert relative_depth_map(4, 6) == [0, 0, 1, 1, 2, 3]  # floor(3 * lt / 5)
+    assert relative_depth_map(6, 4) == [0, 1, 3, 5]
+    assert relative_depth_map(5, 5) == list(range(5))
+    assert relative_depth_map(3, 1) == [2]
+    for ls, lt in [(36, 40), (40, 36), (2, 28)]:
+        m = relative_depth_map(ls, lt)
+        assert m[0] == 0 and m[-1] == ls - 1 and m == sorted(m)
+
+
+def _numpy_map(xs, xt, k, center):
+    if center:
+        xs, xt = xs - xs.mean(0), xt - xt.mean(0)
+    vs = np.linalg.svd(xs, full_matrices=False)[2][:k].T
+    vt = np.linalg.svd(xt, full_matrices=False)[2][:k].T
+    m = np.linalg.pinv(xs @ vs) @ (xt @ vt)
+    return vs @ m @ vt.T
+
+
+@pytest.mark.parametrize("center", [False, True])
+def test_transfer_map_matches_numpy(center):
+    xs, xt = _acts(0)
+    al = fit_alignment(xs, xt, SRC, TGT, k=5, center=center)
+    key = torch.randn(SRC.n_layers, SRC.d_model, dtype=torch.float64)
+    mapped = al.map_directions(key)
+    for lt, ls in enumerate(al.layer_map):
+        t = _numpy_map(xs[:, ls].double().numpy(), xt[:, lt].double().numpy(), 5, center)
+        expected = key[ls].numpy() @ t
+        assert np.allclose(mapped[lt].numpy(), expected, atol=1e-4 * np.abs(expected).max())
+
+
+def test_factored_storage_shapes():
+    xs, xt = _acts(1)
+    al = fit_alignment(xs, xt, SRC, TGT, k=4)
+    assert al.source_bases.shape == (5, 12, 4)
+    assert al.cores.shape == (5, 4, 4)
+    assert al.target_bases.shape == (5, 20, 4)
+
+
+def test_heldout_error_falls_with_rank_and_is_small_for_a_linear_relation():
+    xs, xt = _acts(2, n=80)
+    errors = [float(fit_alignment(xs[:60], xt[:60], SRC, TGT, k=k, center=True)
+                    .relative_error(xs[60:], xt[60:]).mean()) for k in (1, 3, 6)]
+    assert errors[0] > errors[1] > errors[2]
+    assert errors[2] < 0.1
+    best, all_errors = select_rank(xs[:60], xt[:60], xs[60:], xt[60:], SRC, TGT, [1, 3, 6], center=True)
+    assert best == 6 and set(all_errors) == {1, 3, 6}
+
+
+def test_procrustes_recovers_a_rotation():
+    g = torch.Generator().manual_seed(3)
+    ident = ModelIdentity("m", "A", 1, 8, 10)
+    xs = torch.randn(50, 1, 8, generator=g)
+    q, _ = torch.linalg.qr(torch.randn(8, 8, generator=g))
+    xt = xs @ q
+    al = fit_alignment(xs, xt, ident, ident, k=8, method="procrustes")
+    assert al.relative_error(xs, xt).item() < 1e-4
+    r = torch.randn(1, 8, generator=g)
+    assert torch.allclose(al.map_directions(r), r @ q, atol=1e-4)
+
+
+def test_ridge_shrinks_toward_zero():
+    xs, xt = _acts(4)
+    weak = fit_alignment(xs, xt, SRC, TGT, k=5, method="ridge", ridge=1e-6)
+    strong = fit_alignment(xs, xt, SRC, TGT, k=5, method="ridge", ridge=10.0)
+    lstsq = fit_alignment(xs, xt, SRC, TGT, k=5)
+    assert torch.allclose(weak.cores, lstsq.cores, atol=1e-3)
+    assert strong.cores.norm() < 0.5 * lstsq.cores.norm()
+
+
+def test_coverage():
+    xs, xt = _acts(5)
+    al = fit_alignment(xs, xt, SRC, TGT, k=3)
+    inside = torch.einsum("lk,ldk->ld", torch.randn(5, 3), al.source_bases)
+    # a key lying in each matched layer's top-k subspace is fully covered
+    key = torch.zeros(3, 12)
+    for lt, ls in enumerate(al.layer_map):
+        key[ls] = inside[lt]
+    cov = al.coverage(key)
+    assert torch.allclose(cov[[0, 2, 4]], torch.ones(3), atol=1e-5)
+    # a key orthogonal to the subspace is not covered at all
+    basis = al.source_bases[0]
+    ortho = torch.randn(12) - basis @ (basis.T @ torch.randn(12))
+    ortho = ortho - basis @ (basis.T @ ortho)
+    key2 = torch.randn(3, 12)
+    key2[al.layer_map[0]] = ortho
+    assert al.coverage(key2)[0] < 1e-5
+
+
+def test_rank_and_shape_errors():
+    xs, xt = _acts(6, n=10)
+    with pytest.raises(ValueError, match="k=11 is out of range.*n=10"):
+        fit_alignment(xs, xt, SRC, TGT, k=11)
+    with pytest.raises(ValueError, match="k=0"):
+        fit_alignment(xs, xt, SRC, TGT, k=0)
+    with pytest.raises(ValueError, match="same prompts"):
+        fit_alignment(xs[:9], xt, SRC, TGT, k=2)
+    with pytest.raises(IncompatibleModelError, match="'tgt' has 5 layers x 20"):
+        fit_alignment(xs, xt[:, :, :10], SRC, TGT, k=2)
+    with pytest.raises(ValueError, match="unknown alignment method"):
+        fit_alignment(xs, xt, SRC, TGT, k=2, method="cca2")
+
+
+def test_transfer_and_identity():
+    xs, xt = _acts(7)
+    al = fit_alignment(xs, xt, SRC, TGT, k=4)
+    key = MasterKey(torch.randn(3, 12), SRC, provenance={"n": 8, "aggregator": "mean"})
+    moved = transfer(key, al)
+    assert moved.model == TGT and moved.directions.shape == (5, 20)
+    assert moved.provenance["k"] == 4 and len(moved.provenance["coverage"]) == 5
+    with pytest.raises(IncompatibleModelError, match="fit the alignment from the key's model"):
+        transfer(MasterKey(torch.randn(5, 20), TGT), al)
+    same = transfer(key, SubspaceAlignment.identity(SRC))
+    assert torch.equal(same.directions, key.directions)
+
+
+def test_save_load_round_trip_is_bit_exact(tmp_path):
+    xs, xt = _acts(8)
+    al = fit_alignment(xs, xt, SRC, TGT, k=4, center=True)
+    back = SubspaceAlignment.load(al.save(tmp_path / "a.safetensors"))
+    for name in ("source_bases", "cores", "target_bases", "source_means", "target_means"):
+        assert torch.equal(getattr(al, name), getattr(back, name))
+    assert back.layer_map == al.layer_map and back.source == SRC and back.diagnostics == al.diagnostics
+    ident = SubspaceAlignment.load(SubspaceAlignment.identity(SRC).save(tmp_path / "i.safetensors"))
+    assert ident.is_identity
+    (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file at all")
+    with pytest.raises(CorruptArtifactError, match="not a readable mkt alignment"):
+        SubspaceAlignment.load(tmp_path / "bad.safetensors")
+    with pytest.raises(FileNotFoundError):
+        SubspaceAlignment.load(tmp_path / "none.safetensors")

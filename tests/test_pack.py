@@ -1,0 +1,58 @@
+import json
+
+import pytest
+import torch
+
+from mkt.errors import CorruptArtifactError, IncompatibleModelError
+from mkt.key import MasterKey
+from mkt.models import model_identity
+from mkt.pack import CapabilityPack
+
+
+@pytest.fixture
+def pack(qwen):
+    key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model), model_identity(qwen),
+                    provenance={"n": 4, "aggregator": "mean", "variant": "prompt"})
+    return CapabilityPack(key, alpha=0.25, mode="additive", layers=[0, 2])
+
+
+def test_round_trip_is_bit_exact(tmp_path, pack):
+    back = CapabilityPack.load(pack.save(tmp_path / "p"))
+    assert torch.equal(back.key.directions, pack.key.directions)
+    assert (back.alpha, back.mode, back.layers, back.scope) == (0.25, "additive", [0, 2], "prompt-last")
+    manifest = json.loads((tmp_path / "p" / "manifest.json").read_text())
+    for field in ("format_version", "source", "target", "layer_map", "k", "n", "aggregator", "mode",
+                  "alpha", "hook", "sha256"):
+        assert field in manifest
+
+
+def test_tampered_pack_is_refused(tmp_path, pack):
+    path = pack.save(tmp_path / "p")
+    raw = bytearray((path / "directions.safetensors").read_bytes())
+    raw[-1] ^= 1
+    (path / "directions.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(CorruptArtifactError, match="does not match the hash"):
+        CapabilityPack.load(path)
+
+
+def test_missing_and_bad_files(tmp_path, pack):
+    path = pack.save(tmp_path / "p")
+    (path / "manifest.json").write_text("{not json")
+    with pytest.raises(CorruptArtifactError, match="not valid JSON"):
+        CapabilityPack.load(path)
+    (path / "manifest.json").unlink()
+    with pytest.raises(CorruptArtifactError, match="manifest.json is missing"):
+        CapabilityPack.load(path)
+
+
+def test_pack_for_another_model_is_refused(pack, llama, qwen):
+    with pytest.raises(IncompatibleModelError, match="made for 'qwen2'"):
+        with pack.apply(llama):
+            pass
+    with pack.apply(qwen) as hooks:
+        assert hooks.steering.layers == [0, 2]
+
+
+def test_non_finite_alpha(pack):
+    with pytest.raises(ValueError, match="alpha must be finite"):
+        CapabilityPack(pack.key, alpha=float("inf"))

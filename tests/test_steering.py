@@ -1,0 +1,111 @@
+import pytest
+import torch
+
+from mkt.errors import IncompatibleModelError, NonFiniteError
+from mkt.generation import generate
+from mkt.intervention import norm_preserving
+from mkt.key import MasterKey
+from mkt.models import model_identity, tokenize_left_padded
+from mkt.steering import Steering
+from tests.conftest import PROMPTS
+
+
+@pytest.fixture(scope="module")
+def key(qwen):
+    g = torch.Generator().manual_seed(0)
+    return MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
+
+
+def test_hook_output_is_the_formula_at_the_last_prompt_token(qwen, key):
+    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+    name = "blocks.0.hook_resid_post"
+    with torch.no_grad():
+        _, plain = qwen.run_with_cache(ids, attention_mask=mask, names_filter=[name])
+        with key.apply(qwen, alpha=0.4, layers=[0]):
+            _, steered = qwen.run_with_cache(ids, attention_mask=mask, names_filter=[name])
+    unit = key.directions[0] / key.directions[0].norm()
+    assert torch.allclose(steered[name][:, -1], norm_preserving(plain[name][:, -1], unit, 0.4), atol=1e-5)
+    assert torch.equal(steered[name][:, :-1], plain[name][:, :-1])
+
+
+def test_prompt_last_steering_leaves_earlier_logits_untouched(qwen, key):
+    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+    with torch.no_grad():
+        plain = qwen(ids, attention_mask=mask)
+        with key.apply(qwen, alpha=0.5):
+            steered = qwen(ids, attention_mask=mask)
+    real = mask[:, :-1].bool()  # pad positions' outputs are meaningless (HF un-masks their rows)
+    assert torch.allclose(steered[:, :-1][real], plain[:, :-1][real], atol=1e-6)
+    assert (steered[:, -1] - plain[:, -1]).abs().max() > 1e-2
+
+
+def test_hooks_are_removed_after_the_context(qwen, key):
+    ids, mask = tokenize_left_padded(qwen, PROMPTS[:1])
+    with torch.no_grad():
+        before = qwen(ids, attention_mask=mask)
+        with key.apply(qwen, alpha=1.0):
+            pass
+        after = qwen(ids, attention_mask=mask)
+    assert torch.equal(before, after)
+
+
+@pytest.mark.parametrize("mode", ["norm-preserving", "additive"])
+def test_left_padded_batch_equals_single_prompts(qwen, key, mode):
+    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+    with torch.no_grad(), key.apply(qwen, alpha=0.3, mode=mode):
+        batched = qwen(ids, attention_mask=mask)[:, -1]
+        single = torch.cat([qwen(qwen.to_tokens(p))[:, -1] for p in PROMPTS])
+    assert torch.allclose(batched, single, atol=1e-4)
+
+
+def test_per_row_alpha_equals_separate_runs(qwen, key):
+    alphas = torch.tensor([0.0, 0.2, 0.5, 1.0, 0.1])
+    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+    with torch.no_grad():
+        with key.apply(qwen, alpha=alphas):
+            rows = qwen(ids, attention_mask=mask)[:, -1]
+        for i, a in enumerate(alphas.tolist()):
+            with key.apply(qwen, alpha=a):
+                one = qwen(ids[i : i + 1], attention_mask=mask[i : i + 1])[:, -1]
+            assert torch.allclose(rows[i], one[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("scope", ["prompt-last", "prompt-last+generated"])
+def test_kv_cache_and_no_cache_generation_agree(qwen, key, scope):
+    steering = key.steering(alpha=0.6, scope=scope)
+    cached = generate(qwen, PROMPTS, max_new_tokens=6, steering=steering)
+    recomputed = generate(qwen, PROMPTS, max_new_tokens=6, steering=steering, use_cache=False)
+    assert [g.token_ids for g in cached] == [g.token_ids for g in recomputed]
+
+
+def test_steering_changes_generation_and_scopes_differ(qwen, key):
+    plain = generate(qwen, PROMPTS, max_new_tokens=6)
+    last = generate(qwen, PROMPTS, max_new_tokens=6, steering=key.steering(alpha=2.0))
+    every = generate(qwen, PROMPTS, max_new_tokens=6, steering=key.steering(alpha=2.0, scope="prompt-last+generated"))
+    assert [g.token_ids for g in plain] != [g.token_ids for g in last]
+    assert [g.token_ids for g in last] != [g.token_ids for g in every]
+
+
+def test_generation_is_reproducible_with_a_seed(qwen):
+    a = generate(qwen, PROMPTS, max_new_tokens=8, do_sample=True, seed=3)
+    b = generate(qwen, PROMPTS, max_new_tokens=8, do_sample=True, seed=3)
+    c = generate(qwen, PROMPTS, max_new_tokens=8, do_sample=True, seed=4)
+    assert [g.token_ids for g in a] == [g.token_ids for g in b] != [g.token_ids for g in c]
+
+
+def test_bad_steering_input(qwen, llama, key):
+    with pytest.raises(IncompatibleModelError, match="transfer it"):
+        with key.apply(llama):
+            pass
+    with pytest.raises(ValueError, match="alpha must be a finite"):
+        key.steering(alpha=float("nan"))
+    with pytest.raises(IncompatibleModelError, match="unknown layer index \\[9\\]"):
+        key.steering(layers=[9])
+    bad = key.directions.clone()
+    bad[1, 0] = float("inf")
+    with pytest.raises(NonFiniteError):
+        Steering(bad)
+    with pytest.raises(ValueError, match="unknown intervention mode"):
+        key.steering(mode="multiply")
+    with pytest.raises(ValueError, match="one per prompt"):
+        generate(qwen, PROMPTS, steering=key.steering(alpha=torch.tensor([0.1, 0.2])))
