@@ -31,7 +31,8 @@ def load_model(
     """Load a model as a TransformerLens ``TransformerBridge``.
 
     Args:
-        name_or_path: hub name (``Qwen/Qwen3-4B``) or a local HF directory.
+        name_or_path: hub name (``Qwen/Qwen3-4B``), a local HF directory, or a built-in
+            organism as ``organism:NAME`` (``organism:source-base``).
         device: ``cpu``, ``cuda``, ...; default: CUDA when available.
         dtype: parameter dtype (``torch.bfloat16`` or ``"bfloat16"`` for large models).
         device_map: passed through to HF for models spread across GPUs.
@@ -53,6 +54,10 @@ def load_model(
     if n_devices is not None:
         kwargs["n_devices"] = n_devices
     name = str(name_or_path)
+    if name.startswith("organism:"):
+        from mkt.organisms.zoo import organism_path
+
+        name = str(organism_path(name.split(":", 1)[1]))
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").exists():
         raise ModelLoadError(f"{local} exists but holds no config.json: pass an HF model directory")

@@ -1,0 +1,271 @@
+"""The ``mkt`` command line. Each subcommand is a thin layer over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+MODEL_HELP = "HF hub name, local HF directory, or a built-in organism as organism:NAME (e.g. organism:source-base)"
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model loading")
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
+    g.add_argument("--device-map", default=None, help="HF device_map for large models, e.g. auto")
+    g.add_argument("--n-devices", type=int, default=None, help="spread the model over this many GPUs")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code (off by default)")
+    g.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass (default 32)")
+
+
+def _load(args, name: str):
+    from mkt.models import load_model
+
+    return load_model(name, device=args.device, dtype=args.dtype, device_map=args.device_map,
+                      n_devices=args.n_devices, trust_remote_code=args.trust_remote_code)
+
+
+def _key_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--questions", required=True, help="questions: a text file (one per line) or JSONL")
+    p.add_argument("--field", default="question", help="JSONL field holding the question (default: question)")
+    p.add_argument("--locked", required=True, help="Locked template with {question}, e.g. 'Q: {question}\\nA:'")
+    p.add_argument("--unlocked", default=None, help="Unlocked template (prompt-induced key)")
+    p.add_argument("--unlocked-model", default=None,
+                   help="post-trained variant of the Source (model-induced key; the Source is the Locked variant)")
+    p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="mean difference or first PC (default mean)")
+    p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
+
+
+def _questions(args) -> list[str]:
+    from mkt.prompts import read_questions
+
+    qs = read_questions(args.questions, args.field)
+    return qs[: args.max_questions] if args.max_questions else qs
+
+
+def _apply_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", type=float, default=0.1, help="intervention strength stored in the pack (default 0.1)")
+    p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving",
+                   help="norm-preserving rotation (paper) or additive push")
+    p.add_argument("--scope", choices=["prompt-last", "prompt-last+generated"], default="prompt-last",
+                   help="steer the last prompt token only (paper) or every generated token too")
+    p.add_argument("--layers", type=int, nargs="+", default=None, help="steer only these layers (default all)")
+
+
+def cmd_extract(args) -> None:
+    from mkt.extract import extract_model_key, extract_prompt_key
+    from mkt.pack import CapabilityPack
+
+    model = _load(args, args.model)
+    qs = _questions(args)
+    if args.unlocked_model:
+        key = extract_model_key(_load(args, args.unlocked_model), model, qs, args.locked, args.aggregator,
+                                args.batch_size, progress=True)
+    elif args.unlocked:
+        key = extract_prompt_key(model, qs, args.locked, args.unlocked, args.aggregator, args.batch_size, progress=True)
+    else:
+        raise SystemExit("mkt extract: give --unlocked TEMPLATE (prompt-induced) or --unlocked-model M (model-induced)")
+    pack = CapabilityPack(key, args.alpha, args.mode, args.scope, args.layers)
+    print(f"key for {key.model.name}: {key.n_layers} layers x {key.d_model}, n={len(qs)}; wrote {pack.save(args.out)}")
+
+
+def cmd_align(args) -> None:
+    from mkt.activations import last_token_resid
+    from mkt.alignment import fit_alignment
+    from mkt.models import model_identity
+    from mkt.pipeline import alignment_prompts
+    from mkt.prompts import PromptTemplate
+
+    source, target = _load(args, args.source), _load(args, args.target)
+    qs = _questions(args)
+    unlocked = PromptTemplate(args.unlocked) if args.unlocked else None
+    prompts = alignment_prompts(qs, PromptTemplate(args.locked), unlocked, args.alignment_set)
+    x_s = last_token_resid(source, prompts, batch_size=args.batch_size, progress=True)
+    x_t = last_token_resid(target, prompts, batch_size=args.batch_size, progress=True)
+    al = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), args.k, args.method, args.center)
+    al.save(args.out)
+    err = al.diagnostics["fit_relative_error"]
+    print(f"alignment {al.source.name} -> {al.target.name}, k={al.k}, n={al.n}, method={al.method}: "
+          f"mean fit error {sum(err) / len(err):.3f}; wrote {args.out}")
+
+
+def cmd_transfer(args) -> None:
+    from mkt.pack import CapabilityPack
+    from mkt.pipeline import run_transfer
+
+    source, target = _load(args, args.source), _load(args, args.target)
+    qs = _questions(args)
+    unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
+    report = run_transfer(
+        source, target, qs, qs, args.locked, args.unlocked, unlocked_model, args.aggregator, args.k, args.method,
+        args.center, args.alignment_set, args.heldout_fraction, args.seed, args.batch_size, progress=True,
+    )
+    CapabilityPack(report.target_key, args.alpha, args.mode, args.scope, args.layers).save(args.out)
+    s = report.summary()
+    print(f"transferred {s['source']} -> {s['target']} (k={s['k']}, {s['method']}, alignment set {s['alignment_set']})")
+    print("  coverage of the key per target layer: " + " ".join(f"{c:.2f}" for c in s["coverage"]))
+    print("  held-out relative error per layer:    " + " ".join(f"{e:.2f}" for e in s["heldout_error"]))
+    if s["mean_coverage"] < 0.2:
+        print("  WARNING: the alignment prompts carry little variance along the key (coverage < 0.2); "
+              "try --alignment-set mixed or a larger --k")
+    (Path(args.out) / "transfer_report.json").write_text(json.dumps(s, indent=1))
+    print(f"wrote {args.out}")
+
+
+def cmd_generate(args) -> None:
+    from mkt.generation import generate
+    from mkt.pack import CapabilityPack
+    from mkt.prompts import read_questions
+
+    model = _load(args, args.model)
+    if args.prompt is not None:
+        prompts = [args.prompt]
+    elif args.prompts is not None:
+        prompts = read_questions(args.prompts, args.field)
+    else:
+        raise SystemExit("mkt generate: give --prompt TEXT or --prompts FILE")
+    steering = None
+    if args.pack:
+        pack = CapabilityPack.load(args.pack)
+        pack.check_fits(model)
+        steering = pack.steering(args.alpha)
+    gens = generate(model, prompts, args.max_new_tokens, steering, do_sample=args.sample, temperature=args.temperature,
+                    seed=args.seed, stop=args.stop, batch_size=args.batch_size, progress=True)
+    out = open(args.out, "w") if args.out else None
+    for g in gens:
+        rec = dict(prompt=g.prompt, output=g.text, n_tokens=g.n_tokens)
+        print(json.dumps(rec), file=out or sys.stdout)
+    if out:
+        out.close()
+        print(f"wrote {len(gens)} generations to {args.out}")
+
+
+def cmd_info(args) -> None:
+    from mkt.pack import CapabilityPack
+
+    pack = CapabilityPack.load(args.pack)
+    m = pack.manifest()
+    print(f"capability pack {args.pack}")
+    for field in ("description", "variant", "aggregator", "n", "k", "alignment_method", "mode", "alpha", "scope",
+                  "layers", "hook"):
+        print(f"  {field:17s} {m[field]}")
+    print(f"  {'source':17s} {m['source']['name']} ({m['source']['n_layers']} layers x {m['source']['d_model']})")
+    print(f"  {'target':17s} {m['target']['name']} ({m['target']['n_layers']} layers x {m['target']['d_model']})")
+    print(f"  {'layer map':17s} {m['layer_map']}")
+    norms = pack.key.norms()
+    print(f"  {'key norms':17s} " + " ".join(f"{x:.3g}" for x in norms.tolist()))
+    if "coverage" in m["provenance"]:
+        print(f"  {'coverage':17s} " + " ".join(f"{x:.2f}" for x in m["provenance"]["coverage"]))
+
+
+def cmd_demo(args) -> None:
+    from mkt.organisms.demo import run_demo
+
+    run_demo(args.out, n_test=args.n_test, quick=args.quick)
+
+
+def cmd_organisms(args) -> None:
+    from mkt.organisms.zoo import ZOO, ZOO_DIR, train_zoo
+
+    if args.action == "list":
+        for name, spec in ZOO.items():
+            trained = (ZOO_DIR / name / "config.json").exists()
+            print(f"{name:17s} {spec.arch:6s} d={spec.d_model:<4d} layers={spec.n_layers} "
+                  f"{'shipped' if trained else 'not trained'}")
+        return
+    root = Path(args.out) if args.out else ZOO_DIR
+    manifests = train_zoo(args.only, root, steps=args.steps)
+    for name, m in manifests.items():
+        print(f"{name}: {m['train_seconds']} s, dev metrics {json.dumps(m['final_dev_metrics'])}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mkt", description="Master Key Transfer: extract a capability direction "
+                                     "from a Source model, align it into a Target, and apply it at inference.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("extract", help="extract a MasterKey from one model and save it as a pack")
+    p.add_argument("--model", required=True, help=MODEL_HELP + "; the Locked variant for model-induced keys")
+    _key_args(p), _apply_args(p), _model_args(p)
+    p.add_argument("--out", required=True, help="pack directory to write")
+    p.set_defaults(func=cmd_extract)
+
+    def align_args(p):
+        p.add_argument("--k", type=int, default=32, help="alignment rank, 1 <= k <= number of prompts (default 32)")
+        p.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq",
+                       help="k x k map: least squares (paper), orthogonal Procrustes, or ridge")
+        p.add_argument("--center", action="store_true", help="zero-centre activations before the SVD")
+        p.add_argument("--alignment-set", choices=["locked", "mixed"], default="locked",
+                       help="fit on Locked prompts only (paper) or Locked + Unlocked prompts")
+
+    p = sub.add_parser("align", help="fit a Source -> Target subspace alignment")
+    p.add_argument("--source", required=True, help=MODEL_HELP)
+    p.add_argument("--target", required=True, help=MODEL_HELP)
+    p.add_argument("--questions", required=True, help="questions: a text file (one per line) or JSONL")
+    p.add_argument("--field", default="question", help="JSONL field holding the question")
+    p.add_argument("--locked", required=True, help="Locked template with {question}")
+    p.add_argument("--unlocked", default=None, help="Unlocked template (needed for --alignment-set mixed)")
+    p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
+    align_args(p), _model_args(p)
+    p.add_argument("--out", required=True, help="alignment file to write (.safetensors)")
+    p.set_defaults(func=cmd_align)
+
+    p = sub.add_parser("transfer", help="extract on the Source, align, and write a pack for the Target")
+    p.add_argument("--source", required=True, help=MODEL_HELP + "; the Locked variant for model-induced keys")
+    p.add_argument("--target", required=True, help=MODEL_HELP)
+    _key_args(p), align_args(p), _apply_args(p), _model_args(p)
+    p.add_argument("--heldout-fraction", type=float, default=0.2,
+                   help="share of questions kept out of the alignment fit to measure its error (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
+    p.add_argument("--out", required=True, help="pack directory to write")
+    p.set_defaults(func=cmd_transfer)
+
+    p = sub.add_parser("generate", help="generate, optionally steered by a pack")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--pack", default=None, help="capability pack directory")
+    p.add_argument("--alpha", type=float, default=None, help="override the pack's alpha")
+    p.add_argument("--prompt", default=None, help="one prompt")
+    p.add_argument("--prompts", default=None, help="file of prompts (text, one per line, or JSONL)")
+    p.add_argument("--field", default="question", help="JSONL field holding the prompt")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--stop", nargs="+", default=None, help="stop strings")
+    p.add_argument("--out", default=None, help="JSONL file to write (default stdout)")
+    _model_args(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("info", help="describe a capability pack")
+    p.add_argument("pack", help="pack directory")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="the whole transfer on the built-in organisms (CPU, minutes)")
+    p.add_argument("--out", default="runs/demo", help="where to write results.json and the plot (default runs/demo)")
+    p.add_argument("--n-test", type=int, default=200, help="held-out test prompts per condition (default 200)")
+    p.add_argument("--quick", action="store_true", help="fewer prompts and conditions (a smoke run)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("organisms", help="list or train the model organisms")
+    p.add_argument("action", choices=["list", "train"])
+    p.add_argument("--only", nargs="+", default=None, help="organisms to train (default all, parents first)")
+    p.add_argument("--steps", type=int, default=None, help="override the training steps (short runs)")
+    p.add_argument("--out", default=None, help="directory to write the zoo to (default: the package's zoo)")
+    p.set_defaults(func=cmd_organisms)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, KeyError) as err:  # MktError is a ValueError
+        print(f"mkt {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

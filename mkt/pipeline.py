@@ -1,0 +1,115 @@
+"""The whole UNLOCK recipe in one call: extract on the Source, align, transfer to the Target."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from mkt.activations import last_token_resid
+from mkt.alignment import SubspaceAlignment, fit_alignment, transfer
+from mkt.extract import extract_model_key, extract_prompt_key
+from mkt.key import MasterKey
+from mkt.models import model_identity
+from mkt.prompts import PromptTemplate
+
+ALIGNMENT_SETS = ("locked", "mixed")
+
+
+@dataclass
+class TransferReport:
+    """What a transfer did, with the numbers that say whether to trust it."""
+
+    source_key: MasterKey
+    target_key: MasterKey
+    alignment: SubspaceAlignment
+    coverage: list[float]  # per target layer: share of the key inside the Source's top-k subspace
+    heldout_error: list[float]  # per target layer, on prompts the map was not fitted on
+    alignment_set: str
+
+    def summary(self) -> dict:
+        return dict(
+            source=self.alignment.source.name, target=self.alignment.target.name, k=self.alignment.k,
+            method=self.alignment.method, center=self.alignment.center, alignment_set=self.alignment_set,
+            n_key=self.source_key.provenance.get("n"), n_align=self.alignment.n,
+            mean_coverage=sum(self.coverage) / len(self.coverage), coverage=self.coverage,
+            mean_heldout_error=sum(self.heldout_error) / len(self.heldout_error),
+            heldout_error=self.heldout_error,
+        )
+
+
+def alignment_prompts(questions: list[str], locked: PromptTemplate, unlocked: PromptTemplate | None,
+                      alignment_set: str) -> list[str]:
+    """The paper's protocol (``locked``: Locked prompts only) or Locked + Unlocked prompts."""
+    if alignment_set not in ALIGNMENT_SETS:
+        raise ValueError(f"unknown alignment set {alignment_set!r}: use one of {ALIGNMENT_SETS}")
+    prompts = locked.format_all(questions)
+    if alignment_set == "mixed":
+        if unlocked is None:
+            raise ValueError("the mixed alignment set needs an Unlocked template")
+        prompts += unlocked.format_all(questions)
+    return prompts
+
+
+def run_transfer(
+    source,
+    target,
+    key_questions: list[str],
+    align_questions: list[str],
+    locked: str,
+    unlocked: str | None = None,
+    source_unlocked_model=None,
+    aggregator: str = "mean",
+    k: int = 32,
+    method: str = "lstsq",
+    center: bool = False,
+    alignment_set: str = "locked",
+    heldout_fraction: float = 0.2,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = False,
+    source_key: MasterKey | None = None,
+) -> TransferReport:
+    """Extract a key on ``source``, align ``source`` to ``target`` and transfer the key.
+
+    Prompt-induced when ``unlocked`` is a template; model-induced when
+    ``source_unlocked_model`` is given (``source`` is then the Locked variant). A share
+    ``heldout_fraction`` of the alignment questions is kept out of the fit to measure
+    the map's error. Pass ``source_key`` to reuse an extracted key.
+    """
+    locked_t = PromptTemplate.of(locked)
+    unlocked_t = PromptTemplate.of(unlocked) if unlocked is not None else None
+    if source_key is None:
+        if source_unlocked_model is not None:
+            source_key = extract_model_key(source_unlocked_model, source, key_questions, locked_t,
+                                           aggregator, batch_size, progress)
+        elif unlocked_t is not None:
+            source_key = extract_prompt_key(source, key_questions, locked_t, unlocked_t, aggregator,
+                                            batch_size, progress)
+        else:
+            raise ValueError("give an Unlocked template (prompt-induced) or an Unlocked model (model-induced)")
+    if not 0 <= heldout_fraction < 1:
+        raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
+    order = list(range(len(align_questions)))
+    random.Random(seed).shuffle(order)
+    n_held = int(round(heldout_fraction * len(order)))
+    fit_q = [align_questions[i] for i in order[n_held:]]
+    held_q = [align_questions[i] for i in order[:n_held]]
+    prompts = alignment_prompts(fit_q, locked_t, unlocked_t, alignment_set)
+    x_s = last_token_resid(source, prompts, batch_size=batch_size, progress=progress)
+    x_t = last_token_resid(target, prompts, batch_size=batch_size, progress=progress)
+    alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center)
+    if held_q:
+        held = alignment_prompts(held_q, locked_t, unlocked_t, alignment_set)
+        err = alignment.relative_error(last_token_resid(source, held, batch_size=batch_size),
+                                       last_token_resid(target, held, batch_size=batch_size))
+        alignment.diagnostics["heldout_relative_error"] = err.tolist()
+    target_key = transfer(source_key, alignment)
+    coverage = alignment.coverage(source_key.directions).tolist()
+    heldout = alignment.diagnostics.get("heldout_relative_error", [float("nan")] * len(coverage))
+    return TransferReport(source_key, target_key, alignment, coverage, heldout, alignment_set)
+
+
+def cosine_per_layer(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1).tolist()

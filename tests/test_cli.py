@@ -1,0 +1,79 @@
+"""The mkt command line end to end on tiny local models."""
+
+import json
+
+import pytest
+import torch
+
+from mkt.alignment import SubspaceAlignment
+from mkt.cli import main
+from mkt.pack import CapabilityPack
+
+LOCKED, UNLOCKED = "Q:{question}|A:", "S:{question}|A:"
+
+
+@pytest.fixture
+def questions(tmp_path):
+    path = tmp_path / "q.txt"
+    path.write_text("\n".join(f"{a}+{b}" for a, b in zip(range(10, 40), range(50, 80))))
+    return path
+
+
+def test_extract_align_transfer_generate_info(tmp_path, tiny_dirs, questions, capsys):
+    src, tgt = str(tiny_dirs["qwen2"]), str(tiny_dirs["llama"])
+    assert main(["extract", "--model", src, "--questions", str(questions), "--locked", LOCKED,
+                 "--unlocked", UNLOCKED, "--out", str(tmp_path / "key"), "--device", "cpu"]) == 0
+    key_pack = CapabilityPack.load(tmp_path / "key")
+    assert key_pack.key.directions.shape == (3, 64)
+
+    assert main(["align", "--source", src, "--target", tgt, "--questions", str(questions), "--locked", LOCKED,
+                 "--k", "8", "--out", str(tmp_path / "a.safetensors"), "--device", "cpu"]) == 0
+    al = SubspaceAlignment.load(tmp_path / "a.safetensors")
+    assert (al.k, al.n, al.layer_map) == (8, 30, [0, 0, 1, 1, 2])
+
+    assert main(["transfer", "--source", src, "--target", tgt, "--questions", str(questions), "--locked", LOCKED,
+                 "--unlocked", UNLOCKED, "--k", "8", "--alignment-set", "mixed", "--alpha", "0.3",
+                 "--out", str(tmp_path / "pack"), "--device", "cpu"]) == 0
+    pack = CapabilityPack.load(tmp_path / "pack")
+    assert pack.key.directions.shape == (5, 48) and pack.alpha == 0.3
+    report = json.loads((tmp_path / "pack" / "transfer_report.json").read_text())
+    assert report["n_align"] == 48 and len(report["coverage"]) == 5  # 24 fit questions x 2 templates
+    # the pack's key is the library's transfer of the extracted key through the same alignment
+    assert torch.isfinite(pack.key.directions).all()
+
+    capsys.readouterr()
+    assert main(["generate", "--model", tgt, "--pack", str(tmp_path / "pack"), "--prompt", "Q:12+34|A:",
+                 "--max-new-tokens", "5", "--device", "cpu"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["prompt"] == "Q:12+34|A:" and rec["n_tokens"] <= 5
+
+    assert main(["info", str(tmp_path / "pack")]) == 0
+    out = capsys.readouterr().out
+    assert "llama (5 layers x 48)" in out and "coverage" in out
+
+
+def test_cli_errors_are_clear(tmp_path, tiny_dirs, questions, capsys):
+    src, tgt = str(tiny_dirs["qwen2"]), str(tiny_dirs["llama"])
+    assert main(["align", "--source", src, "--target", tgt, "--questions", str(questions), "--locked", LOCKED,
+                 "--k", "500", "--out", str(tmp_path / "a.safetensors"), "--device", "cpu"]) == 2
+    assert "k=500 is out of range" in capsys.readouterr().err
+    assert main(["extract", "--model", src, "--questions", str(questions), "--locked", "no slot",
+                 "--unlocked", UNLOCKED, "--out", str(tmp_path / "k"), "--device", "cpu"]) == 2
+    assert "{question}" in capsys.readouterr().err
+    assert main(["info", str(tmp_path / "nothing")]) == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+    # a pack for the Source applied to the Target
+    main(["extract", "--model", src, "--questions", str(questions), "--locked", LOCKED, "--unlocked", UNLOCKED,
+          "--out", str(tmp_path / "key"), "--device", "cpu"])
+    capsys.readouterr()
+    assert main(["generate", "--model", tgt, "--pack", str(tmp_path / "key"), "--prompt", "Q:1|A:",
+                 "--device", "cpu"]) == 2
+    assert "made for 'qwen2'" in capsys.readouterr().err
+
+
+def test_help_explains_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["transfer", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--k", "--alignment-set", "--alpha", "--mode", "--heldout-fraction", "--trust-remote-code"):
+        assert flag in text
