@@ -122,7 +122,7 @@ def make_batch(recipe: Recipe, rng: random.Random, batch_size: int):
 
 
 @torch.no_grad()
-def hf_greedy(model, prompts: list[str], max_new_tokens: int = 64) -> list[str]:
+def hf_greedy(model, prompts: list[str], max_new_tokens: int = 44) -> list[str]:
     """Greedy answers of an HF model to organism prompts (left-padded batch)."""
     seqs = [[BOS_ID] + encode(p) for p in prompts]
     width = max(len(s) for s in seqs)
