@@ -108,12 +108,13 @@ class SubspaceAlignment:
                 f"directions of shape {tuple(directions.shape)} do not fit this alignment's Source "
                 f"{self.source.name!r} {expected}: use a key extracted from that model"
             )
-        r = directions[self.layer_map].double()
+        r = directions[self.layer_map]
         if self.is_identity:
-            return r.to(directions.dtype)
-        coords = torch.einsum("ld,ldk->lk", r, self.source_bases.double())
-        coords = torch.einsum("lk,lkj->lj", coords, self.cores.double())
-        return torch.einsum("lj,ldj->ld", coords, self.target_bases.double()).to(directions.dtype)
+            return r.clone()
+        dtype = torch.promote_types(r.dtype, self.source_bases.dtype)  # no upcast of large bases
+        coords = torch.einsum("ld,ldk->lk", r.to(dtype), self.source_bases.to(dtype))
+        coords = torch.einsum("lk,lkj->lj", coords, self.cores.to(dtype))
+        return torch.einsum("lj,ldj->ld", coords, self.target_bases.to(dtype)).to(directions.dtype)
 
     def map_activations(self, x_s: Float[Tensor, "n layer_s d_s"]) -> Float[Tensor, "n layer_t d_t"]:
         """Predicted target activations: (x_s - mu_s) T + mu_t at every target layer."""
@@ -145,10 +146,12 @@ class SubspaceAlignment:
         Near 0 means the alignment prompts carried no variance along the key and the
         transferred key will be mostly lost.
         """
-        r = directions[self.layer_map].double()
+        r = directions[self.layer_map]
         if self.is_identity:
             return torch.ones(len(self.layer_map))
-        inside = torch.einsum("ld,ldk->lk", r, self.source_bases.double()).norm(dim=-1)
+        dtype = torch.promote_types(r.dtype, self.source_bases.dtype)
+        r = r.to(dtype)
+        inside = torch.einsum("ld,ldk->lk", r, self.source_bases.to(dtype)).norm(dim=-1)
         return (inside / r.norm(dim=-1).clamp_min(1e-30)).float()
 
     # --- persistence -------------------------------------------------------------------

@@ -160,6 +160,81 @@ def cmd_info(args) -> None:
         print(f"  {'coverage':17s} " + " ".join(f"{x:.2f}" for x in m["provenance"]["coverage"]))
 
 
+def _examples(args, split: str, limit: int | None, seed: int = 0):
+    from mkt.eval.tasks import load_task
+
+    return load_task(args.task, args.kind, limit, split=split, seed=seed)
+
+
+def cmd_eval(args) -> None:
+    from mkt.eval.baselines import LogitTransfer
+    from mkt.eval.runner import run_eval
+    from mkt.eval.tasks import build_prompts, template_for
+    from mkt.key import random_like
+    from mkt.pack import CapabilityPack
+
+    model = _load(args, args.model)
+    examples = _examples(args, "test", args.limit)
+    kind = examples[0].kind
+    template = template_for(kind, args.template)
+    demos = _examples(args, "dev", args.few_shot, seed=1) if args.few_shot else []
+    steering, logit_offset, config = None, None, dict(model=args.model, task=args.task, kind=kind)
+    if args.pack:
+        pack = CapabilityPack.load(args.pack)
+        pack.check_fits(model)
+        key = random_like(pack.key, args.random_control) if args.random_control is not None else pack.key
+        alpha = pack.alpha if args.alpha is None else args.alpha
+        steering = key.steering(alpha, pack.mode, pack.layers, pack.scope)
+        config.update(pack=args.pack, alpha=alpha, random_control=args.random_control)
+    if args.logit_transfer_from:
+        source = _load(args, args.logit_transfer_from)
+        unlocked = template_for(kind, args.logit_transfer_template)
+        mapping = dict(zip(build_prompts(examples, template), build_prompts(examples, unlocked)))
+        logit_offset = LogitTransfer(source, model, mapping.__getitem__)
+        config.update(logit_transfer_from=args.logit_transfer_from)
+    summary = run_eval(
+        model, examples, template, args.out, steering, logit_offset, demos, args.chat, args.max_new_tokens,
+        args.sample or args.n_samples > 1, args.temperature, args.n_samples, args.stop, args.batch_size, args.seed,
+        tuple(args.pass_k), config,
+    )
+    lo, hi = summary["ci95"]
+    extra = " ".join(f"{k}={v:.3f}" for k, v in summary.items() if k.startswith("pass@"))
+    print(f"accuracy {summary['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}) on {summary['n']} examples, "
+          f"mean {summary['mean_tokens']:.1f} tokens {extra}; wrote {args.out}")
+
+
+def cmd_sweep(args) -> None:
+    from mkt.eval.sweep import SweepSpec, run_sweep
+    from mkt.eval.tasks import template_for
+
+    source, target = _load(args, args.source), _load(args, args.target)
+    if args.task == "organism":
+        dev, test = _examples(args, "dev", args.dev_size), _examples(args, "test", args.test_size)
+        pool = [e.question for e in _examples(args, "train", max(args.ns), seed=2)]
+    else:  # one file: disjoint dev and test slices; the rest are unlabeled queries
+        examples = _examples(args, "test", None)
+        dev, test = examples[: args.dev_size], examples[args.dev_size : args.dev_size + args.test_size]
+        pool = [e.question for e in examples[args.dev_size + args.test_size :]]
+    kind = test[0].kind
+    locked = template_for(kind, args.locked).text
+    unlocked = template_for(kind, args.unlocked).text if args.unlocked else None
+    questions = _questions(args) if args.questions else pool
+    layer_subsets = tuple(None if s == "all" else tuple(int(x) for x in s.split("-")) for s in args.layers)
+    spec = SweepSpec(tuple(args.alphas), tuple(args.ks), tuple(args.ns), layer_subsets, args.alignment_set,
+                     args.method, args.center, args.aggregator, args.mode, args.max_new_tokens, args.batch_size)
+    post = _load(args, args.post_model) if args.post_model else None
+    unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
+    result = run_sweep(source, target, questions, dev, test, locked,
+                       None if unlocked_model else unlocked, args.out, spec, unlocked_model, post)
+    b = result["best"]
+    print(f"best on dev: n={b['n']} k={b['k']} layers={b['layers']} alpha={b['alpha']} "
+          f"(dev accuracy {b['dev_accuracy']:.3f})")
+    for name, row in result["baselines"].items():
+        acc = "skipped" if row.get("accuracy") is None else f"{row['accuracy']:.3f}"
+        print(f"  test  {name:40s} {acc}")
+    print(f"wrote {args.out}/sweep.csv, sweep.json, sweep.png")
+
+
 def cmd_demo(args) -> None:
     from mkt.organisms.demo import run_demo
 
@@ -241,6 +316,65 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="describe a capability pack")
     p.add_argument("pack", help="pack directory")
     p.set_defaults(func=cmd_info)
+
+    task_help = "JSONL file (GSM8K, MATH or AGIEval-Math fields), 'organism', or a dataset name (needs network)"
+
+    p = sub.add_parser("eval", help="evaluate a model on a task, optionally steered by a pack")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--kind", choices=["gsm8k", "math", "agieval-math"], default=None,
+                   help="task format (detected from the file's fields when omitted)")
+    p.add_argument("--template", default="direct",
+                   help="'direct', 'step_by_step', or a literal template with {question} (default direct)")
+    p.add_argument("--few-shot", type=int, default=0, help="number of worked demos to prepend (default 0)")
+    p.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
+    p.add_argument("--pack", default=None, help="capability pack to steer with")
+    p.add_argument("--alpha", type=float, default=None, help="override the pack's alpha")
+    p.add_argument("--random-control", type=int, default=None, metavar="SEED",
+                   help="replace the pack's key by a random direction of the same norms (control)")
+    p.add_argument("--logit-transfer-from", default=None, metavar="SOURCE",
+                   help="baseline: add SOURCE's Unlocked-minus-Locked log-prob difference at every step")
+    p.add_argument("--logit-transfer-template", default="step_by_step",
+                   help="Unlocked template of the logit-space transfer (default step_by_step)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="generation budget (default 256)")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--n-samples", type=int, default=1, help="samples per example for pass@k (implies --sample)")
+    p.add_argument("--pass-k", type=int, nargs="+", default=[1], help="k values of pass@k to report")
+    p.add_argument("--stop", nargs="+", default=None, help="stop strings")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--out", required=True, help="run directory (an interrupted run resumes)")
+    _model_args(p)
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("sweep", help="choose alpha, k, n and layers on dev; report on test with baselines")
+    p.add_argument("--source", required=True, help=MODEL_HELP + "; the Locked variant for model-induced keys")
+    p.add_argument("--target", required=True, help=MODEL_HELP)
+    p.add_argument("--task", required=True, help=task_help)
+    p.add_argument("--kind", choices=["gsm8k", "math", "agieval-math"], default=None, help="task format")
+    p.add_argument("--locked", default="direct", help="Locked template: 'direct' or a literal template")
+    p.add_argument("--unlocked", default="step_by_step", help="Unlocked template: 'step_by_step' or literal")
+    p.add_argument("--unlocked-model", default=None, help="post-trained Source for a model-induced key")
+    p.add_argument("--post-model", default=None, help="a post-trained model for the baselines table")
+    p.add_argument("--questions", default=None, help="unlabeled queries for key and alignment (default: from the task)")
+    p.add_argument("--field", default="question", help="JSONL field of --questions")
+    p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5], help="alpha grid")
+    p.add_argument("--ks", type=int, nargs="+", default=[8, 32], help="rank grid")
+    p.add_argument("--ns", type=int, nargs="+", default=[64, 256], help="grid of the number of queries")
+    p.add_argument("--layers", nargs="+", default=["all"], help="layer subsets: 'all' or dash-joined, e.g. 0-1-2")
+    p.add_argument("--alignment-set", choices=["locked", "mixed"], default="mixed", help="alignment prompts")
+    p.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq", help="k x k map")
+    p.add_argument("--center", action="store_true", help="zero-centre before the SVD")
+    p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="key aggregator")
+    p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving", help="intervention")
+    p.add_argument("--dev-size", type=int, default=64, help="dev examples (default 64)")
+    p.add_argument("--test-size", type=int, default=200, help="test examples (default 200)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="generation budget (default 64)")
+    p.add_argument("--out", required=True, help="directory for sweep.csv, sweep.json, sweep.png")
+    _model_args(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("demo", help="the whole transfer on the built-in organisms (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="where to write results.json and the plot (default runs/demo)")

@@ -59,6 +59,7 @@ def generate(
     batch_size: int = 16,
     use_cache: bool = True,
     record_entropy: bool = False,
+    logit_offset=None,
     progress: bool = False,
 ) -> list[Generation]:
     """Continue each prompt; greedy by default.
@@ -73,6 +74,9 @@ def generate(
         batch_size: prompts per batch (left-padded).
         use_cache: False recomputes the whole sequence each step (slow; for checking).
         record_entropy: keep the next-token entropy of every step.
+        logit_offset: optional object whose ``begin(prompts)`` returns a per-batch state with
+            ``offset() -> [batch, vocab]`` (added to each step's logits) and
+            ``advance(tokens)`` (the tokens chosen); see ``mkt.eval.baselines.LogitTransfer``.
         progress: show a progress bar.
     """
     if not prompts:
@@ -98,12 +102,15 @@ def generate(
         new = [[] for _ in batch]
         entropies = [[] for _ in batch]
         stopped = [False] * len(batch)
+        offsets = logit_offset.begin(batch) if logit_offset is not None else None
         with context as hooks:
             if hooks is not None:
                 hooks.prompt_len, hooks.offset = prompt_len, 0
             logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
             for _ in range(max_new_tokens):
                 step = logits[:, -1].float()
+                if offsets is not None:
+                    step = step + offsets.offset().to(step.device)
                 if record_entropy:
                     ent = -(torch.log_softmax(step, -1).exp() * torch.log_softmax(step, -1)).sum(-1)
                 nxt = _next_tokens(step, do_sample, temperature, top_p, generator)
@@ -121,6 +128,8 @@ def generate(
                 if done.all():
                     break
                 nxt = nxt.masked_fill(done.to(nxt.device), eos if eos is not None else 0)
+                if offsets is not None:
+                    offsets.advance(nxt)
                 ids = torch.cat([ids, nxt[:, None]], dim=1)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
                 if use_cache:

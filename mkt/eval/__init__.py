@@ -1,0 +1,1 @@
+"""Evaluation: tasks, answer checking, steered runs, pass@k and sweeps."""

@@ -1,0 +1,201 @@
+"""Hyperparameter sweeps: choose alpha, k, n and layers on a dev split, report on test.
+
+The research code picks the best configuration on test accuracy; mkt never does. Every
+alpha of a grid is evaluated in one batched generation (one alpha per row). Results are
+written as ``sweep.csv``, ``sweep.json`` (best configuration, its test score, and the
+baselines table) and ``sweep.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from mkt.activations import last_token_resid
+from mkt.alignment import fit_alignment, transfer
+from mkt.eval.baselines import LogitTransfer
+from mkt.eval.stats import wilson_interval
+from mkt.eval.tasks import Example, build_prompts, extract_and_score
+from mkt.extract import extract_model_key, extract_prompt_key
+from mkt.generation import generate
+from mkt.key import MasterKey, random_like
+from mkt.models import model_identity
+from mkt.pipeline import alignment_prompts
+from mkt.prompts import PromptTemplate
+from mkt.steering import Steering
+
+
+@dataclass
+class SweepSpec:
+    """The grid and the decoding settings of a sweep."""
+
+    alphas: tuple[float, ...] = (0.05, 0.1, 0.2, 0.5)
+    ks: tuple[int, ...] = (8, 32)
+    ns: tuple[int, ...] = (64, 256)
+    layer_subsets: tuple[tuple[int, ...] | None, ...] = (None,)
+    alignment_set: str = "mixed"
+    method: str = "lstsq"
+    center: bool = False
+    aggregator: str = "mean"
+    mode: str = "norm-preserving"
+    max_new_tokens: int = 64
+    batch_size: int = 64
+
+
+def _accuracy(model, examples: list[Example], prompts: list[str], spec: SweepSpec,
+              steering: Steering | None = None, logit_offset=None) -> float:
+    gens = generate(model, prompts, spec.max_new_tokens, steering, batch_size=spec.batch_size,
+                    logit_offset=logit_offset)
+    return sum(extract_and_score(e.kind, g.text, e.gold)[1] for e, g in zip(examples, gens)) / len(examples)
+
+
+def _alpha_grid(model, key: MasterKey, examples, prompts, spec: SweepSpec, layers) -> dict[float, float]:
+    """Accuracy at every alpha from one generation over prompts x alphas (one alpha per row)."""
+    rows = [p for _ in spec.alphas for p in prompts]
+    alpha = torch.tensor([a for a in spec.alphas for _ in prompts])
+    steering = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=list(layers) if layers else None)
+    gens = generate(model, rows, spec.max_new_tokens, steering, batch_size=spec.batch_size)
+    out = {}
+    for i, a in enumerate(spec.alphas):
+        chunk = gens[i * len(prompts) : (i + 1) * len(prompts)]
+        out[a] = sum(extract_and_score(e.kind, g.text, e.gold)[1] for e, g in zip(examples, chunk)) / len(examples)
+    return out
+
+
+def run_sweep(
+    source,
+    target,
+    questions: list[str],
+    dev: list[Example],
+    test: list[Example],
+    locked: str,
+    unlocked: str | None,
+    out_dir: str | Path,
+    spec: SweepSpec = SweepSpec(),
+    source_unlocked_model=None,
+    post_trained=None,
+    progress: bool = True,
+) -> dict:
+    """Sweep alpha x k x n x layers on ``dev``; evaluate the best on ``test`` with the baselines.
+
+    Args:
+        questions: unlabeled queries; the first n serve the key and the alignment.
+        locked, unlocked: templates; ``unlocked`` None with ``source_unlocked_model`` for a
+            model-induced key.
+        post_trained: an optional post-trained Target-sized model for the baselines table.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    locked_t = PromptTemplate(locked)
+    unlocked_t = PromptTemplate(unlocked) if unlocked else None
+    dev_prompts = build_prompts(dev, locked_t)
+    test_prompts = build_prompts(test, locked_t)
+    src_id, tgt_id = model_identity(source), model_identity(target)
+    rows, keys = [], {}
+    grid = [(n, k) for n in spec.ns for k in spec.ks]
+    for n, k in tqdm(grid, desc="sweep n x k", disable=not progress):
+        qs = questions[:n]
+        if len(qs) < n:
+            raise ValueError(f"n={n} but only {len(questions)} questions were given")
+        if n not in keys:
+            keys[n] = (extract_model_key(source_unlocked_model, source, qs, locked_t, spec.aggregator)
+                       if source_unlocked_model is not None
+                       else extract_prompt_key(source, qs, locked_t, unlocked_t, spec.aggregator))
+        prompts = alignment_prompts(qs, locked_t, unlocked_t, spec.alignment_set)
+        if k > len(prompts):
+            continue  # k cannot exceed the alignment prompts
+        alignment = fit_alignment(last_token_resid(source, prompts), last_token_resid(target, prompts),
+                                  src_id, tgt_id, k, spec.method, spec.center)
+        target_key = transfer(keys[n], alignment)
+        coverage = float(alignment.coverage(keys[n].directions).mean())
+        for layers in spec.layer_subsets:
+            for alpha, acc in _alpha_grid(target, target_key, dev, dev_prompts, spec, layers).items():
+                rows.append(dict(n=n, k=k, layers="all" if layers is None else "-".join(map(str, layers)),
+                                 alpha=alpha, dev_accuracy=acc, coverage=coverage))
+    if not rows:
+        raise ValueError("every k of the grid exceeds the number of alignment prompts: lower --ks or raise --ns")
+    with (out / "sweep.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    best = max(rows, key=lambda r: (r["dev_accuracy"], -r["alpha"], -r["k"]))
+    layers = None if best["layers"] == "all" else [int(x) for x in best["layers"].split("-")]
+    qs = questions[: best["n"]]
+    prompts = alignment_prompts(qs, locked_t, unlocked_t, spec.alignment_set)
+    alignment = fit_alignment(last_token_resid(source, prompts), last_token_resid(target, prompts),
+                              src_id, tgt_id, best["k"], spec.method, spec.center)
+    best_key = transfer(keys[best["n"]], alignment)
+    table = baselines_table(target, test, test_prompts, spec, best_key, best["alpha"], layers, locked_t, unlocked_t,
+                            source, post_trained)
+    result = dict(best=best, test=table["transferred key (best on dev)"], baselines=table,
+                  spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
+                  n_dev=len(dev), n_test=len(test))
+    (out / "sweep.json").write_text(json.dumps(result, indent=1, default=str))
+    plot_sweep(rows, best, out / "sweep.png")
+    return result
+
+
+def baselines_table(target, test, test_prompts, spec, key, alpha, layers, locked_t, unlocked_t, source=None,
+                    post_trained=None) -> dict:
+    """Test accuracy (with 95% interval) of the key and every baseline, in one table."""
+    def entry(acc: float) -> dict:
+        return dict(accuracy=acc, ci95=list(wilson_interval(round(acc * len(test)), len(test))))
+
+    steer = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=layers)
+    table = {"Target, plain prompt": entry(_accuracy(target, test, test_prompts, spec)),
+             "transferred key (best on dev)": entry(_accuracy(target, test, test_prompts, spec, steer))}
+    if unlocked_t is not None:
+        table["Target, step-by-step prompt"] = entry(_accuracy(target, test, build_prompts(test, unlocked_t), spec))
+    if post_trained is not None:
+        table["post-trained model, plain prompt"] = entry(_accuracy(post_trained, test, test_prompts, spec))
+    rand = random_like(key, seed=0)
+    table["random direction, same norm and alpha"] = entry(_accuracy(
+        target, test, test_prompts, spec, Steering(rand.directions, alpha=alpha, mode=spec.mode, layers=layers)))
+    if source is not None and unlocked_t is not None:
+        try:
+            mapping = dict(zip(test_prompts, build_prompts(test, unlocked_t)))
+            table["logit-space transfer"] = entry(_accuracy(
+                target, test, test_prompts, spec, logit_offset=LogitTransfer(source, target, mapping.__getitem__)))
+        except ValueError as err:  # tokenizers differ: the baseline does not apply
+            table["logit-space transfer"] = dict(accuracy=None, skipped=str(err))
+    return table
+
+
+def plot_sweep(rows: list[dict], best: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    sel = [r for r in rows if r["n"] == best["n"] and r["layers"] == best["layers"]]
+    for k in sorted({r["k"] for r in sel}):
+        pts = sorted((r["alpha"], r["dev_accuracy"]) for r in sel if r["k"] == k)
+        left.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=f"k={k}")
+    left.set_xscale("log")
+    left.set_xlabel("alpha")
+    left.set_ylabel("dev accuracy (%)")
+    left.set_title(f"accuracy vs alpha per rank k (n={best['n']}, layers {best['layers']})", fontsize=9)
+    left.legend(fontsize=8)
+    ks = sorted({r["k"] for r in rows})
+    ns = sorted({r["n"] for r in rows})
+    heat = torch.full((len(ks), len(ns)), float("nan"))
+    for r in rows:
+        if r["layers"] == best["layers"]:
+            i, j = ks.index(r["k"]), ns.index(r["n"])
+            heat[i, j] = max(100 * r["dev_accuracy"], heat[i, j].nan_to_num(-1.0).item())
+    im = right.imshow(heat.numpy(), origin="lower", aspect="auto", cmap="viridis")
+    right.set_xticks(range(len(ns)), [str(n) for n in ns])
+    right.set_yticks(range(len(ks)), [str(k) for k in ks])
+    right.set_xlabel("n (queries)")
+    right.set_ylabel("rank k")
+    right.set_title("best dev accuracy over alpha (%)", fontsize=9)
+    fig.colorbar(im, ax=right)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

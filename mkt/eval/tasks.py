@@ -1,0 +1,159 @@
+"""Benchmark tasks: loading examples, building prompts, and scoring outputs.
+
+Task kinds: ``gsm8k`` (``question``, ``answer`` ending in ``#### N``), ``math`` (MATH:
+``problem``, ``solution`` with ``\\boxed{}``), ``agieval-math`` (``question``, ``answer``,
+``other.solution``) and ``organism`` (the built-in addition task). Templates are data
+(``templates.json``), not code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from mkt.prompts import PromptTemplate
+
+TEMPLATES: dict = json.loads((Path(__file__).parent / "templates.json").read_text())
+KINDS = ("gsm8k", "math", "agieval-math", "organism")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One benchmark item; ``gold`` is the normalised reference answer."""
+
+    id: str
+    question: str
+    gold: str
+    kind: str
+    solution: str = ""  # worked reference solution, used for few-shot demos
+
+
+def scorer_kind(kind: str) -> str:
+    """Which answer checker a task kind uses."""
+    return {"gsm8k": "gsm8k", "math": "math", "agieval-math": "math", "organism": "organism"}[kind]
+
+
+def _detect_kind(record: dict, path: Path) -> str:
+    if "problem" in record and "solution" in record:
+        return "math"
+    if isinstance(record.get("other"), dict) and "solution" in record["other"]:
+        return "agieval-math"
+    if "question" in record and "####" in str(record.get("answer", "")):
+        return "gsm8k"
+    raise ValueError(
+        f"cannot tell the task kind of {path} from its fields {sorted(record)}: pass kind= one of {KINDS}"
+    )
+
+
+def _example(record: dict, index: int, kind: str) -> Example:
+    from mkt.eval.answers import extract_gsm8k_gold, extract_math_gold, normalize_math
+
+    rid = str(record.get("id", index))
+    if kind == "gsm8k":
+        return Example(rid, record["question"], extract_gsm8k_gold(record["answer"]), kind,
+                       record["answer"].split("####")[0].strip() + f" The answer is {extract_gsm8k_gold(record['answer'])}.")
+    if kind == "math":
+        return Example(rid, record["problem"], extract_math_gold(record["solution"]), kind, record["solution"])
+    if kind == "agieval-math":
+        return Example(rid, record["question"], normalize_math(str(record["answer"])), kind,
+                       record["other"]["solution"])
+    raise ValueError(f"unknown task kind {kind!r}: use one of {KINDS}")
+
+
+def load_jsonl(path: str | Path, kind: str | None = None, limit: int | None = None) -> list[Example]:
+    """Examples from a local JSONL file; the kind is detected from the fields when not given."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no task file at {path}")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        raise ValueError(f"{path} holds no examples")
+    kind = kind or _detect_kind(records[0], path)
+    try:
+        examples = [_example(r, i, kind) for i, r in enumerate(records)]
+    except KeyError as err:
+        raise ValueError(f"{path} lacks field {err} that a {kind!r} task needs") from None
+    return examples[:limit] if limit else examples
+
+
+def organism_examples(n: int, split: str = "test", seed: int = 0) -> list[Example]:
+    from mkt.organisms.task import problems
+
+    return [Example(f"{split}-{i}", p.question, str(p.total), "organism", p.step_by_step_answer())
+            for i, p in enumerate(problems(n, split, seed))]
+
+
+HUB_DATASETS = {"gsm8k": ("openai/gsm8k", "main", "test", "gsm8k"),
+                "math": ("hendrycks/competition_math", None, "test", "math")}
+
+
+def load_task(name_or_path: str, kind: str | None = None, limit: int | None = None, split: str = "test",
+              seed: int = 0) -> list[Example]:
+    """Examples from a JSONL file, ``organism``, or a dataset name through HF ``datasets``."""
+    if name_or_path == "organism":
+        return organism_examples(limit or 200, split, seed)
+    if Path(name_or_path).exists():
+        return load_jsonl(name_or_path, kind, limit)
+    hub = HUB_DATASETS.get(name_or_path, (name_or_path, None, split, kind))
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(hub[0], hub[1], split=hub[2])
+    except ImportError:
+        raise ValueError(
+            f"{name_or_path!r} is not a local file and the `datasets` library is not installed: "
+            "pass the path of a local JSONL file (or pip install datasets when online)"
+        ) from None
+    except Exception as err:  # offline, unknown name, gated dataset...
+        raise ValueError(
+            f"could not load dataset {name_or_path!r} from the hub ({type(err).__name__}); offline? "
+            "pass the path of a local JSONL file instead"
+        ) from None
+    kind = hub[3] or kind
+    if kind is None:
+        raise ValueError(f"pass kind= one of {KINDS} for dataset {name_or_path!r}")
+    examples = [_example(dict(r), i, kind) for i, r in enumerate(rows)]
+    return examples[:limit] if limit else examples
+
+
+def template_for(kind: str, style: str) -> PromptTemplate:
+    """The ``direct`` or ``step_by_step`` template of a task kind, or a literal template."""
+    table = TEMPLATES[scorer_kind(kind) if kind != "organism" else "organism"]
+    if style in table and style != "demo_answer":
+        return PromptTemplate(table[style])
+    return PromptTemplate(style)  # a literal template with {question}
+
+
+def build_prompts(examples: list[Example], template: PromptTemplate, demos: list[Example] = (),
+                  tokenizer=None, chat: bool = False) -> list[str]:
+    """Prompts with optional few-shot demos and the tokenizer's chat template.
+
+    Demos are formatted with the same template, followed by their worked solution.
+    """
+    if not examples:
+        raise ValueError("no examples to build prompts for")
+    answer_fmt = TEMPLATES[scorer_kind(examples[0].kind) if examples[0].kind != "organism" else "organism"]["demo_answer"]
+    prefix = "".join(template.format(d.question) + answer_fmt.format(answer=d.solution) for d in demos)
+    prompts = [prefix + template.format(e.question) for e in examples]
+    if chat:
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("this tokenizer has no chat template: drop chat=True (--chat)")
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                 add_generation_prompt=True) for p in prompts]
+    return prompts
+
+
+def extract_and_score(kind: str, output: str, gold: str) -> tuple[str | None, bool]:
+    """The answer read from ``output`` and whether it equals ``gold``."""
+    from mkt.eval.answers import extract_last_number, last_boxed, normalize_math, score_gsm8k, score_math
+
+    scorer = scorer_kind(kind)
+    if scorer == "gsm8k":
+        return extract_last_number(output), score_gsm8k(output, gold)
+    if scorer == "math":
+        boxed = last_boxed(output)
+        return (normalize_math(boxed) if boxed is not None else None), score_math(output, gold)
+    text = output.strip()
+    answer = text.rsplit("#", 1)[-1] if "#" in text else None
+    return answer, answer == gold

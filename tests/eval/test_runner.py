@@ -1,0 +1,89 @@
+"""Evaluation runs and sweeps end to end on the shipped organisms."""
+
+import json
+
+import pytest
+
+from mkt.eval.runner import run_eval
+from mkt.eval.sweep import SweepSpec, run_sweep
+from mkt.eval.tasks import build_prompts, load_task, organism_examples, template_for
+from mkt.models import load_model
+
+
+@pytest.fixture(scope="module")
+def source():
+    return load_model("organism:source-base", device="cpu")
+
+
+def test_run_records_and_summary(tmp_path, source):
+    examples = organism_examples(24, "test")
+    plain = run_eval(source, examples, template_for("organism", "direct"), tmp_path / "plain",
+                     max_new_tokens=40, progress=False)
+    cue = run_eval(source, examples, template_for("organism", "step_by_step"), tmp_path / "cue",
+                   max_new_tokens=40, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "cue" / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 24 and {r["id"] for r in records} == {e.id for e in examples}
+    for r in records:
+        assert r["correct"] == (r["extracted"] == r["gold"])
+        assert set(r) == {"id", "sample", "prompt", "output", "extracted", "gold", "correct", "n_tokens"}
+    assert cue["accuracy"] == sum(r["correct"] for r in records) / 24
+    assert cue["accuracy"] > plain["accuracy"] + 0.2  # the organism's latent capability
+    lo, hi = cue["ci95"]
+    assert lo <= cue["accuracy"] <= hi
+    assert json.loads((tmp_path / "cue" / "summary.json").read_text())["accuracy"] == cue["accuracy"]
+
+
+def test_interrupted_run_resumes_and_loses_nothing(tmp_path, source):
+    examples = organism_examples(20, "test")
+    template = template_for("organism", "step_by_step")
+    full = run_eval(source, examples, template, tmp_path / "full", max_new_tokens=40, batch_size=6, progress=False)
+    run_eval(source, examples, template, tmp_path / "cut", max_new_tokens=40, batch_size=6, progress=False)
+    path = tmp_path / "cut" / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:7]) + "\n" + lines[7][:15])  # killed mid-write
+    resumed = run_eval(source, examples, template, tmp_path / "cut", max_new_tokens=40, batch_size=6,
+                       progress=False)
+    ids = [json.loads(x)["id"] for x in path.read_text().splitlines() if x.startswith("{") and x.endswith("}")]
+    assert sorted(ids) == sorted(e.id for e in examples)
+    assert resumed["accuracy"] == full["accuracy"] and resumed["n"] == 20
+    with pytest.raises(ValueError, match="another configuration"):
+        run_eval(source, examples, template, tmp_path / "cut", max_new_tokens=12, progress=False)
+
+
+def test_pass_at_k_from_samples(tmp_path, source):
+    examples = organism_examples(8, "test")
+    summary = run_eval(source, examples, template_for("organism", "direct"), tmp_path / "s", max_new_tokens=40,
+                       do_sample=True, n_samples=4, pass_ks=(1, 4), progress=False)
+    assert 0 <= summary["pass@1"] <= summary["pass@4"] <= 1
+    with pytest.raises(ValueError, match="do_sample"):
+        run_eval(source, examples, "Q:{question}|A:", tmp_path / "g", n_samples=2, progress=False)
+
+
+def test_sweep_end_to_end(tmp_path, source):
+    post = load_model("organism:source-post", device="cpu")
+    questions = [e.question for e in organism_examples(64, "train", seed=2)]
+    spec = SweepSpec(alphas=(0.05, 0.5), ks=(4, 16), ns=(16, 64), layer_subsets=(None, (0, 1)),
+                     max_new_tokens=40)
+    result = run_sweep(source, source, questions, organism_examples(24, "dev"), organism_examples(40, "test"),
+                       "Q:{question}|A:", "S:{question}|A:", tmp_path, spec, post_trained=post, progress=False)
+    rows = (tmp_path / "sweep.csv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 2 * 2 * 2  # n x k x layers x alpha
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    table = result["baselines"]
+    assert table["post-trained model, plain prompt"]["accuracy"] > 0.9
+    assert table["transferred key (best on dev)"]["accuracy"] > table["Target, plain prompt"]["accuracy"] + 0.2
+    assert table["logit-space transfer"]["accuracy"] > table["Target, plain prompt"]["accuracy"]
+    assert abs(table["random direction, same norm and alpha"]["accuracy"] - table["Target, plain prompt"]["accuracy"]) < 0.2
+
+
+def test_prompts_templates_and_task_errors(tmp_path, source):
+    ex = organism_examples(2, "dev")
+    few = build_prompts(ex[1:], template_for("organism", "step_by_step"), demos=ex[:1])
+    assert few[0] == f"S:{ex[0].question}|A:{ex[0].solution}S:{ex[1].question}|A:"
+    with pytest.raises(ValueError, match="no chat template"):
+        build_prompts(ex, template_for("organism", "direct"), tokenizer=source.tokenizer, chat=True)
+    (tmp_path / "t.jsonl").write_text('{"foo": 1}\n')
+    with pytest.raises(ValueError, match="cannot tell the task kind"):
+        load_task(str(tmp_path / "t.jsonl"))
+    with pytest.raises(ValueError, match="local JSONL file"):
+        load_task("surely/not-a-dataset-xyz", kind="gsm8k")
