@@ -38,6 +38,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from analyses._common import relative_depth
 from mkt.alignment import fit_alignment, relative_depth_map
 from mkt.models import ModelIdentity
 
@@ -578,10 +579,6 @@ def collect_activations(
 # --- plotting ----------------------------------------------------------------------------
 
 
-def _relative_depth(n_layers: int) -> np.ndarray:
-    return np.arange(n_layers) / max(n_layers - 1, 1)
-
-
 def _depth_ticks(n_layers: int, max_ticks: int = 8) -> tuple[np.ndarray, list[str]]:
     ticks = np.unique(np.linspace(0, n_layers - 1, min(n_layers, max_ticks)).round().astype(int))
     return ticks, [f"{t / max(n_layers - 1, 1):.2f}" for t in ticks]
@@ -601,11 +598,12 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
         f"({r.n_prompts} prompts, {r.n_train} fit / {r.n_heldout} held out)"
     )
     n_ls, n_lt = len(r.source_layers), len(r.target_layers)
-    depth_t = _relative_depth(n_lt)
+    depth_t = relative_depth(n_lt)
 
     ax = axes[0, 0]
     im = ax.imshow(r.cka, origin="lower", aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
-    ax.plot(r.target_layers, r.layer_map, "w.", ms=6, label="relative-depth pairs")
+    ax.plot(r.target_layers, r.layer_map, "o", mfc="white", mec="black", ms=5, ls="none",
+            label="relative-depth pairs")
     for axis, n_layers in ((ax.xaxis, n_lt), (ax.yaxis, n_ls)):
         ticks, labels = _depth_ticks(n_layers)
         axis.set_ticks(ticks, labels)
@@ -643,7 +641,7 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
     ax.legend(fontsize=7)
 
     ax = axes[1, 1]
-    ax.plot(_relative_depth(n_ls), r.spectral_entropy_source, "o-", label=f"Source: {r.source_name}")
+    ax.plot(relative_depth(n_ls), r.spectral_entropy_source, "o-", label=f"Source: {r.source_name}")
     ax.plot(depth_t, r.spectral_entropy_target, "s-", label=f"Target: {r.target_name}")
     ax.set_xlabel("relative depth")
     ax.set_ylabel("spectral entropy of Unlocked - Locked (nats)")

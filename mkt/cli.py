@@ -235,6 +235,15 @@ def cmd_sweep(args) -> None:
     print(f"wrote {args.out}/sweep.csv, sweep.json, sweep.png")
 
 
+ANALYSES = ("ablation", "logit_lens", "entropy", "similarity", "atomic")
+
+
+def cmd_analyze(args) -> None:
+    import importlib
+
+    importlib.import_module(f"analyses.{args.analysis}").run(args)
+
+
 def cmd_demo(args) -> None:
     from mkt.organisms.demo import run_demo
 
@@ -375,6 +384,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory for sweep.csv, sweep.json, sweep.png")
     _model_args(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("analyze", help="run an analysis (ablation, logit_lens, entropy, similarity, atomic)")
+    analyses = p.add_subparsers(dest="analysis", required=True)
+    import importlib
+
+    for name in ANALYSES:
+        module = importlib.import_module(f"analyses.{name}")
+        a = analyses.add_parser(name, help=module.__doc__.strip().splitlines()[0],
+                                description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(a)
+        a.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="the whole transfer on the built-in organisms (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="where to write results.json and the plot (default runs/demo)")

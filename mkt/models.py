@@ -144,3 +144,11 @@ def tokenize_left_padded(
         mask[i, width - len(r) :] = 1
     device = model.cfg.device
     return ids.to(device), mask.to(device)
+
+
+def single_token_id(model, text: str) -> int:
+    """The id of ``text`` when it is exactly one token (no BOS); a clear error otherwise."""
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(f"{text!r} is {len(ids)} tokens for this tokenizer, not one: pass a single token")
+    return int(ids[0])

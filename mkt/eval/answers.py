@@ -110,7 +110,14 @@ def _signed(m: re.Match[str]) -> str | None:
 
 
 def _first_number(text: str) -> str | None:
-    m = _NUMBER_RE.search(text)
+    """The number a marker ("The answer is ...") introduces: the first one of its sentence,
+    or the result of a computation ("5 - 3 = 2" gives 2)."""
+    sentence = re.split(r"(?<!\d)\.(?!\d)|\.(?=\s|$)", text, maxsplit=1)[0]
+    # Only a pure computation ("5 - 3 = 2") gives way to its result: in "12 because
+    # 3 + 4 = 7" the answer is still 12.
+    if "=" in sentence and not re.search(r"[a-zA-Z]", sentence.split("=", 1)[0]):
+        sentence = sentence.rsplit("=", 1)[1]
+    m = _NUMBER_RE.search(sentence)
     if m is None:
         return None
     return _signed(m)
@@ -245,8 +252,8 @@ _TRAILING_TEXT_RE = re.compile(
     r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*\.?\s*$"
 )
 _TEXT_OPEN_RE = re.compile(rf"\\(?:{_TEXT_CMDS})\s*\{{")
-# "\\\\" (a matrix row break) is matched first so that its second backslash is never read
-# as the start of "\\ " (a spacing command).
+# "\\" (a matrix row break) is matched first so that its second backslash is never read
+# as the start of "\ " (a spacing command).
 _SPACING_RE = re.compile(r"\\\\|\\(?:qquad|quad|[,;: >])")
 _SIZING_RE = re.compile(r"\\(?:left|right|bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])")
 
@@ -323,7 +330,7 @@ def _brace_args(s: str) -> str:
     return "".join(out)
 
 
-_ASSIGN_RE = re.compile(r"^(?P<var>[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?=(?P<rest>.+)$")
+_ASSIGN_RE = re.compile(r"^(?P<var>[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?(?:=|\\in(?![a-zA-Z]))(?P<rest>.+)$")
 
 
 def _strip_assignment(s: str) -> str:
@@ -367,8 +374,8 @@ def _normalize_once(s: str) -> str:
     s = _TRAILING_TEXT_RE.sub("", s) if re.search(r"[\d}]", s) else s
     s = _unwrap_text(s)
     s = _TRAILING_UNIT_RE.sub("", s)
-    # "19 and 43", "1, 2, and 3": a list of answers.
-    s = re.sub(r"(?<=\S)\s*,?\s+and\s+(?=\S)", ",", s)
+    # "19 and 43", "1, 2, and 3", "x=2 or x=3": a list of answers.
+    s = re.sub(r"(?<=\S)\s*,?\s+(?:and|or)\s+(?=\S)", ",", s)
     s = re.sub(r"\\(?:leq|leqslant)(?![a-zA-Z])", r"\\le", s)
     s = re.sub(r"\\(?:geq|geqslant)(?![a-zA-Z])", r"\\ge", s)
     s = re.sub(r"\\(?:neq)(?![a-zA-Z])", r"\\ne", s)
@@ -388,9 +395,12 @@ def _normalize_once(s: str) -> str:
     # Not next to ^ or _ ("x^2/3" is (x^2)/3) nor inside longer numbers or words.
     s = re.sub(r"(?<![\w.^_])(\d+)/(\d+)(?![\w.{^_])", r"\\frac{\1}{\2}", s)
     s = _strip_assignment(s)
-    if "=" in s and _wrapped(s) is None:
-        # "x=1,x=2": strip the assignment of each listed value.
-        s = ",".join(_strip_assignment(part) for part in _split_top(s, ","))
+    parts = _split_top(s, ",") if "=" in s and _wrapped(s) is None else []
+    if len(parts) > 1:
+        # "x=1,x=2": the values of one variable. Not "a=2,b=3", whose order carries meaning.
+        lhs = {part.split("=", 1)[0] for part in parts}
+        if len(lhs) == 1 and all(_strip_assignment(part) != part for part in parts):
+            s = ",".join(_strip_assignment(part) for part in parts)
     m = re.fullmatch(r"\(([A-Z])\)", s)  # multiple choice "(B)" -> "B"
     if m:
         s = m.group(1)
@@ -445,13 +455,16 @@ def extract_math_gold(solution: str) -> str:
 _MAX_SYMBOLIC_LEN = 300  # longer answers are compared as strings only (sympy stays quick)
 _MAX_EXPONENT = 200  # 10^{100000} would make sympy build a huge integer
 _MAX_FACTORIAL = 200
+_MAX_DIGITS = 5000  # the most digits an exact power may have
+_PRECISION = 30  # digits for numeric comparison: rounding noise stays far below _RTOL
+_RTOL = 1e-12  # tight: 0.333 is not 1/3, but exact values always agree
 
 
 class _ParseError(Exception):
     pass
 
 
-_TOKEN_RE = re.compile(r"\s*(\\[a-zA-Z]+|\\[{}|]|\d+(?:\.\d+)?|\.\d+|[a-zA-Z]|\*\*|[-+*/^_(){}\[\]|!,=])")
+_TOKEN_RE = re.compile(r"\s*(\d*\.\d*\\overline\{\d+\}|\\[a-zA-Z]+|\\[{}|]|\d+(?:\.\d+)?|\.\d+|[a-zA-Z]|\*\*|[-+*/^_(){}\[\]|!,=])")
 
 _FUNCS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan",
@@ -548,6 +561,14 @@ class _Parser:
             return self.unary()
         return self.power()
 
+    def _split_digits(self) -> None:
+        """A bare script takes one character: ``x^23`` is ``x^2 * 3``, ``\\log_28`` is
+        ``log_2(8)``; split the digit run the tokenizer read as one number."""
+        tok = self.peek()
+        if tok is not None and tok.isdigit() and len(tok) > 1:
+            self.toks[self.i] = tok[1:]
+            self.toks.insert(self.i, tok[0])
+
     def _exponent(self) -> Any:
         tok = self.peek()
         if tok in ("{", "("):
@@ -555,16 +576,22 @@ class _Parser:
         if tok == "-":
             self.take()
             return -self._exponent()
-        if tok is not None and tok.isdigit() and len(tok) > 1:
-            # x^23 in TeX is x^2 * 3: split the digit run.
-            self.toks[self.i] = tok[1:]
-            self.toks.insert(self.i, tok[0])
+        self._split_digits()
         return self.atom()
 
     def _check_power(self, base: Any, exp: Any) -> None:
-        if exp.is_number and exp.is_real:
-            if abs(exp) > _MAX_EXPONENT and base.is_number and abs(base) not in (0, 1):
-                raise _ParseError("exponent too large")
+        """Refuse powers whose exact value would be enormous (sympy would compute it)."""
+        if not (exp.is_number and exp.is_real and base.is_number):
+            return
+        if abs(base) in (0, 1):
+            return
+        if abs(exp) > _MAX_EXPONENT:
+            raise _ParseError("exponent too large")
+        if base.is_Rational:
+            # (10^{100})^{100}: small exponent, huge result; bound the digits produced.
+            digits = max(len(str(abs(base.p))), len(str(base.q)))
+            if abs(exp) * digits > _MAX_DIGITS:
+                raise _ParseError("power too large")
 
     def power(self) -> Any:
         base = self.postfix()
@@ -596,6 +623,12 @@ class _Parser:
     def atom(self) -> Any:
         sp = self.sp
         tok = self.take()
+        if "\\overline" in tok:  # a repeating decimal, 0.1\overline{6} == 1/6
+            head, rep_digits = tok[:-1].split("\\overline{")
+            whole, _, fixed = head.partition(".")
+            base = sp.Rational(int(whole or "0")) + (sp.Rational(int(fixed), 10 ** len(fixed)) if fixed else 0)
+            cycle = sp.Rational(int(rep_digits), (10 ** len(rep_digits) - 1) * 10 ** len(fixed))
+            return base + cycle
         if tok[0].isdigit() or tok[0] == ".":
             value = sp.Rational(tok)  # exact: 0.5 == \frac{1}{2} without float noise
             # A mixed number, MATH style: 3\frac{1}{8} means 3 + 1/8.
@@ -617,11 +650,16 @@ class _Parser:
             self.take("|")
             return sp.Abs(value)
         if tok.isalpha() and len(tok) == 1:
+            # i and e are the imaginary unit and Euler's number in competition answers;
+            # read as constants, e^{i\\pi} == -1 and \\ln(e^2) == 2 come out right.
             if tok == "i":
                 return sp.I
+            if tok == "e" and self.peek() != "_":
+                return sp.E
             name = tok
             if self.peek() == "_":
                 self.take()
+                self._split_digits()
                 sub = self.take()
                 if sub == "{":
                     parts = []
@@ -666,6 +704,7 @@ class _Parser:
             base = None
             if name == "log" and self.peek() == "_":
                 self.take()
+                self._split_digits()
                 base = self.group()
             arg = self.power()
             fn = {"ln": sp.log, "arcsin": sp.asin, "arccos": sp.acos, "arctan": sp.atan}.get(
@@ -707,28 +746,35 @@ def _to_sympy(s: str) -> Any:
 
 # Evaluation points for expressions with free symbols: deliberately odd values so that two
 # different expressions agreeing on all of them by accident is vanishingly unlikely.
-_POINTS = (0.7318, 1.4142135 + 0.3, 2.2360679)
+# A negative point tells sqrt(x^2) from x.
+_POINTS = (0.7318, -1.3127, 2.2360679)
 
 
 def _close(a: complex, b: complex) -> bool:
-    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+    return abs(a - b) <= _RTOL * max(1.0, abs(a), abs(b))
 
 
 def _values(expr: Any, assignment: dict[Any, float]) -> complex:
-    return complex(expr.evalf(20, subs=assignment))
+    return complex(expr.evalf(_PRECISION, subs=assignment))
 
 
 def _sympy_equal(a: Any, b: Any) -> bool:
     sp = _sympy()
+    if a.has(sp.zoo, sp.nan) or b.has(sp.zoo, sp.nan):
+        return False  # a division by zero is no answer, whatever it is compared with
     if a == b:
         return True
-    if a.has(sp.oo, -sp.oo, sp.zoo, sp.nan) or b.has(sp.oo, -sp.oo, sp.zoo, sp.nan):
+    if a.has(sp.oo, -sp.oo) or b.has(sp.oo, -sp.oo):
         return False  # infinities compare only structurally (oo - oo is nan)
     symbols = sorted(a.free_symbols | b.free_symbols, key=lambda x: x.name)
     if not symbols:
-        if sp.expand(a - b) == 0:  # exact for rationals and most radicals
+        # Rationals cancel exactly on subtraction; radicals, pi and the like are compared
+        # numerically at high precision (cheaper and safer than simplify or expand, which
+        # can take minutes on a power of a sum).
+        if a - b == 0:
             return True
-        return _close(_values(a, {}), _values(b, {}))
+        va, vb = _values(a, {}), _values(b, {})
+        return _finite(va) and _finite(vb) and _close(va, vb)
     for k in range(len(_POINTS)):
         # Rotate the points among the symbols so that no two share a value.
         assignment = {sym: _POINTS[(k + j) % len(_POINTS)] + 0.1 * j for j, sym in enumerate(symbols)}
@@ -745,8 +791,8 @@ def _finite(z: complex) -> bool:
 def _scalar_equal(p: str, g: str) -> bool:
     if p == g:
         return True
-    if p.isalpha() and g.isalpha():
-        return p.lower() == g.lower()  # words ("Even", "even"); never numbers
+    if p.isalpha() and g.isalpha() and len(p) > 1:
+        return p.lower() == g.lower()  # words ("Even", "even"); not variables (a vs A)
     if "=" in p or "=" in g:
         return _equation_equal(p, g)
     a, b = _to_sympy(p), _to_sympy(g)
@@ -865,9 +911,20 @@ def _matrix(s: str) -> list[list[str]] | None:
     return [r.split("&") for r in rows]
 
 
+def _expand_pm(s: str) -> str:
+    """``1\\pm\\sqrt{2}`` -> ``1+\\sqrt{2},1-\\sqrt{2}``: one plus-minus is a list of two."""
+    if s.count("\\pm") != 1 or "\\mp" in s or _wrapped(s) is not None or len(_split_top(s, ",")) > 1:
+        return s
+    return s.replace("\\pm", "+") + "," + s.replace("\\pm", "-")
+
+
 def _equal_structured(p: str, g: str) -> bool:
+    """Compare two normalised answers piece by piece, down to scalars."""
     if p == g:
         return True
+    pp, gp = _expand_pm(p), _expand_pm(g)
+    if (pp, gp) != (p, g):
+        return _equal_structured(pp, gp)
     if p.startswith("\\begin") or g.startswith("\\begin"):
         mp, mg = _matrix(p), _matrix(g)
         if mp is None or mg is None or [len(r) for r in mp] != [len(r) for r in mg]:
@@ -877,19 +934,25 @@ def _equal_structured(p: str, g: str) -> bool:
     pu, gu = _split_top(p, "\\cup"), _split_top(g, "\\cup")
     if len(pu) > 1 or len(gu) > 1:
         return _multiset_equal(pu, gu)
-    # Tuples, intervals and sets: brackets must match; sets ignore order.
     pw, gw = _wrapped(p), _wrapped(g)
-    p_items = _split_top(pw[1], ",") if pw else None
-    g_items = _split_top(gw[1], ",") if gw else None
-    if (p_items and len(p_items) > 1) or (g_items and len(g_items) > 1):
+    # A set against a bare list of the same values: "\\{2,4\\}" answers "2, 4".
+    if pw is not None and pw[0] == "\\{" and gw is None:
+        return _multiset_equal(_split_top(pw[1], ","), _split_top(g, ","))
+    if gw is not None and gw[0] == "\\{" and pw is None:
+        return _multiset_equal(_split_top(p, ","), _split_top(gw[1], ","))
+    # Tuples, intervals and sets: brackets must match; sets ignore order. "(2,3)" is an
+    # ordered pair or an open interval, and both compare the same way: elementwise.
+    p_items = _split_top(pw[1], ",") if pw else []
+    g_items = _split_top(gw[1], ",") if gw else []
+    if len(p_items) > 1 or len(g_items) > 1 or (pw and pw[0] == "\\{") or (gw and gw[0] == "\\{"):
         if pw is None or gw is None or (pw[0], pw[2]) != (gw[0], gw[2]):
             return False
         if pw[0] == "\\{":
-            return _multiset_equal(p_items or [], g_items or [])
-        if len(p_items or []) != len(g_items or []):
+            return _multiset_equal(p_items, g_items)
+        if len(p_items) != len(g_items):
             return False
-        return all(_equal_structured(a, b) for a, b in zip(p_items or [], g_items or []))
-    # A bare comma-separated list of answers ("1,3" or "\sqrt{5},-\sqrt{5}"): any order.
+        return all(_equal_structured(a, b) for a, b in zip(p_items, g_items))
+    # A bare comma-separated list of answers ("1,3" or "\\sqrt{5},-\\sqrt{5}"): any order.
     pl, gl = _split_top(p, ","), _split_top(g, ",")
     if len(pl) > 1 or len(gl) > 1:
         return _multiset_equal(pl, gl)
@@ -934,7 +997,7 @@ def _answer_from_text(output: str) -> str | None:
     """Fallback when the output has no box: "The answer is X", else the last ``$...$``."""
     matches = list(_ANSWER_IS_RE.finditer(output))
     if matches:
-        rest = matches[-1].group("rest").strip()
+        rest = matches[-1].group("rest").replace("**", "").strip()  # markdown bold
         math = _DOLLAR_MATH_RE.search(rest)
         if math:
             return next(g for g in math.groups() if g is not None).strip()

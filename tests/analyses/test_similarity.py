@@ -91,7 +91,9 @@ def test_top_subspace_recovers_planted_directions_and_checks_k():
 
 
 def test_subspace_angles_same_width():
-    x = torch.randn(100, 6, generator=_gen(6), dtype=torch.float64) * torch.tensor([9, 7, 5, 1, 0.5, 0.2])
+    u = torch.randn(100, 6, generator=_gen(6), dtype=torch.float64)
+    u = torch.linalg.qr(u - u.mean(0))[0]  # centred orthonormal columns: the PCs are the coordinates
+    x = u * torch.tensor([9, 7, 5, 1, 0.5, 0.2], dtype=torch.float64)
     r = torch.block_diag(_orthogonal(3, 7), torch.eye(3, dtype=torch.float64))  # rotates inside the top-3
     assert subspace_angles(x, x @ r, 3).max() < 1e-6
     swap = torch.eye(6, dtype=torch.float64)[[3, 4, 5, 0, 1, 2]]  # moves the top-3 onto the bottom-3
@@ -132,12 +134,10 @@ def test_linear_cka_invariances_and_independence():
     wide = torch.cat([x, torch.randn(500, 5, generator=_gen(13))], 1)
     half = linear_cka(x, wide)
     assert 0.5 < half < 1.0
-    assert linear_cka(x[:8], wide[:8]) == pytest.approx(
-        float(((wide[:8] - wide[:8].mean(0)).double().T @ (x[:8] - x[:8].mean(0)).double()).norm() ** 2
-              / ((x[:8] - x[:8].mean(0)).double().T @ (x[:8] - x[:8].mean(0)).double()).norm()
-              / ((wide[:8] - wide[:8].mean(0)).double().T @ (wide[:8] - wide[:8].mean(0)).double()).norm()),
-        rel=1e-9,
-    )
+    a, b = x[:8].double(), wide[:8].double()
+    a, b = a - a.mean(0), b - b.mean(0)
+    feature_form = (b.T @ a).norm() ** 2 / ((a.T @ a).norm() * (b.T @ b).norm())
+    assert linear_cka(x[:8], wide[:8]) == pytest.approx(float(feature_form), rel=1e-9)
     assert math.isnan(linear_cka(x, torch.ones(500, 3)))
     with pytest.raises(ValueError, match="same samples"):
         linear_cka(x, x[:-1])
@@ -302,3 +302,29 @@ def test_tiny_models_end_to_end(tiny_pair, tmp_path):
     png = plot_similarity(res, tmp_path / "plots" / "similarity.png")
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+
+
+def test_cli_writes_json_and_png(tiny_pair, tmp_path, monkeypatch, capsys):
+    import mkt.models
+    from analyses.similarity import main
+
+    source, target = tiny_pair
+    loaded = {"src-dir": source, "tgt-dir": target}
+    monkeypatch.setattr(mkt.models, "load_model", lambda name, **kwargs: loaded[name])  # models already built
+    out = tmp_path / "run"
+    res = main(["--source", "src-dir", "--target", "tgt-dir", "--n", "20", "--out", str(out), "--device", "cpu",
+                "--ks", "1", "4", "--k-for-n", "2"])
+    assert res.n_prompts == 20 and list(res.ks) == [1, 4] and res.k_for_n == 2
+    assert SimilarityResult.load(out).cka.shape == (2, 3)
+    assert (out / "similarity.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "held-out error vs k: k=1:" in printed and "similarity.json" in printed
+
+    questions = tmp_path / "q.txt"
+    questions.write_text("\n".join(["12+34", "56+78+11", "99+10", "13+57+20", "22+33", "40+41+42", "18+19", "70+7"]))
+    res = main(["--source", "src-dir", "--target", "tgt-dir", "--questions", str(questions), "--locked",
+                "Q:{question}|A:", "--unlocked", "S:{question}|A:", "--out", str(out), "--ks", "1", "2",
+                "--k-for-n", "1", "--heldout-fraction", "0.25"])
+    assert res.n_prompts == 8 and res.n_heldout == 2
+    with pytest.raises(SystemExit, match="--locked"):
+        main(["--source", "src-dir", "--target", "tgt-dir", "--questions", str(questions), "--out", str(out)])

@@ -1,0 +1,90 @@
+"""What the analyses share: model/key/prompt arguments, organism defaults, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "organism:target-base") -> None:
+    """--model / --pack / --prompts with organism defaults, shared by the analyses' CLIs."""
+    p.add_argument("--model", default=default_target,
+                   help=f"model to analyse: hub name, local dir or organism:NAME (default {default_target})")
+    p.add_argument("--pack", default=None,
+                   help="capability pack for the model (default: the organism Source's key transferred into it)")
+    p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: organism test prompts)")
+    p.add_argument("--field", default="question", help="JSONL field of --prompts")
+    p.add_argument("--n", type=int, default=100, help="number of prompts (default 100)")
+    p.add_argument("--alpha", type=float, default=None, help="intervention strength (default: the pack's)")
+    p.add_argument("--device", default="cpu", help="device (default cpu)")
+    p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
+    p.add_argument("--out", default=None, help="output directory (default runs/<analysis>)")
+
+
+def organism_key(target, target_name: str, k: int = 32):
+    """The organism Source's prompt key, transferred into ``target`` (mixed alignment)."""
+    from mkt.models import load_model
+    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
+    from mkt.pipeline import run_transfer
+
+    source = load_model("organism:source-base", device="cpu")
+    if target_name == "organism:source-base":
+        from mkt.extract import extract_prompt_key
+
+        return extract_prompt_key(source, [p.question for p in problems(256, "train", 1)], LOCKED_TEMPLATE,
+                                  UNLOCKED_TEMPLATE)
+    report = run_transfer(source, target, [p.question for p in problems(256, "train", 1)],
+                          [p.question for p in problems(320, "train", 2)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE,
+                          k=k, alignment_set="mixed")
+    return report.target_key
+
+
+def resolve(args, default_alpha: float = 0.2):
+    """(model, key, alpha, prompts, problems-or-None) from the shared arguments."""
+    from mkt.models import load_model
+    from mkt.organisms.task import problems
+    from mkt.pack import CapabilityPack
+    from mkt.prompts import read_questions
+
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    if args.pack:
+        pack = CapabilityPack.load(args.pack)
+        pack.check_fits(model)
+        key, alpha = pack.key, pack.alpha
+    else:
+        key, alpha = organism_key(model, args.model), default_alpha
+    alpha = alpha if args.alpha is None else args.alpha
+    if args.prompts:
+        return model, key, alpha, read_questions(args.prompts, args.field)[: args.n], None
+    probs = problems(args.n, "test")
+    return model, key, alpha, [p.prompt(False) for p in probs], probs
+
+
+def to_jsonable(obj):
+    if is_dataclass(obj):
+        return {k: to_jsonable(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    return obj
+
+
+def save_json(result, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_jsonable(result), indent=1))
+    return path
+
+
+def relative_depth(n_layers: int) -> np.ndarray:
+    """Layer l's depth as a fraction: 0 for the first block, 1 for the last."""
+    return np.arange(n_layers) / max(1, n_layers - 1)

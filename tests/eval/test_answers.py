@@ -1,0 +1,339 @@
+"""Answer extraction and equivalence (mkt.eval.answers): hand-written edge cases, then the
+real GSM8K and AGIEval-MATH files when the shared data folder is present."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mkt.eval.answers import (
+    extract_gsm8k_gold,
+    extract_last_number,
+    extract_math_gold,
+    last_boxed,
+    math_equal,
+    normalize_math,
+    normalize_number,
+    score_gsm8k,
+    score_math,
+)
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+GSM8K = SHARED / "data/gsm8k/test.jsonl"
+AGIEVAL_MATH = SHARED / "data/agieval/math.jsonl"
+
+
+# ---------------------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("$1,234.50.", "1234.5"),
+        ("1,234", "1234"),
+        ("1,450,000", "1450000"),
+        ("3.50", "3.5"),
+        ("5.0", "5"),
+        ("100", "100"),  # not "1E+2"
+        ("100.00", "100"),
+        (".5", "0.5"),
+        ("-0.0", "0"),
+        ("007", "7"),
+        ("-12.250", "-12.25"),
+        ("+4", "4"),
+        ("-$5", "-5"),
+        ("$-5", "-5"),
+        ("50%", "50"),
+        (" 42 ", "42"),
+    ],
+)
+def test_normalize_number(raw: str, expected: str) -> None:
+    assert normalize_number(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "abc", "1,23", "1/2", "3 apples", "1.2.3", "-", "$"])
+def test_normalize_number_rejects_non_numbers(raw: str) -> None:
+    assert normalize_number(raw) is None
+
+
+def test_extract_gsm8k_gold() -> None:
+    assert extract_gsm8k_gold("She makes 9 * 2 = $<<9*2=18>>18.\n#### 18") == "18"
+    assert extract_gsm8k_gold("Total 1600.\n#### 1,600") == "1600"
+    assert extract_gsm8k_gold("He loses 3.\n#### -3") == "-3"
+    assert extract_gsm8k_gold("#### 2.50") == "2.5"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("So the total is $1,234.50.", "1234.5"),
+        ("The temperature dropped to -3 degrees.", "-3"),
+        ("She pays $18 dollars every day", "18"),
+        ("It costs 3.50 per pound", "3.5"),
+        ("That is 5.0 meters.", "5"),
+        ("From 3-4 hours", "4"),  # a range, not minus four
+        ("10 - 5", "5"),  # a subtraction, not minus five
+        ("The loss is -$5.", "-5"),
+        ("x = -2.5", "-2.5"),
+        ("He ran .5 miles", "0.5"),
+        ("#### 42\nCheck: 6 * 7 = 42, plus 1 is 43", "42"),  # the marker wins
+        ("The answer is 12. Check: 3 + 4 = 7", "12"),
+        ("So the final answer is: 1,000 apples.\nWe used 3 bags.", "1000"),
+        ("The answer is $-7$.", "-7"),
+        ("I think it is 1,2345", "2345"),  # badly grouped: not one number
+        ("In 2019, 2020 and 2021", "2021"),
+    ],
+)
+def test_extract_last_number(text: str, expected: str) -> None:
+    assert extract_last_number(text) == expected
+
+
+def test_extract_last_number_none() -> None:
+    assert extract_last_number("no digits here.") is None
+    assert extract_last_number("") is None
+
+
+def test_score_gsm8k() -> None:
+    assert score_gsm8k("5 + 13 = 18, so she makes $18.", "18")
+    assert score_gsm8k("The answer is 1,600.", "1,600")
+    assert score_gsm8k("Total: 1600.00 dollars", "1600")
+    assert not score_gsm8k("The answer is 17.", "18")
+    assert not score_gsm8k("no idea", "18")
+    assert score_gsm8k("#### -3", "-3")
+    assert not score_gsm8k("#### 3", "-3")
+
+
+# ---------------------------------------------------------------------------- boxes
+
+
+def test_last_boxed_nested_braces() -> None:
+    assert last_boxed(r"so $\boxed{\frac{1}{\sqrt{2}}}$.") == r"\frac{1}{\sqrt{2}}"
+    assert last_boxed(r"\boxed{\left( \frac{1}{2}, \{3\} \right)}") == r"\left( \frac{1}{2}, \{3\} \right)"
+    assert last_boxed(r"\boxed{\{1,2\}}") == r"\{1,2\}"  # escaped braces do not count
+
+
+def test_last_boxed_fbox_multiple_and_braceless() -> None:
+    assert last_boxed(r"\fbox{7}") == "7"
+    assert last_boxed(r"first \boxed{1}, then \boxed{2}, finally \fbox{3}.") == "3"
+    assert last_boxed(r"\boxed{1} and \boxed{22}") == "22"
+    assert last_boxed(r"The answer is $\boxed 5$.") == "5"
+    assert last_boxed(r"\boxed{}") == ""
+
+
+def test_last_boxed_absent_or_broken() -> None:
+    assert last_boxed("no box at all") is None
+    assert last_boxed("") is None
+    assert last_boxed(r"\boxed{3} then \boxed{4") == "3"  # unclosed last box: previous one
+    assert last_boxed(r"\boxedx{3}") is None  # another command, not a box
+
+
+# ---------------------------------------------------------------------------- normalize_math
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (r"\dfrac{1}{2}", r"\frac{1}{2}"),
+        (r"\tfrac34", r"\frac{3}{4}"),
+        (r"\frac12", r"\frac{1}{2}"),
+        (r"\frac 9{20}", r"\frac{9}{20}"),
+        (r"\frac{\sqrt6}3", r"\frac{\sqrt{6}}{3}"),
+        (r"11\sqrt2", r"11\sqrt{2}"),
+        (r"10\sqrt 2", r"10\sqrt{2}"),
+        (r"$\frac{1}{4}$", r"\frac{1}{4}"),
+        (r"156^\circ", "156"),
+        (r"180^{\circ}", "180"),
+        (r"25\%", "25"),
+        ("25%", "25"),
+        (r"0.25\,\text{ cm}", "0.25"),
+        (r"17\text{ meters}", "17"),
+        (r"864 \mbox{ inches}^2", "864"),
+        (r"8\sqrt{3} \text { square inches}", r"8\sqrt{3}"),
+        ("12 inches", "12"),
+        ("90 degrees", "90"),
+        ("5 units", "5"),
+        (r"\text{even}", "even"),
+        (r"\text{(E)}", "E"),
+        (r"\$2.50", "2.5"),
+        ("5.0", "5"),
+        (".5", "0.5"),
+        ("-.75", "-0.75"),
+        ("x = 5.", "5"),
+        (r"k = \frac{3}{2}", r"\frac{3}{2}"),
+        ("y = 2y - 1", "y=2y-1"),  # an equation, not an assignment: kept
+        (r"371,\!043,\!400", "371043400"),
+        ("1,234", "1234"),
+        ("0,4", "0,4"),  # a list, not a thousands separator
+        ("2/5", r"\frac{2}{5}"),
+        ("-17/5", r"-\frac{17}{5}"),
+        ("x^2/3", "x^2/3"),  # (x^2)/3: not a simple fraction
+        (r"\left( \frac{1}{2}, 3 \right)", r"(\frac{1}{2},3)"),
+        (r"\!\sqrt{33}", r"\sqrt{33}"),
+        (r"2 \pi r", r"2\pi r"),  # the space after a command name is meaningful
+        (r"x^{2} + 1", "x^2+1"),
+        (r"19 \text{ and }43", "19,43"),
+        (r"\begin{pmatrix} 2/5 \\ -1/5 \end{pmatrix}", r"\begin{pmatrix}\frac{2}{5}\\-\frac{1}{5}\end{pmatrix}"),
+    ],
+)
+def test_normalize_math(raw: str, expected: str) -> None:
+    assert normalize_math(raw) == expected
+    assert normalize_math(expected) == expected  # normal forms are fixed points
+
+
+def test_normalize_math_idempotent_and_deterministic() -> None:
+    samples = [
+        r"\left(-\infty,-\frac 12\right)\cup \left(-\frac 12,\infty\right)",
+        r"\frac{12}{5,\!525}",
+        r"3\frac18",
+        r"\$ 10.",
+        r"\text{ 5 cm}",
+        r"x = \frac{3}{2}, x = -1",
+        r"\sqrt[3]{2}",
+        r"1.50\%",
+        "",
+    ]
+    for s in samples:
+        once = normalize_math(s)
+        assert normalize_math(once) == once
+        assert normalize_math(s) == once
+    assert normalize_math(None) == ""  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- math_equal
+
+EQUAL = [
+    (r"\frac{1}{2}", "0.5"),
+    (r"\dfrac{1}{2}", r"\frac12"),
+    ("1/2", r"\frac{1}{2}"),
+    (".5", "0.5"),
+    (r"\frac{1}{\sqrt{2}}", r"\frac{\sqrt{2}}{2}"),
+    (r"2\sqrt{2}", r"\sqrt{8}"),
+    (r"\frac{3\pi}{4}", r"\frac{3}{4}\pi"),
+    (r"30^\circ", "30"),
+    (r"50\%", "50"),
+    (r"17\text{ cm}", "17"),
+    (r"x = \frac{3}{2}", "1.5"),
+    ("-0.75", r"-\frac{3}{4}"),
+    (r"-\frac{3}{4}", r"\frac{-3}{4}"),
+    ("(2,3)", r"\left( 2, 3 \right)"),
+    (r"(\frac{1}{2}, 3)", "(0.5,3)"),
+    ("(3,4]", r"\left(3, 4\right]"),
+    (r"(3,\frac{8}{2}]", "(3,4]"),
+    (r"[3,\infty)", r"[3, \infty)"),
+    (r"(-\infty,-7) \cup (1,2)", r"(1,2)\cup(-\infty,-7)"),  # union pieces in any order
+    ("1, 3", "3,1"),  # a list of values is a multiset
+    (r"\sqrt{5}, -\sqrt{5}", r"-\sqrt{5},\sqrt{5}"),
+    ("x^2 + 2x + 1", "(x+1)^2"),
+    ("6x^2+30x+36", "6(x+2)(x+3)"),
+    ("2i", "i+i"),
+    (r"3\frac{1}{8}", r"\frac{25}{8}"),  # a mixed number
+    (r"\begin{pmatrix} 2/5 \\ -1/5 \end{pmatrix}", r"\begin{pmatrix} 0.4 \\ -0.2 \end{pmatrix}"),
+    ("x - 3z = 0", "2x - 6z = 0"),  # the same plane
+    (r"\text{Even}", "even"),
+    ("1,234", "1234"),
+    (r"\$1,234.50", "1234.5"),
+    (r"\sin^2 x + \cos^2 x", "1"),
+    (r"10^{3}", "1000"),
+]
+
+NOT_EQUAL = [
+    (r"\frac{1}{3}", "0.33"),
+    ("(2,3)", "(3,2)"),  # ordered pairs are ordered
+    ("(3,4]", "(3,4)"),  # bracket types must match
+    ("[3,4]", "(3,4]"),
+    ("1,3", "1,3,3"),
+    ("1, 2", "1, 3"),
+    ("x+1", "x+2"),
+    (r"\sqrt{2}", "1.414"),
+    ("2", "(2,3)"),
+    ("x - 3z = 0", "x + 3z = 0"),
+    ("even", "odd"),
+    (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} 1 & 2 \end{pmatrix}"),
+    ("", "0"),
+]
+
+
+@pytest.mark.parametrize(("pred", "gold"), EQUAL)
+def test_math_equal_true(pred: str, gold: str) -> None:
+    assert math_equal(pred, gold)
+    assert math_equal(gold, pred)
+
+
+@pytest.mark.parametrize(("pred", "gold"), NOT_EQUAL)
+def test_math_equal_false(pred: str, gold: str) -> None:
+    assert not math_equal(pred, gold)
+    assert not math_equal(gold, pred)
+
+
+def test_math_equal_never_raises() -> None:
+    assert math_equal(None, "1") is False
+    for junk in [r"\frac{", "((((", r"\sqrt", "^^^", "10^{10^{10^{10}}}", "1000!", r"\begin{pmatrix}",
+                 "x=", "=", "__import__('os')", "\\", "}{", "|", "1/0", r"\frac{1}{0}"]:
+        assert math_equal(junk, "2") is False
+    # A tower of powers is refused rather than computed, so this returns quickly.
+    assert math_equal("2^{2^{2^{2^{2^{2}}}}}", "3") is False
+
+
+# ---------------------------------------------------------------------------- MATH scoring
+
+
+def test_extract_math_gold() -> None:
+    solution = r"Thus the angle is $\boxed{156^\circ}$. Earlier we had $\boxed{7}$ wrong."
+    assert extract_math_gold(solution) == "7"
+    assert extract_math_gold(r"so $x = \boxed{\dfrac{1}{\sqrt{2}}}$.") == r"\frac{1}{\sqrt{2}}"
+    assert extract_math_gold("no box") == ""
+
+
+def test_score_math() -> None:
+    assert score_math(r"We get $\boxed{\frac{1}{2}}$.", "0.5")
+    assert score_math(r"First \boxed{3}, corrected: \boxed{(3,4]}", r"\left(3,4\right]")
+    assert not score_math(r"\boxed{(3,4)}", "(3,4]")
+    assert score_math("The answer is $\\frac{3}{4}$.", "0.75")  # no box: "The answer is"
+    assert score_math("The answer is 12 cm.", "12")
+    assert score_math(r"So $x = 2$ and then $y = \frac{1}{3}$", r"\frac{1}{3}")  # last $...$
+    assert not score_math("I do not know.", "5")
+    assert not score_math("", "5")
+
+
+# ---------------------------------------------------------------------------- real files
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_gsm8k_gold_answers_score_themselves() -> None:
+    if not GSM8K.exists():
+        pytest.skip(f"{GSM8K} not present")
+    rows = _jsonl(GSM8K)
+    assert len(rows) == 1319
+    for row in rows:
+        gold = extract_gsm8k_gold(row["answer"])
+        assert normalize_number(gold) == gold, row["answer"]
+        assert score_gsm8k(row["answer"], gold), row["answer"]
+        assert extract_last_number(row["answer"]) == gold, row["answer"]
+
+
+def test_agieval_math_boxed_solutions_match_gold() -> None:
+    if not AGIEVAL_MATH.exists():
+        pytest.skip(f"{AGIEVAL_MATH} not present")
+    rows = _jsonl(AGIEVAL_MATH)
+    assert len(rows) == 1000
+    misses = []
+    for i, row in enumerate(rows):
+        extracted = extract_math_gold(row["other"]["solution"])
+        if not math_equal(extracted, row["answer"]):
+            misses.append((i, row["answer"], extracted))
+    rate = 1 - len(misses) / len(rows)
+    print(f"AGIEval MATH: {rate:.1%} of boxed solutions match the gold answer; misses: {misses}")
+    assert rate >= 0.99, misses
+    # The scorer must not be trivially permissive: each extracted answer against the next
+    # row's gold should almost never match (only where the two golds are the same value).
+    wrong = sum(
+        math_equal(extract_math_gold(rows[i]["other"]["solution"]), rows[(i + 1) % len(rows)]["answer"])
+        and normalize_math(rows[i]["answer"]) != normalize_math(rows[(i + 1) % len(rows)]["answer"])
+        for i in range(len(rows))
+    )
+    assert wrong == 0
