@@ -197,6 +197,27 @@ def _match_brace(s: str, open_idx: int) -> int:
     return -1
 
 
+def _brace_partners(s: str) -> dict[int, int]:
+    """Index of each ``{`` mapped to its closing ``}``, in one pass (unclosed ones absent).
+
+    One pass rather than a scan per box: a degenerate output with thousands of unclosed
+    boxes would otherwise cost quadratic time."""
+    partners: dict[int, int] = {}
+    stack: list[int] = []
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c == "{":
+            stack.append(i)
+        elif c == "}" and stack:
+            partners[stack.pop()] = i
+        i += 1
+    return partners
+
+
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 
 
@@ -215,13 +236,17 @@ def last_boxed(text: str) -> str | None:
     """
     if not text:
         return None
-    for m in reversed(list(_BOX_RE.finditer(text))):
+    boxes = list(_BOX_RE.finditer(text))
+    if not boxes:
+        return None
+    partners = _brace_partners(text)
+    for m in reversed(boxes):
         i = m.end()
         while i < len(text) and text[i] in " \t":
             i += 1
         if i < len(text) and text[i] == "{":
-            close = _match_brace(text, i)
-            if close != -1:
+            close = partners.get(i)
+            if close is not None:
                 return text[i + 1 : close]
             continue
         # "\boxed 5$": the answer runs to the end of the math or of the word.
@@ -353,7 +378,9 @@ def _strip_assignment(s: str) -> str:
 
 
 def _normalize_once(s: str) -> str:
-    s = s.replace("\n", " ").replace("\u2212", "-").replace("\u00b0", "^\\circ").strip()
+    # One space for any run of whitespace first: it keeps every later regex linear even on
+    # a degenerate generation full of blanks.
+    s = re.sub(r"\s+", " ", s).replace("\u2212", "-").replace("\u00b0", "^\\circ").strip()
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     s = s.replace("\\displaystyle", "")
     s = re.sub(r"\\(?:left|right)\.", "", s)  # invisible delimiters
@@ -390,7 +417,7 @@ def _normalize_once(s: str) -> str:
     s = re.sub(r"\.+$", "", s)
     s = re.sub(r"(?<![\w}.])\.(\d)", r"0.\1", s)  # .5 -> 0.5
     # Trailing zeros of decimals: 3.50 -> 3.5, 5.0 -> 5.
-    s = re.sub(r"(\d)\.(\d*?)0+(?![\d.])", lambda m: m.group(1) + ("." + m.group(2) if m.group(2) else ""), s)
+    s = re.sub(r"(\d)\.(\d*?)0+(?![\d.])", lambda m: m.group(1) + ("." + m.group(2)).rstrip("."), s)
     # Simple numeric fractions: 2/5 -> \frac{2}{5}.
     # Not next to ^ or _ ("x^2/3" is (x^2)/3) nor inside longer numbers or words.
     s = re.sub(r"(?<![\w.^_])(\d+)/(\d+)(?![\w.{^_])", r"\\frac{\1}{\2}", s)
@@ -464,7 +491,10 @@ class _ParseError(Exception):
     pass
 
 
-_TOKEN_RE = re.compile(r"\s*(\d*\.\d*\\overline\{\d+\}|\\[a-zA-Z]+|\\[{}|]|\d+(?:\.\d+)?|\.\d+|[a-zA-Z]|\*\*|[-+*/^_(){}\[\]|!,=])")
+_TOKEN_RE = re.compile(
+    r"\s*(\d*\.\d*\\overline\{\d+\}"  # a repeating decimal, one token
+    r"|\\[a-zA-Z]+|\\[{}|]|\d+(?:\.\d+)?|\.\d+|[a-zA-Z]|\*\*|[-+*/^_(){}\[\]|!,=])"
+)
 
 _FUNCS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan",
@@ -626,7 +656,9 @@ class _Parser:
         if "\\overline" in tok:  # a repeating decimal, 0.1\overline{6} == 1/6
             head, rep_digits = tok[:-1].split("\\overline{")
             whole, _, fixed = head.partition(".")
-            base = sp.Rational(int(whole or "0")) + (sp.Rational(int(fixed), 10 ** len(fixed)) if fixed else 0)
+            base = sp.Rational(int(whole or "0"))
+            if fixed:
+                base += sp.Rational(int(fixed), 10 ** len(fixed))
             cycle = sp.Rational(int(rep_digits), (10 ** len(rep_digits) - 1) * 10 ** len(fixed))
             return base + cycle
         if tok[0].isdigit() or tok[0] == ".":
@@ -651,7 +683,7 @@ class _Parser:
             return sp.Abs(value)
         if tok.isalpha() and len(tok) == 1:
             # i and e are the imaginary unit and Euler's number in competition answers;
-            # read as constants, e^{i\\pi} == -1 and \\ln(e^2) == 2 come out right.
+            # read as constants, e^{i\pi} == -1 and \ln(e^2) == 2 come out right.
             if tok == "i":
                 return sp.I
             if tok == "e" and self.peek() != "_":

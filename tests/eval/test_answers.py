@@ -84,6 +84,9 @@ def test_extract_gsm8k_gold() -> None:
         ("The answer is $-7$.", "-7"),
         ("I think it is 1,2345", "2345"),  # badly grouped: not one number
         ("In 2019, 2020 and 2021", "2021"),
+        ("The answer is 5 - 3 = 2.", "2"),  # a computation gives way to its result
+        ("The answer is 12 because 3 + 4 = 7.", "12"),  # an explanation does not
+        ("The answer is **5**.", "5"),
     ],
 )
 def test_extract_last_number(text: str, expected: str) -> None:
@@ -174,7 +177,14 @@ def test_last_boxed_absent_or_broken() -> None:
         (r"2 \pi r", r"2\pi r"),  # the space after a command name is meaningful
         (r"x^{2} + 1", "x^2+1"),
         (r"19 \text{ and }43", "19,43"),
-        (r"\begin{pmatrix} 2/5 \\ -1/5 \end{pmatrix}", r"\begin{pmatrix}\frac{2}{5}\\-\frac{1}{5}\end{pmatrix}"),
+        (r"x = 2 \text{ or } x = 3", "2,3"),
+        ("a=2, b=3", "a=2,b=3"),  # different variables: the names carry the meaning
+        (r"x \in [1, 2]", "[1,2]"),
+        ("   7   ", "7"),
+        (
+            r"\begin{pmatrix} 2/5 \\ -1/5 \end{pmatrix}",
+            r"\begin{pmatrix}\frac{2}{5}\\-\frac{1}{5}\end{pmatrix}",
+        ),
     ],
 )
 def test_normalize_math(raw: str, expected: str) -> None:
@@ -236,6 +246,21 @@ EQUAL = [
     (r"\$1,234.50", "1234.5"),
     (r"\sin^2 x + \cos^2 x", "1"),
     (r"10^{3}", "1000"),
+    (r"\pm\sqrt{5}", r"\sqrt{5}, -\sqrt{5}"),  # one plus-minus is two values
+    (r"1 \pm \sqrt{2}", r"1-\sqrt2,1+\sqrt2"),
+    (r"\{2, 4, 6\}", "6, 4, 2"),  # a set answers a list of the same values
+    (r"\{1, 2\}", r"\left\{ 2, 1 \right\}"),
+    (r"0.\overline{3}", r"\frac13"),  # repeating decimals are exact
+    (r"0.1\overline{6}", r"\frac16"),
+    (r"\log_2 8", "3"),
+    (r"e^{i\pi}", "-1"),
+    (r"\ln(e^2)", "2"),
+    ("5!", "120"),
+    (r"\binom{5}{2}", "10"),
+    (r"\sqrt[3]{8}", "2"),
+    ("|-3|", "3"),
+    ("x=1, x=2", "2,1"),
+    (r"\frac{x^2}{16} - \frac{y^2}{9} = 1", "9x^2 - 16y^2 = 144"),
 ]
 
 NOT_EQUAL = [
@@ -252,6 +277,13 @@ NOT_EQUAL = [
     ("even", "odd"),
     (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix} 1 & 2 \end{pmatrix}"),
     ("", "0"),
+    ("0.3333333333", r"\frac{1}{3}"),  # a rounded value is not the exact answer
+    (r"\sqrt{x^2}", "x"),  # differs for negative x
+    ("a", "A"),  # variables are case-sensitive
+    ("a=2, b=3", "a=3, b=2"),
+    (r"\frac{1}{0}", r"\frac{2}{0}"),  # no answer is a division by zero
+    (r"\{1, 2\}", "(1,2)"),
+    ("x^{1000}", "x^{1000}+1"),
 ]
 
 
@@ -272,8 +304,13 @@ def test_math_equal_never_raises() -> None:
     for junk in [r"\frac{", "((((", r"\sqrt", "^^^", "10^{10^{10^{10}}}", "1000!", r"\begin{pmatrix}",
                  "x=", "=", "__import__('os')", "\\", "}{", "|", "1/0", r"\frac{1}{0}"]:
         assert math_equal(junk, "2") is False
-    # A tower of powers is refused rather than computed, so this returns quickly.
+    # Huge powers are refused rather than computed, so these return quickly.
     assert math_equal("2^{2^{2^{2^{2^{2}}}}}", "3") is False
+    assert math_equal("((10^{100})^{100})^{100}", "1") is False
+    assert math_equal("9^{9^{9}}", "1") is False
+    # Degenerate generations stay cheap (linear regexes, one pass over braces).
+    assert last_boxed("\\boxed{" * 3000 + "1") is None
+    assert math_equal(" " * 20000 + "and" + " " * 20000, "1") is False
 
 
 # ---------------------------------------------------------------------------- MATH scoring
@@ -293,6 +330,8 @@ def test_score_math() -> None:
     assert score_math("The answer is $\\frac{3}{4}$.", "0.75")  # no box: "The answer is"
     assert score_math("The answer is 12 cm.", "12")
     assert score_math(r"So $x = 2$ and then $y = \frac{1}{3}$", r"\frac{1}{3}")  # last $...$
+    assert score_math(r"Therefore, the answer is \(\frac{3}{4}\).", "0.75")
+    assert score_math("The answer is **5**", "5")
     assert not score_math("I do not know.", "5")
     assert not score_math("", "5")
 
