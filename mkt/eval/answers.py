@@ -500,6 +500,12 @@ _FUNCS = {
     "sin", "cos", "tan", "sec", "csc", "cot", "arcsin", "arccos", "arctan",
     "sinh", "cosh", "tanh", "ln", "log", "exp",
 }
+_GREEK = {
+    "alpha", "beta", "gamma", "delta", "epsilon", "varepsilon", "zeta", "eta", "theta",
+    "vartheta", "iota", "kappa", "lambda", "mu", "nu", "xi", "rho", "sigma", "tau", "upsilon",
+    "phi", "varphi", "chi", "psi", "omega", "Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi",
+    "Sigma", "Upsilon", "Phi", "Psi", "Omega", "ell",
+}
 _IGNORED_CMDS = {"left", "right", "displaystyle", "mathrm", "operatorname"}
 
 
@@ -746,10 +752,11 @@ class _Parser:
             return value ** power if power is not None else value
         if name in ("cdot", "times", "div", "cup", "cap", "in", "le", "ge", "ne", "pm", "mp"):
             raise _ParseError(f"operator \\{name} in operand position")
-        if name in ("begin", "end", "text", "mbox", "quad"):
-            raise _ParseError(f"unsupported \\{name}")
-        # Greek letters and other named symbols: a symbol named after the command.
-        return sp.Symbol(name)
+        if name in _GREEK:
+            return sp.Symbol(name)
+        # Anything else (\boxed, \overline, \vec, \mathbf...) has a meaning this parser
+        # does not know: reading it as a plain symbol could make unequal answers agree.
+        raise _ParseError(f"unsupported \\{name}")
 
 
 _SYMPY: Any = None
@@ -846,8 +853,8 @@ def _equation_equal(p: str, g: str) -> bool:
         return False
     lhs = sides[0] - sides[1]
     rhs = sides[2] - sides[3]
-    if lhs == 0 or rhs == 0:
-        return False
+    if lhs == 0 or rhs == 0 or not lhs.free_symbols or not rhs.free_symbols:
+        return False  # an identity or a statement about numbers, not an equation to solve
     try:
         ratio = lhs / rhs
         symbols = sorted(ratio.free_symbols, key=lambda x: x.name)
