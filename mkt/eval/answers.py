@@ -789,6 +789,11 @@ def _to_sympy(s: str) -> Any:
 _POINTS = (0.7318, -1.3127, 2.2360679)
 
 
+def _assignment(symbols: list[Any], k: int) -> dict[Any, float]:
+    """The k-th evaluation point; the points rotate among the symbols so no two share a value."""
+    return {sym: _POINTS[(k + j) % len(_POINTS)] + 0.1 * j for j, sym in enumerate(symbols)}
+
+
 def _close(a: complex, b: complex) -> bool:
     return abs(a - b) <= _RTOL * max(1.0, abs(a), abs(b))
 
@@ -815,9 +820,7 @@ def _sympy_equal(a: Any, b: Any) -> bool:
         va, vb = _values(a, {}), _values(b, {})
         return _finite(va) and _finite(vb) and _close(va, vb)
     for k in range(len(_POINTS)):
-        # Rotate the points among the symbols so that no two share a value.
-        assignment = {sym: _POINTS[(k + j) % len(_POINTS)] + 0.1 * j for j, sym in enumerate(symbols)}
-        va, vb = _values(a, assignment), _values(b, assignment)
+        va, vb = _values(a, _assignment(symbols, k)), _values(b, _assignment(symbols, k))
         if not (_finite(va) and _finite(vb)) or not _close(va, vb):
             return False
     return True
@@ -858,10 +861,7 @@ def _equation_equal(p: str, g: str) -> bool:
     try:
         ratio = lhs / rhs
         symbols = sorted(ratio.free_symbols, key=lambda x: x.name)
-        values = []
-        for k in range(len(_POINTS)):
-            assignment = {sym: _POINTS[(k + j) % len(_POINTS)] + 0.1 * j for j, sym in enumerate(symbols)}
-            values.append(_values(ratio, assignment))
+        values = [_values(ratio, _assignment(symbols, k)) for k in range(len(_POINTS))]
         return all(_finite(v) and v != 0 and _close(v, values[0]) for v in values)
     except Exception:
         return False
@@ -870,9 +870,6 @@ def _equation_equal(p: str, g: str) -> bool:
 # --------------------------------------------------------------------------------------
 # Structured answers: tuples, intervals, unions, lists, matrices
 # --------------------------------------------------------------------------------------
-
-_OPENERS = {"(": ")", "[": "]", "{": "}"}
-
 
 def _split_top(s: str, sep: str) -> list[str]:
     """Split ``s`` on ``sep`` where no bracket of any kind (``\\{`` included) is open."""
@@ -893,7 +890,7 @@ def _split_top(s: str, sep: str) -> list[str]:
                 depth += 1
             elif s.startswith("\\}", i):
                 depth -= 1
-            i += 2  # "\\," or "\\}" must not count as a separator or a bracket
+            i += 2  # the character after a backslash ("\,", "\}") is never a separator
             continue
         if c in "([{":
             depth += 1
@@ -944,7 +941,7 @@ def _matrix(s: str) -> list[list[str]] | None:
     m = _MATRIX_RE.match(s)
     if m is None:
         return None
-    rows = [r for r in m.group(2).split("\\\\")]
+    rows = m.group(2).split("\\\\")
     if rows and rows[-1] == "":
         rows.pop()
     return [r.split("&") for r in rows]
