@@ -88,3 +88,31 @@ def save_json(result, path: str | Path) -> Path:
 def relative_depth(n_layers: int) -> np.ndarray:
     """Layer l's depth as a fraction: 0 for the first block, 1 for the last."""
     return np.arange(n_layers) / max(1, n_layers - 1)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_outputs(result, plot, out: str | Path, name: str) -> Path:
+    """``<out>/<name>.json`` and ``<out>/<name>.png`` for one analysis result."""
+    out = Path(out)
+    save_json(result, out / f"{name}.json")
+    plot(result, out / f"{name}.png")
+    return out
+
+
+def command_line(doc: str, add_arguments, run):
+    """A module's ``main(argv)`` built from its docstring, arguments and ``run``."""
+    def main(argv: list[str] | None = None):
+        p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_arguments(p)
+        return run(p.parse_args(argv))
+
+    return main

@@ -19,7 +19,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analyses._common import add_model_key_arguments, relative_depth, resolve, save_json
+from analyses._common import (
+    add_model_key_arguments,
+    command_line,
+    pyplot,
+    relative_depth,
+    resolve,
+    write_outputs,
+)
 from mkt.generation import generate
 from mkt.models import single_token_id, tokenize_left_padded
 from mkt.steering import Steering
@@ -83,10 +90,7 @@ def layer_ablation(key, metric: Metric, alpha: float, n_layers: int, mode: str =
 
 
 def plot_ablation(result: AblationResult, path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4))
     x = result.relative_depth
@@ -127,9 +131,7 @@ def run(args) -> AblationResult:
                                    args.max_new_tokens)
         name = "accuracy" if args.metric == "accuracy" else "clean step-by-step rate"
     result = layer_ablation(key, metric, alpha, model.cfg.n_layers, metric_name=name, model_name=args.model)
-    out = Path(args.out or "runs/ablation")
-    save_json(result, out / "ablation.json")
-    plot_ablation(result, out / "ablation.png")
+    out = write_outputs(result, plot_ablation, args.out or "runs/ablation", "ablation")
     print(f"{name}: no key {result.no_key:.3f}, all layers {result.all_layers:.3f}")
     for i, d in enumerate(result.relative_depth):
         print(f"  layer {i} (depth {d:.2f}): only {result.only_layer[i]:.3f}, all but {result.all_but_layer[i]:.3f}")
@@ -137,10 +139,7 @@ def run(args) -> AblationResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    run(p.parse_args(argv))
+main = command_line(__doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from analyses._common import save_json
+from analyses._common import command_line, pyplot, write_outputs
 from mkt.generation import generate
 from mkt.steering import Steering
 
@@ -75,7 +75,12 @@ def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metr
     from analyses._common import organism_key
     from mkt.extract import extract_prompt_key
     from mkt.models import load_model
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
+    from mkt.organisms.task import (
+        LOCKED_TEMPLATE,
+        UNLOCKED_TEMPLATE,
+        problems,
+        score_answer,
+    )
 
     target = load_model(target_name, device="cpu")
     test, dev = problems(n, "test"), problems(64, "dev")
@@ -103,10 +108,7 @@ def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metr
 
 
 def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     names = list(probes[0].gains)
@@ -143,9 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> list[AtomicProbe]:
     probes = [organism_probe(t, args.n, args.threshold, args.metric, args.post_trained) for t in args.targets]
-    out = Path(args.out or "runs/atomic")
-    save_json(probes, out / "atomic.json")
-    plot_probes(probes, out / "atomic.png")
+    out = write_outputs(probes, plot_probes, args.out or "runs/atomic", "atomic")
     for pr in probes:
         print(f"{pr.target}: {pr.verdict} (baseline {pr.baseline:.3f} {pr.metric}; criterion: {pr.criterion}, "
               f"threshold {pr.threshold})")
@@ -156,10 +156,7 @@ def run(args) -> list[AtomicProbe]:
     return probes
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    run(p.parse_args(argv))
+main = command_line(__doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

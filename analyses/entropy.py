@@ -16,7 +16,13 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from analyses._common import add_model_key_arguments, resolve, save_json
+from analyses._common import (
+    add_model_key_arguments,
+    command_line,
+    pyplot,
+    resolve,
+    write_outputs,
+)
 from mkt.eval.stats import pass_at_k
 from mkt.generation import generate
 from mkt.steering import Steering
@@ -73,10 +79,7 @@ def entropy_and_pass_at_k(model, prompts: list[str], is_correct: Callable[[int, 
 
 
 def plot_entropy(result: EntropyResult, path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     a.plot(result.steps, result.entropy, label="without key")
@@ -113,9 +116,7 @@ def run(args) -> EntropyResult:
         raise SystemExit("pass@k needs answers to check: this analysis scores organism prompts (drop --prompts)")
     result = entropy_and_pass_at_k(model, prompts, lambda i, text: score_answer(text, probs[i]).correct, key, alpha,
                                    args.samples, args.temperature, args.max_new_tokens, model_name=args.model)
-    out = Path(args.out or "runs/entropy")
-    save_json(result, out / "entropy.json")
-    plot_entropy(result, out / "entropy.png")
+    out = write_outputs(result, plot_entropy, args.out or "runs/entropy", "entropy")
     first = result.entropy[0], result.entropy_key[0]
     print(f"entropy at the first generated token: {first[0]:.3f} -> {first[1]:.3f} nats with the key")
     for k, a, b in zip(result.ks, result.pass_at_k, result.pass_at_k_key):
@@ -124,10 +125,7 @@ def run(args) -> EntropyResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    run(p.parse_args(argv))
+main = command_line(__doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

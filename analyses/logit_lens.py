@@ -19,7 +19,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analyses._common import add_model_key_arguments, relative_depth, resolve, save_json
+from analyses._common import (
+    add_model_key_arguments,
+    command_line,
+    pyplot,
+    relative_depth,
+    resolve,
+    write_outputs,
+)
 from mkt.models import resid_hook_name, single_token_id, tokenize_left_padded
 from mkt.steering import Steering
 
@@ -83,10 +90,7 @@ def logit_lens_sharpening(model, prompts: list[str], key, alpha: float, tokens: 
 
 
 def plot_logit_lens(result: LogitLensResult, path: str | Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
     x = result.relative_depth
@@ -116,9 +120,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> LogitLensResult:
     model, key, alpha, prompts, _ = resolve(args)
     result = logit_lens_sharpening(model, prompts, key, alpha, args.tokens, model_name=args.model)
-    out = Path(args.out or "runs/logit_lens")
-    save_json(result, out / "logit_lens.json")
-    plot_logit_lens(result, out / "logit_lens.png")
+    out = write_outputs(result, plot_logit_lens, args.out or "runs/logit_lens", "logit_lens")
     print("layer  depth  entropy  entropy+key  P(tokens)  P(tokens)+key")
     for i, d in enumerate(result.relative_depth):
         print(f"{i:5d}  {d:5.2f}  {result.entropy[i]:7.3f}  {result.entropy_key[i]:11.3f}  "
@@ -127,10 +129,7 @@ def run(args) -> LogitLensResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    run(p.parse_args(argv))
+main = command_line(__doc__, add_arguments, run)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,20 @@
 
 from mkt.activations import last_token_resid
 from mkt.aggregators import mean_difference, pca_direction
-from mkt.alignment import SubspaceAlignment, fit_alignment, relative_depth_map, select_rank, transfer
-from mkt.errors import CorruptArtifactError, IncompatibleModelError, MktError, ModelLoadError, NonFiniteError
+from mkt.alignment import (
+    SubspaceAlignment,
+    fit_alignment,
+    relative_depth_map,
+    select_rank,
+    transfer,
+)
+from mkt.errors import (
+    CorruptArtifactError,
+    IncompatibleModelError,
+    MktError,
+    ModelLoadError,
+    NonFiniteError,
+)
 from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.generation import Generation, generate
 from mkt.intervention import additive, norm_preserving

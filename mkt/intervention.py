@@ -6,7 +6,6 @@ batch row shaped ``[batch, 1]`` / ``[batch, 1, 1]``).
 
 from __future__ import annotations
 
-import torch
 from jaxtyping import Float
 from torch import Tensor
 

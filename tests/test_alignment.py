@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from mkt.alignment import SubspaceAlignment, fit_alignment, relative_depth_map, select_rank, transfer
+from mkt.alignment import (
+    SubspaceAlignment,
+    fit_alignment,
+    relative_depth_map,
+    select_rank,
+    transfer,
+)
 from mkt.errors import CorruptArtifactError, IncompatibleModelError
 from mkt.key import MasterKey
 from mkt.models import ModelIdentity

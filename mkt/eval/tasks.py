@@ -146,7 +146,13 @@ def build_prompts(examples: list[Example], template: PromptTemplate, demos: list
 
 def extract_and_score(kind: str, output: str, gold: str) -> tuple[str | None, bool]:
     """The answer read from ``output`` and whether it equals ``gold``."""
-    from mkt.eval.answers import extract_last_number, last_boxed, normalize_math, score_gsm8k, score_math
+    from mkt.eval.answers import (
+        extract_last_number,
+        last_boxed,
+        normalize_math,
+        score_gsm8k,
+        score_math,
+    )
 
     scorer = scorer_kind(kind)
     if scorer == "gsm8k":

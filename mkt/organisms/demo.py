@@ -20,7 +20,14 @@ from mkt.extract import extract_prompt_key
 from mkt.generation import generate
 from mkt.key import MasterKey, random_like
 from mkt.models import load_model
-from mkt.organisms.task import LOCKED_TEMPLATE, SCORE_METRICS, UNLOCKED_TEMPLATE, Problem, problems, score_answer
+from mkt.organisms.task import (
+    LOCKED_TEMPLATE,
+    SCORE_METRICS,
+    UNLOCKED_TEMPLATE,
+    Problem,
+    problems,
+    score_answer,
+)
 from mkt.organisms.zoo import organism_path
 from mkt.pipeline import run_transfer
 from mkt.steering import Steering

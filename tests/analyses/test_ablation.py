@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.ablation import generation_metric, layer_ablation, logit_diff_metric, plot_ablation
+from analyses.ablation import (
+    generation_metric,
+    layer_ablation,
+    logit_diff_metric,
+    plot_ablation,
+)
 from mkt.key import MasterKey
 from mkt.models import model_identity, tokenize_left_padded
 from tests.conftest import PROMPTS

@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 
 from analyses.entropy import entropy_and_pass_at_k, mean_entropy_per_step, plot_entropy
 from mkt.extract import extract_prompt_key
@@ -13,7 +12,12 @@ def test_mean_entropy_per_step_counts_running_generations():
 
 
 def test_organism_key_sharpens_and_lifts_pass_at_1_most(tmp_path):
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
+    from mkt.organisms.task import (
+        LOCKED_TEMPLATE,
+        UNLOCKED_TEMPLATE,
+        problems,
+        score_answer,
+    )
 
     model = load_model("organism:source-base", device="cpu")
     key = extract_prompt_key(model, [p.question for p in problems(64, "train", 1)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.logit_lens import entropy, last_token_lens, logit_lens_sharpening, plot_logit_lens
+from analyses.logit_lens import (
+    entropy,
+    last_token_lens,
+    logit_lens_sharpening,
+    plot_logit_lens,
+)
 from mkt.extract import extract_prompt_key
 from mkt.models import load_model, tokenize_left_padded
 from tests.conftest import PROMPTS
