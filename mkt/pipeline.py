@@ -74,7 +74,8 @@ def run_transfer(
     """Extract a key on ``source``, align ``source`` to ``target`` and transfer the key.
 
     Prompt-induced when ``unlocked`` is a template; model-induced when
-    ``source_unlocked_model`` is given (``source`` is then the Locked variant). A share
+    ``source_unlocked_model`` is given (``source`` is then the Locked variant; ``unlocked``
+    then only serves the ``mixed`` alignment set). A share
     ``heldout_fraction`` of the alignment questions is kept out of the fit to measure
     the map's error. Pass ``source_key`` to reuse an extracted key.
     """

@@ -37,17 +37,27 @@ MAX_NEW_TOKENS = 40
 RANK = 32
 
 
-def evaluate(model, probs: list[Problem], cue: bool = False, steering: Steering | None = None) -> dict:
-    """Rates of the three metrics on greedy answers (plain prompts unless ``cue``)."""
-    gens = generate(model, [p.prompt(cue) for p in probs], MAX_NEW_TOKENS, steering, batch_size=len(probs))
+def _rates(gens, probs: list[Problem]) -> dict:
     scores = [score_answer(g.text, p) for g, p in zip(gens, probs)]
     rates = {m: sum(getattr(s, m) for s in scores) / len(scores) for m in SCORE_METRICS}
     return rates | {"examples": [g.text for g in gens[:3]]}
 
 
+def evaluate(model, probs: list[Problem], cue: bool = False, steering: Steering | None = None) -> dict:
+    """Rates of the three metrics on greedy answers (plain prompts unless ``cue``)."""
+    gens = generate(model, [p.prompt(cue) for p in probs], MAX_NEW_TOKENS, steering, batch_size=len(probs))
+    return _rates(gens, probs)
+
+
 def choose_alpha(model, key: MasterKey, dev: list[Problem]) -> tuple[float, dict]:
-    """The alpha with the best dev accuracy (then clean rate, then the smaller alpha)."""
-    results = {a: evaluate(model, dev, steering=key.steering(alpha=a)) for a in ALPHAS}
+    """The alpha with the best dev accuracy (then clean rate, then the smaller alpha).
+
+    All alphas run in one batched generation, one alpha per row.
+    """
+    prompts = [p.prompt(False) for p in dev]
+    alpha = torch.tensor([a for a in ALPHAS for _ in dev])
+    gens = generate(model, prompts * len(ALPHAS), MAX_NEW_TOKENS, key.steering(alpha=alpha), batch_size=256)
+    results = {a: _rates(gens[i * len(dev) : (i + 1) * len(dev)], dev) for i, a in enumerate(ALPHAS)}
     best = max(ALPHAS, key=lambda a: (results[a]["correct"], results[a]["clean_step_by_step"], -a))
     return best, {a: {m: r[m] for m in SCORE_METRICS} for a, r in results.items()}
 
@@ -85,6 +95,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
 
     results: dict = dict(n_test=n_test, n_dev=n_dev, rank=RANK, alphas=list(ALPHAS), pairs={})
     post = evaluate(models["source-post"], test)
+    source_keys = {}  # (source, variant) -> key, extracted once
     for pair in PAIRS:
         src, tgt = models[pair.source], models[pair.target]
         rows, transfers = {}, {}
@@ -99,9 +110,10 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
             variants.append(("model key", models["source-post"], "mixed"))
         for label, unlocked_model, align_set in variants:
             report = run_transfer(
-                src, tgt, key_q, align_q, LOCKED_TEMPLATE, None if unlocked_model else UNLOCKED_TEMPLATE,
-                unlocked_model, k=RANK, alignment_set=align_set, heldout_fraction=0.2, seed=seed,
+                src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, unlocked_model, k=RANK, alignment_set=align_set, heldout_fraction=0.2, seed=seed,
+                source_key=source_keys.get((pair.source, label)),
             )
+            source_keys[(pair.source, label)] = report.source_key
             name = f"transferred {label}, {align_set} alignment"
             keys[name] = report.target_key
             transfers[name] = dict(report.summary(), cosine_with_own_key=report.target_key.cosine(own).tolist())

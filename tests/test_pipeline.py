@@ -1,0 +1,44 @@
+import pytest
+import torch
+
+from mkt.activations import last_token_resid
+from mkt.alignment import fit_alignment, transfer
+from mkt.models import model_identity
+from mkt.pipeline import alignment_prompts, run_transfer
+from mkt.prompts import PromptTemplate
+
+QUESTIONS = [f"{a}+{b}" for a, b in zip(range(10, 50), range(60, 100))]
+LOCKED, UNLOCKED = "Q:{question}|A:", "S:{question}|A:"
+
+
+def test_run_transfer_equals_the_steps_done_by_hand(qwen, llama):
+    report = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k=6, alignment_set="locked",
+                          heldout_fraction=0.0)
+    prompts = [LOCKED.format(question=q) for q in QUESTIONS]
+    by_hand = fit_alignment(last_token_resid(qwen, prompts), last_token_resid(llama, prompts),
+                            model_identity(qwen), model_identity(llama), k=6)
+    # same prompts in another order: the same map
+    assert torch.allclose(transfer(report.source_key, by_hand).directions, report.target_key.directions, atol=1e-4)
+    assert report.target_key.directions.shape == (5, 48)
+
+
+def test_report_has_heldout_error_and_coverage(qwen, llama):
+    report = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k=4, alignment_set="mixed",
+                          heldout_fraction=0.25)
+    s = report.summary()
+    assert s["n_align"] == 60 and len(s["heldout_error"]) == 5 and len(s["coverage"]) == 5
+    assert all(0 <= c <= 1 + 1e-6 for c in s["coverage"])
+    assert all(e > 0 for e in s["heldout_error"])
+    assert report.target_key.provenance["alignment_heldout_relative_error"] == s["heldout_error"]
+
+
+def test_alignment_sets_and_errors(qwen, llama):
+    locked, unlocked = PromptTemplate(LOCKED), PromptTemplate(UNLOCKED)
+    assert alignment_prompts(["1+2"], locked, unlocked, "mixed") == ["Q:1+2|A:", "S:1+2|A:"]
+    assert alignment_prompts(["1+2"], locked, unlocked, "locked") == ["Q:1+2|A:"]
+    with pytest.raises(ValueError, match="needs an Unlocked template"):
+        alignment_prompts(["1+2"], locked, None, "mixed")
+    with pytest.raises(ValueError, match="unknown alignment set"):
+        alignment_prompts(["1+2"], locked, unlocked, "both")
+    with pytest.raises(ValueError, match="Unlocked template .* or an Unlocked model"):
+        run_transfer(qwen, llama, QUESTIONS, QUESTIONS, LOCKED)
