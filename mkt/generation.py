@@ -112,7 +112,8 @@ def generate(
                 if offsets is not None:
                     step = step + offsets.offset().to(step.device)
                 if record_entropy:
-                    ent = -(torch.log_softmax(step, -1).exp() * torch.log_softmax(step, -1)).sum(-1)
+                    logp = torch.log_softmax(step, -1)
+                    ent = -(logp.exp() * logp).sum(-1)
                 nxt = _next_tokens(step, do_sample, temperature, top_p, generator)
                 for i, t in enumerate(nxt.tolist()):
                     if done[i]:
