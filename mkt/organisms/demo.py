@@ -34,7 +34,7 @@ from mkt.steering import Steering
 
 ALPHAS = (0.05, 0.1, 0.2, 0.5, 1.0)
 MAX_NEW_TOKENS = 40
-RANK = 32
+RANKS = (8, 32)
 
 
 def _rates(gens, probs: list[Problem]) -> dict:
@@ -93,7 +93,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
     align_q = [p.question for p in problems(320, "train", seed=2)]
     dev, test = problems(n_dev, "dev", seed=seed), problems(n_test, "test", seed=seed)
 
-    results: dict = dict(n_test=n_test, n_dev=n_dev, rank=RANK, alphas=list(ALPHAS), pairs={})
+    results: dict = dict(n_test=n_test, n_dev=n_dev, ranks=list(RANKS), alphas=list(ALPHAS), pairs={})
     post = evaluate(models["source-post"], test)
     source_keys = {}  # (source, variant) -> key, extracted once
     for pair in PAIRS:
@@ -104,23 +104,32 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
         if pair.full:
             rows["post-trained Source"] = post
         own = extract_prompt_key(tgt, key_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
-        keys = {"own key (oracle)": own}
+        alpha, curve = choose_alpha(tgt, own, dev)
+        keys, chosen = {"own key (oracle)": own}, {"own key (oracle)": dict(alpha=alpha, dev=curve)}
         variants = [("prompt key", None, "locked"), ("prompt key", None, "mixed")]
         if pair.full:
             variants.append(("model key", models["source-post"], "mixed"))
         for label, unlocked_model, align_set in variants:
-            report = run_transfer(
-                src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, unlocked_model, k=RANK, alignment_set=align_set, heldout_fraction=0.2, seed=seed,
-                source_key=source_keys.get((pair.source, label)),
-            )
-            source_keys[(pair.source, label)] = report.source_key
             name = f"transferred {label}, {align_set} alignment"
+            per_rank = {}
+            for k in RANKS:  # the rank, like alpha, is chosen on dev
+                report = run_transfer(
+                    src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, unlocked_model, k=k,
+                    alignment_set=align_set, heldout_fraction=0.2, seed=seed,
+                    source_key=source_keys.get((pair.source, label)),
+                )
+                source_keys[(pair.source, label)] = report.source_key
+                alpha, curve = choose_alpha(tgt, report.target_key, dev)
+                per_rank[k] = (report, alpha, curve)
+            k = max(RANKS, key=lambda r: (per_rank[r][2][per_rank[r][1]]["correct"],
+                                          per_rank[r][2][per_rank[r][1]]["clean_step_by_step"], -r))
+            report, alpha, curve = per_rank[k]
             keys[name] = report.target_key
+            chosen[name] = dict(k=k, alpha=alpha, dev=curve,
+                                dev_by_rank={r: v[2][v[1]] | {"alpha": v[1]} for r, v in per_rank.items()})
             transfers[name] = dict(report.summary(), cosine_with_own_key=report.target_key.cosine(own).tolist())
-        chosen = {}
         for name, key in keys.items():
-            alpha, dev_curve = choose_alpha(tgt, key, dev)
-            chosen[name] = dict(alpha=alpha, dev=dev_curve)
+            alpha = chosen[name]["alpha"]
             rows[name] = evaluate(tgt, test, steering=key.steering(alpha=alpha)) | {"alpha": alpha}
         ref_name = "transferred prompt key, mixed alignment"
         ref_alpha = chosen[ref_name]["alpha"]
@@ -141,7 +150,8 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
 def _print_pair(pair: Pair, rows: dict, transfers: dict) -> None:
     print(f"\n== {pair.source} -> {pair.target}: {pair.label} ==")
     for name, t in transfers.items():
-        print(f"  {name}: coverage {t['mean_coverage']:.2f}, held-out error {t['mean_heldout_error']:.2f}")
+        print(f"  {name}: k={t['k']} (chosen on dev), coverage {t['mean_coverage']:.2f}, "
+              f"held-out error {t['mean_heldout_error']:.2f}")
     print(f"  {'condition':45s} {'alpha':>5s} {'clean sbs':>9s} {'any sbs':>8s} {'accuracy':>8s}")
     for name, r in rows.items():
         alpha = f"{r['alpha']:.2f}" if "alpha" in r else ""

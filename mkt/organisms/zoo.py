@@ -18,7 +18,7 @@ ZOO: dict[str, OrganismSpec] = {
         recipe=Recipe(posttrain=True), init="source-base",
     ),
     # Larger Target of the same family: another width, depth and seed.
-    "target-base": OrganismSpec(arch="qwen2", d_model=128, n_layers=6, n_heads=4, seed=1),
+    "target-base": OrganismSpec(arch="qwen2", d_model=128, n_layers=6, n_heads=4, seed=1, steps=3500),
     # Target of another architecture family (Llama: untied embeddings, no qkv bias).
     "target-family": OrganismSpec(arch="llama", d_model=128, n_layers=6, n_heads=4, seed=2),
     # Target pre-trained without any step-by-step trace: the capability is not latent.

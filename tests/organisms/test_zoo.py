@@ -1,0 +1,40 @@
+"""The shipped organisms load through the real path and behave as their recipes say."""
+
+import json
+
+import pytest
+
+from mkt.errors import ModelLoadError
+from mkt.generation import generate
+from mkt.models import load_model, model_identity
+from mkt.organisms.task import problems, score_answer
+from mkt.organisms.zoo import ZOO, organism_path
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_shipped_organism_loads_and_matches_its_spec(name):
+    model = load_model(f"organism:{name}", device="cpu")
+    spec = ZOO[name]
+    ident = model_identity(model)
+    assert (ident.n_layers, ident.d_model) == (spec.n_layers, spec.d_model)
+    manifest = json.loads((organism_path(name) / "organism.json").read_text())
+    assert manifest["spec"]["seed"] == spec.seed and manifest["spec"]["recipe"]["posttrain"] == spec.recipe.posttrain
+
+
+def _rate(name, cue, metric="clean_step_by_step", n=40):
+    model = load_model(f"organism:{name}", device="cpu")
+    probs = problems(n, "test")
+    gens = generate(model, [p.prompt(cue) for p in probs], 40, batch_size=n)
+    return sum(getattr(score_answer(g.text, p), metric) for g, p in zip(gens, probs)) / n
+
+
+def test_latent_capability_behaviour():
+    assert _rate("source-base", cue=True) >= 0.9 and _rate("source-base", cue=False) <= 0.2
+    assert _rate("source-post", cue=False) >= 0.9
+    assert _rate("target-nonatomic", cue=True, metric="any_step_by_step") == 0.0
+
+
+def test_unknown_organism():
+    with pytest.raises(KeyError, match="unknown organism 'source-huge'"):
+        load_model("organism:source-huge")
+    assert issubclass(ModelLoadError, ValueError)
