@@ -22,23 +22,25 @@ TINY_SPECS = {
 PROMPTS = ["Q:12+34|A:", "Q:56+78+11|A:", "Q:99+10+20+30|A:", "S:13+57|A:", "S:22+33+44|A:"]
 
 
-@pytest.fixture(scope="session")
-def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
+def save_tiny_model(spec: OrganismSpec, path: Path) -> Path:
+    """A random HF model of ``spec`` with the character tokenizer, saved to ``path``."""
     from transformers import AutoModelForCausalLM
 
+    torch.manual_seed(spec.seed)
+    model = AutoModelForCausalLM.from_config(spec.hf_config())
+    with torch.no_grad():  # larger weights than the default init: activations that differ by prompt
+        for p in model.parameters():
+            if p.ndim == 2:
+                p.mul_(4.0)
+    model.save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny_models")
-    dirs = {}
-    for name, spec in TINY_SPECS.items():
-        torch.manual_seed(spec.seed)
-        model = AutoModelForCausalLM.from_config(spec.hf_config())
-        with torch.no_grad():  # larger weights than the default init: activations that differ by prompt
-            for p in model.parameters():
-                if p.ndim == 2:
-                    p.mul_(4.0)
-        model.save_pretrained(root / name)
-        build_tokenizer().save_pretrained(root / name)
-        dirs[name] = root / name
-    return dirs
+    return {name: save_tiny_model(spec, root / name) for name, spec in TINY_SPECS.items()}
 
 
 @pytest.fixture(scope="session")

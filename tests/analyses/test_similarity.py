@@ -258,29 +258,14 @@ def test_subspace_similarity_rejects_bad_inputs():
 
 @pytest.fixture(scope="module")
 def tiny_pair(tmp_path_factory):
-    from transformers import AutoModelForCausalLM
-
     from mkt.models import load_model
-    from mkt.organisms.train import OrganismSpec, build_tokenizer
+    from mkt.organisms.train import OrganismSpec
+    from tests.conftest import save_tiny_model
 
     root = tmp_path_factory.mktemp("similarity_models")
-    models = {}
-    for name, spec in {
-        "qwen": OrganismSpec(arch="qwen2", d_model=32, n_layers=2, n_heads=4, seed=0),
-        "llama": OrganismSpec(arch="llama", d_model=48, n_layers=3, n_heads=4, seed=1),
-    }.items():
-        config = spec.hf_config()
-        assert config.vocab_size == 23
-        torch.manual_seed(spec.seed)
-        model = AutoModelForCausalLM.from_config(config)
-        with torch.no_grad():  # larger weights than the default init: states that differ by prompt
-            for p in model.parameters():
-                if p.ndim == 2:
-                    p.mul_(4.0)
-        model.save_pretrained(root / name)
-        build_tokenizer().save_pretrained(root / name)
-        models[name] = load_model(root / name, device="cpu")
-    return models["qwen"], models["llama"]
+    qwen = save_tiny_model(OrganismSpec(arch="qwen2", d_model=32, n_layers=2, n_heads=4, seed=0), root / "qwen")
+    llama = save_tiny_model(OrganismSpec(arch="llama", d_model=48, n_layers=3, n_heads=4, seed=1), root / "llama")
+    return load_model(qwen, device="cpu"), load_model(llama, device="cpu")
 
 
 def test_tiny_models_end_to_end(tiny_pair, tmp_path):

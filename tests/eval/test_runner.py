@@ -87,3 +87,29 @@ def test_prompts_templates_and_task_errors(tmp_path, source):
         load_task(str(tmp_path / "t.jsonl"))
     with pytest.raises(ValueError, match="local JSONL file"):
         load_task("surely/not-a-dataset-xyz", kind="gsm8k")
+
+
+def test_eval_and_sweep_commands(tmp_path, capsys):
+    from mkt.cli import main
+
+    assert main(["eval", "--model", "organism:source-base", "--task", "organism", "--template", "step_by_step",
+                 "--limit", "12", "--max-new-tokens", "40", "--out", str(tmp_path / "e"), "--device", "cpu"]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e" / "summary.json").read_text())["n"] == 12
+    assert main(["sweep", "--source", "organism:source-base", "--target", "organism:source-base", "--task",
+                 "organism", "--locked", "Q:{question}|A:", "--unlocked", "S:{question}|A:", "--alphas", "0.2",
+                 "--ks", "4", "--ns", "16", "--dev-size", "8", "--test-size", "8", "--max-new-tokens", "40",
+                 "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    assert "best on dev: n=16 k=4" in capsys.readouterr().out
+
+
+SHARED_GSM8K = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"
+
+
+@pytest.mark.skipif(not SHARED_GSM8K.exists(), reason="../shared/data is absent")
+def test_real_gsm8k_file_through_the_runner(tmp_path, tiny_dirs):
+    examples = load_task(str(SHARED_GSM8K), limit=4)
+    assert examples[0].kind == "gsm8k" and examples[0].gold == "18"
+    model = load_model(tiny_dirs["qwen2"], device="cpu")  # its vocabulary is digits and a few signs
+    summary = run_eval(model, examples, "{question}", tmp_path, max_new_tokens=4, progress=False)
+    assert summary["n"] == 4 and 0 <= summary["accuracy"] <= 1
