@@ -64,3 +64,18 @@ def test_templates_and_prompt_files(tmp_path, qwen):
     (tmp_path / "e.txt").write_text("\n")
     with pytest.raises(ValueError, match="holds no questions"):
         read_questions(tmp_path / "e.txt")
+
+
+def test_keys_and_maps_are_reproducible(qwen, llama):
+    from mkt.alignment import fit_alignment
+    from mkt.models import model_identity
+
+    a = extract_prompt_key(qwen, QUESTIONS, "Q:{question}|A:", "S:{question}|A:", aggregator="pca")
+    b = extract_prompt_key(qwen, QUESTIONS, "Q:{question}|A:", "S:{question}|A:", aggregator="pca")
+    assert torch.equal(a.directions, b.directions)
+    prompts = [f"Q:{q}|A:" for q in QUESTIONS]
+    xs, xt = last_token_resid(qwen, prompts), last_token_resid(llama, prompts)
+    m1 = fit_alignment(xs, xt, model_identity(qwen), model_identity(llama), k=4)
+    m2 = fit_alignment(last_token_resid(qwen, prompts), last_token_resid(llama, prompts), model_identity(qwen),
+                       model_identity(llama), k=4)
+    assert torch.equal(m1.map_directions(a.directions), m2.map_directions(a.directions))
