@@ -2,9 +2,10 @@
 
 For each Source -> Target pair: extract keys on the Source (prompt-induced: cue minus
 plain; model-induced: post-trained minus base), align with both alignment sets (the
-paper's Locked-only prompts, and Locked + Unlocked), and evaluate greedy generation on
-held-out plain test prompts against the baselines and controls. Every alpha is chosen on
-the dev split; the test split is only reported.
+paper's Locked-only prompts, with the paper's least squares and with ridge; and Locked +
+Unlocked prompts), all zero-centred, and evaluate greedy generation on held-out plain test
+prompts against the baselines and controls. Every rank and alpha is chosen on the dev
+split; the test split is only reported.
 """
 
 from __future__ import annotations
@@ -106,16 +107,17 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
         own = extract_prompt_key(tgt, key_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
         alpha, curve = choose_alpha(tgt, own, dev)
         keys, chosen = {"own key (oracle)": own}, {"own key (oracle)": dict(alpha=alpha, dev=curve)}
-        variants = [("prompt key", None, "locked"), ("prompt key", None, "mixed")]
+        variants = [("prompt key", None, "locked", "lstsq"), ("prompt key", None, "locked", "ridge"),
+                    ("prompt key", None, "mixed", "lstsq")]
         if pair.full:
-            variants.append(("model key", models["source-post"], "mixed"))
-        for label, unlocked_model, align_set in variants:
-            name = f"transferred {label}, {align_set} alignment"
+            variants.append(("model key", models["source-post"], "mixed", "lstsq"))
+        for label, unlocked_model, align_set, method in variants:
+            name = f"transferred {label}, {align_set} alignment" + (f" ({method})" if method != "lstsq" else "")
             per_rank = {}
             for k in RANKS:  # the rank, like alpha, is chosen on dev
                 report = run_transfer(
                     src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, unlocked_model, k=k,
-                    alignment_set=align_set, heldout_fraction=0.2, seed=seed,
+                    method=method, center=True, alignment_set=align_set, heldout_fraction=0.2, seed=seed,
                     source_key=source_keys.get((pair.source, label)),
                 )
                 source_keys[(pair.source, label)] = report.source_key
