@@ -84,7 +84,8 @@ def cmd_align(args) -> None:
     prompts = alignment_prompts(qs, PromptTemplate(args.locked), unlocked, args.alignment_set)
     x_s = last_token_resid(source, prompts, batch_size=args.batch_size, progress=True)
     x_t = last_token_resid(target, prompts, batch_size=args.batch_size, progress=True)
-    al = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), args.k, args.method, args.center)
+    al = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), args.k, args.method, args.center,
+                       ridge=args.ridge)
     al.save(args.out)
     err = al.diagnostics["fit_relative_error"]
     print(f"alignment {al.source.name} -> {al.target.name}, k={al.k}, n={al.n}, method={al.method}: "
@@ -100,7 +101,7 @@ def cmd_transfer(args) -> None:
     unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
     report = run_transfer(
         source, target, qs, qs, args.locked, args.unlocked, unlocked_model, args.aggregator, args.k, args.method,
-        args.center, args.alignment_set, args.heldout_fraction, args.seed, args.batch_size, progress=True,
+        args.center, args.ridge, args.alignment_set, args.heldout_fraction, args.seed, args.batch_size, progress=True,
     )
     CapabilityPack(report.target_key, args.alpha, args.mode, args.scope, args.layers).save(args.out)
     s = report.summary()
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq",
                        help="k x k map: least squares (paper), orthogonal Procrustes, or ridge")
         p.add_argument("--center", action="store_true", help="zero-centre activations before the SVD")
+        p.add_argument("--ridge", type=float, default=1e-2,
+                       help="ridge strength relative to the mean eigenvalue, for --method ridge (default 0.01)")
         p.add_argument("--alignment-set", choices=["locked", "mixed"], default="locked",
                        help="fit on Locked prompts only (paper) or Locked + Unlocked prompts")
 

@@ -64,6 +64,7 @@ def run_transfer(
     k: int = 32,
     method: str = "lstsq",
     center: bool = False,
+    ridge: float = 1e-2,
     alignment_set: str = "locked",
     heldout_fraction: float = 0.2,
     seed: int = 0,
@@ -100,7 +101,8 @@ def run_transfer(
     prompts = alignment_prompts(fit_q, locked_t, unlocked_t, alignment_set)
     x_s = last_token_resid(source, prompts, batch_size=batch_size, progress=progress)
     x_t = last_token_resid(target, prompts, batch_size=batch_size, progress=progress)
-    alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center)
+    alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center,
+                              ridge=ridge)
     if held_q:
         held = alignment_prompts(held_q, locked_t, unlocked_t, alignment_set)
         err = alignment.relative_error(last_token_resid(source, held, batch_size=batch_size),
