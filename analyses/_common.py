@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 
-def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "organism:target-base") -> None:
+def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "organism:target-family") -> None:
     """--model / --pack / --prompts with organism defaults, shared by the analyses' CLIs."""
     p.add_argument("--model", default=default_target,
                    help=f"model to analyse: hub name, local dir or organism:NAME (default {default_target})")
