@@ -24,14 +24,20 @@ from pathlib import Path
 from typing import Callable
 
 from analyses._common import command_line, pyplot, write_outputs
+from mkt.eval.stats import wilson_interval
 from mkt.generation import generate
 from mkt.steering import Steering
 
 
-def gain_interval(a: float, b: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Normal-approximation 95% interval of a difference of two rates on n prompts each."""
-    se = math.sqrt(max(a * (1 - a), 1e-12) / n + max(b * (1 - b), 1e-12) / n)
-    return (a - b - z * se, a - b + z * se)
+def gain_interval(a: float, b: float, n: int) -> tuple[float, float]:
+    """95% interval of the difference a - b of two rates on n prompts each.
+
+    Newcombe's hybrid score interval (built from the two Wilson intervals), which unlike
+    the normal approximation stays sensible at 0% and 100%.
+    """
+    (la, ua), (lb, ub) = wilson_interval(round(a * n), n), wilson_interval(round(b * n), n)
+    d = a - b
+    return (d - math.sqrt((a - la) ** 2 + (ub - b) ** 2), d + math.sqrt((ua - a) ** 2 + (b - lb) ** 2))
 
 
 @dataclass

@@ -23,6 +23,14 @@ def test_verdicts_follow_the_stated_criterion(tmp_path):
     assert (tmp_path / "p.png").stat().st_size > 10_000
 
 
-def test_gain_interval():
+def test_gain_interval_is_newcombes():
+    from mkt.eval.stats import wilson_interval
+
     lo, hi = gain_interval(0.6, 0.4, 100)
-    assert lo == pytest.approx(0.2 - 1.96 * (0.0048) ** 0.5, abs=1e-9) and hi > 0.2
+    (l1, u1), (l2, u2) = wilson_interval(60, 100), wilson_interval(40, 100)
+    assert lo == pytest.approx(0.2 - ((0.6 - l1) ** 2 + (u2 - 0.4) ** 2) ** 0.5)
+    assert hi == pytest.approx(0.2 + ((u1 - 0.6) ** 2 + (0.4 - l2) ** 2) ** 0.5)
+    lo, hi = gain_interval(1.0, 0.0, 200)  # not degenerate at the extremes
+    assert 0.9 < lo < 1.0 and hi == pytest.approx(1.0)
+    lo, hi = gain_interval(0.0, 0.0, 200)
+    assert lo < 0 < hi
