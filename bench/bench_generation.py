@@ -1,7 +1,8 @@
 """Steered vs unsteered generation, and mkt's loop vs the HF model's own generate.
 
 Reports (measured side by side in one run, medians of interleaved repeats):
-- steered / unsteered mkt generation (goal <= 1.03x): the cost of the hooks;
+- steered / unsteered mkt generation (goal <= 1.03x): the cost of the hooks (the paper's
+  prompt-last steering; and steering every generated token too);
 - mkt unsteered / HF `generate` unsteered: the bridge's (and mkt loop's) own overhead.
 
     python bench/bench_generation.py [--d-model 256 --layers 6 --batch 8 --new 64]
@@ -38,7 +39,6 @@ def main() -> dict:
     ids, mask = tokenize_left_padded(model, ps)
 
     def run(steer):
-        # eos never stops a random model early enough to matter; force the full length
         return lambda: generate(model, ps, args.new, steer, batch_size=args.batch)
 
     @torch.no_grad()
@@ -46,12 +46,14 @@ def main() -> dict:
         hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new, min_new_tokens=args.new,
                     do_sample=False, pad_token_id=0)
 
-    t = interleaved({"mkt_unsteered": run(None), "mkt_steered": run(steering), "hf_generate": hf_generate},
-                    args.repeats)
+    every = Steering(steering.directions, alpha=0.2, scope="prompt-last+generated")
+    t = interleaved({"mkt_unsteered": run(None), "mkt_steered": run(steering), "mkt_steered_every_token": run(every),
+                     "hf_generate": hf_generate}, args.repeats)
     n_new = [len(g.token_ids) for g in generate(model, ps, args.new, None, batch_size=args.batch)]
     result = dict(
         bench="generation", config=vars(args), seconds=t, mean_new_tokens=sum(n_new) / len(n_new),
         steered_over_unsteered=t["mkt_steered"] / t["mkt_unsteered"], goal=1.03,
+        every_token_over_unsteered=t["mkt_steered_every_token"] / t["mkt_unsteered"],
         mkt_steered_over_hf_generate=t["mkt_steered"] / t["hf_generate"],
     )
     print(json.dumps(result, indent=1))

@@ -7,7 +7,7 @@ per row, and per-step entropies can be recorded for the analyses.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import torch
@@ -97,16 +97,19 @@ def generate(
         batch = prompts[start : start + batch_size]
         ids, mask = tokenize_left_padded(model, batch)
         prompt_len = ids.shape[1]
-        context = steering.rows(start, start + len(batch)).attach(model) if steering else nullcontext()
         done = torch.zeros(len(batch), dtype=torch.bool)
         new = [[] for _ in batch]
         entropies = [[] for _ in batch]
         stopped = [False] * len(batch)
         offsets = logit_offset.begin(batch) if logit_offset is not None else None
-        with context as hooks:
+        with ExitStack() as stack:
+            hooks = stack.enter_context(steering.rows(start, start + len(batch)).attach(model)) if steering else None
             if hooks is not None:
                 hooks.prompt_len, hooks.offset = prompt_len, 0
             logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
+            if hooks is not None and use_cache and not hooks.generated:
+                stack.close()  # prompt-last steering is done after the prefill: decode with no hooks at all
+                hooks = None
             for _ in range(max_new_tokens):
                 step = logits[:, -1].float()
                 if offsets is not None:
