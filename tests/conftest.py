@@ -3,12 +3,18 @@ the real path (TransformerBridge.boot_transformers on a local directory)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
-import torch
+# No hub in tests: fail fast instead of waiting on network time-outs (set before HF imports).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from mkt.organisms.train import OrganismSpec, build_tokenizer
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from mkt.organisms.train import OrganismSpec, build_tokenizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
