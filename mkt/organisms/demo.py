@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from mkt.extract import extract_prompt_key
 from mkt.generation import generate
@@ -82,6 +83,9 @@ PAIRS = (
 def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 64, quick: bool = False,
              seed: int = 0) -> dict:
     """Run the demo; print a table; write ``results.json`` and ``demo.png`` to ``out_dir``."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # five "Loading weights" bars say nothing here
     torch.manual_seed(seed)
     start = time.time()
     out = Path(out_dir)
@@ -97,7 +101,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
     results: dict = dict(n_test=n_test, n_dev=n_dev, ranks=list(RANKS), alphas=list(ALPHAS), pairs={})
     post = evaluate(models["source-post"], test)
     source_keys = {}  # (source, variant) -> key, extracted once
-    for pair in PAIRS:
+    for pair in tqdm(PAIRS, desc="demo: Source -> Target pairs"):
         src, tgt = models[pair.source], models[pair.target]
         rows, transfers = {}, {}
         rows["baseline"] = evaluate(tgt, test)
@@ -150,14 +154,16 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
 
 
 def _print_pair(pair: Pair, rows: dict, transfers: dict) -> None:
-    print(f"\n== {pair.source} -> {pair.target}: {pair.label} ==")
+    lines = [f"\n== {pair.source} -> {pair.target}: {pair.label} =="]
     for name, t in transfers.items():
-        print(f"  {name}: k={t['k']} (chosen on dev), coverage {t['mean_coverage']:.2f}, "
-              f"held-out error {t['mean_heldout_error']:.2f}")
-    print(f"  {'condition':45s} {'alpha':>5s} {'clean sbs':>9s} {'any sbs':>8s} {'accuracy':>8s}")
+        lines.append(f"  {name}: k={t['k']} (chosen on dev), coverage {t['mean_coverage']:.2f}, "
+                     f"held-out error {t['mean_heldout_error']:.2f}")
+    lines.append(f"  {'condition':50s} {'alpha':>5s} {'clean sbs':>9s} {'any sbs':>8s} {'accuracy':>8s}")
     for name, r in rows.items():
         alpha = f"{r['alpha']:.2f}" if "alpha" in r else ""
-        print(f"  {name:45s} {alpha:>5s} {r['clean_step_by_step']:9.1%} {r['any_step_by_step']:8.1%} {r['correct']:8.1%}")
+        lines.append(f"  {name:50s} {alpha:>5s} {r['clean_step_by_step']:9.1%} {r['any_step_by_step']:8.1%} "
+                     f"{r['correct']:8.1%}")
+    tqdm.write("\n".join(lines))
 
 
 def plot_demo(results: dict, path: Path) -> None:
