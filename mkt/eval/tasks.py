@@ -51,8 +51,9 @@ def _example(record: dict, index: int, kind: str) -> Example:
 
     rid = str(record.get("id", index))
     if kind == "gsm8k":
-        return Example(rid, record["question"], extract_gsm8k_gold(record["answer"]), kind,
-                       record["answer"].split("####")[0].strip() + f" The answer is {extract_gsm8k_gold(record['answer'])}.")
+        gold = extract_gsm8k_gold(record["answer"])
+        worked = record["answer"].split("####")[0].strip()
+        return Example(rid, record["question"], gold, kind, f"{worked} The answer is {gold}.")
     if kind == "math":
         return Example(rid, record["problem"], extract_math_gold(record["solution"]), kind, record["solution"])
     if kind == "agieval-math":
@@ -119,7 +120,7 @@ def load_task(name_or_path: str, kind: str | None = None, limit: int | None = No
 
 def template_for(kind: str, style: str) -> PromptTemplate:
     """The ``direct`` or ``step_by_step`` template of a task kind, or a literal template."""
-    table = TEMPLATES[scorer_kind(kind) if kind != "organism" else "organism"]
+    table = TEMPLATES[scorer_kind(kind)]
     if style in table and style != "demo_answer":
         return PromptTemplate(table[style])
     return PromptTemplate(style)  # a literal template with {question}
@@ -133,7 +134,7 @@ def build_prompts(examples: list[Example], template: PromptTemplate, demos: list
     """
     if not examples:
         raise ValueError("no examples to build prompts for")
-    answer_fmt = TEMPLATES[scorer_kind(examples[0].kind) if examples[0].kind != "organism" else "organism"]["demo_answer"]
+    answer_fmt = TEMPLATES[scorer_kind(examples[0].kind)]["demo_answer"]
     prefix = "".join(template.format(d.question) + answer_fmt.format(answer=d.solution) for d in demos)
     prompts = [prefix + template.format(e.question) for e in examples]
     if chat:
