@@ -18,26 +18,14 @@ only if the lower end of its 95% interval is above zero as well.
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from analyses._common import command_line, pyplot, write_outputs
-from mkt.eval.stats import wilson_interval
+from mkt.eval.stats import difference_interval
 from mkt.generation import generate
 from mkt.steering import Steering
-
-
-def gain_interval(a: float, b: float, n: int) -> tuple[float, float]:
-    """95% interval of the difference a - b of two rates on n prompts each.
-
-    Newcombe's hybrid score interval (built from the two Wilson intervals), which unlike
-    the normal approximation stays sensible at 0% and 100%.
-    """
-    (la, ua), (lb, ub) = wilson_interval(round(a * n), n), wilson_interval(round(b * n), n)
-    d = a - b
-    return (d - math.sqrt((a - la) ** 2 + (ub - b) ** 2), d + math.sqrt((ua - a) ** 2 + (b - lb) ** 2))
 
 
 @dataclass
@@ -67,7 +55,7 @@ def probe(target_name: str, rate: Callable[..., float], conditions: dict[str, di
     rates = {name: rate(**kw) for name, kw in conditions.items()}
     base = rates.pop("baseline")
     gains = {name: r - base for name, r in rates.items()}
-    intervals = {name: gain_interval(r, base, n) for name, r in rates.items()}
+    intervals = {name: difference_interval(r, base, n) for name, r in rates.items()}
     elicit = [name for name in gains if name.startswith(("key", "prompt"))]
     best = max(elicit, key=gains.get) if elicit else None
     atomic = best is not None and gains[best] >= threshold and intervals[best][0] > 0

@@ -31,3 +31,14 @@ def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float,
     centre = (p + z * z / (2 * total)) / denom
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def difference_interval(a: float, b: float, n: int) -> tuple[float, float]:
+    """95% interval of the difference a - b of two rates measured on n items each.
+
+    Newcombe's hybrid score interval (built from the two Wilson intervals), which unlike
+    the normal approximation stays sensible at 0% and 100%.
+    """
+    (la, ua), (lb, ub) = wilson_interval(round(a * n), n), wilson_interval(round(b * n), n)
+    d = a - b
+    return (d - math.sqrt((a - la) ** 2 + (ub - b) ** 2), d + math.sqrt((ua - a) ** 2 + (b - lb) ** 2))

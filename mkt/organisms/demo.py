@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mkt.eval.stats import difference_interval
 from mkt.extract import extract_prompt_key
 from mkt.generation import generate
 from mkt.key import MasterKey, random_like
@@ -107,7 +108,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
         rows["baseline"] = evaluate(tgt, test)
         rows["cue (prompting ceiling)"] = evaluate(tgt, test, cue=True)
         if pair.full:
-            rows["post-trained Source"] = post
+            rows["post-trained Source"] = dict(post)
         own = extract_prompt_key(tgt, key_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
         alpha, curve = choose_alpha(tgt, own, dev)
         keys, chosen = {"own key (oracle)": own}, {"own key (oracle)": dict(alpha=alpha, dev=curve)}
@@ -143,6 +144,9 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
             rand = random_like(keys[ref_name], seed=100 + s)
             rows[f"random direction (seed {s})"] = evaluate(tgt, test, steering=rand.steering(alpha=ref_alpha)) | {
                 "alpha": ref_alpha}
+        for name, row in rows.items():  # accuracy gain over the baseline, with its 95% interval
+            row["accuracy_gain"] = row["correct"] - rows["baseline"]["correct"]
+            row["accuracy_gain_ci95"] = list(difference_interval(row["correct"], rows["baseline"]["correct"], n_test))
         results["pairs"][f"{pair.source} -> {pair.target}"] = dict(
             label=pair.label, rows=rows, transfers=transfers, alpha_selection=chosen)
         _print_pair(pair, rows, transfers)
@@ -158,11 +162,14 @@ def _print_pair(pair: Pair, rows: dict, transfers: dict) -> None:
     for name, t in transfers.items():
         lines.append(f"  {name}: k={t['k']} (chosen on dev), coverage {t['mean_coverage']:.2f}, "
                      f"held-out error {t['mean_heldout_error']:.2f}")
-    lines.append(f"  {'condition':50s} {'alpha':>5s} {'clean sbs':>9s} {'any sbs':>8s} {'accuracy':>8s}")
+    lines.append(f"  {'condition':50s} {'alpha':>5s} {'clean sbs':>9s} {'any sbs':>8s} {'accuracy':>8s}"
+                 f"  accuracy gain [95% CI]")
     for name, r in rows.items():
         alpha = f"{r['alpha']:.2f}" if "alpha" in r else ""
+        lo, hi = r["accuracy_gain_ci95"]
+        gain = "" if name == "baseline" else f"  {100 * r['accuracy_gain']:+5.1f} [{100 * lo:+5.1f}, {100 * hi:+5.1f}]"
         lines.append(f"  {name:50s} {alpha:>5s} {r['clean_step_by_step']:9.1%} {r['any_step_by_step']:8.1%} "
-                     f"{r['correct']:8.1%}")
+                     f"{r['correct']:8.1%}{gain}")
     tqdm.write("\n".join(lines))
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from analyses.atomic import gain_interval, plot_probes, probe
+from analyses.atomic import plot_probes, probe
 
 
 def _rate_table(table):
@@ -21,16 +21,3 @@ def test_verdicts_follow_the_stated_criterion(tmp_path):
     assert small.verdict == "NON-ATOMIC"
     plot_probes([atomic, non], tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 10_000
-
-
-def test_gain_interval_is_newcombes():
-    from mkt.eval.stats import wilson_interval
-
-    lo, hi = gain_interval(0.6, 0.4, 100)
-    (l1, u1), (l2, u2) = wilson_interval(60, 100), wilson_interval(40, 100)
-    assert lo == pytest.approx(0.2 - ((0.6 - l1) ** 2 + (u2 - 0.4) ** 2) ** 0.5)
-    assert hi == pytest.approx(0.2 + ((u1 - 0.6) ** 2 + (0.4 - l2) ** 2) ** 0.5)
-    lo, hi = gain_interval(1.0, 0.0, 200)  # not degenerate at the extremes
-    assert 0.9 < lo < 1.0 and hi == pytest.approx(1.0)
-    lo, hi = gain_interval(0.0, 0.0, 200)
-    assert lo < 0 < hi

@@ -3,7 +3,7 @@ from math import comb
 
 import pytest
 
-from mkt.eval.stats import pass_at_k, wilson_interval
+from mkt.eval.stats import difference_interval, pass_at_k, wilson_interval
 
 
 def _brute_force(n, c, k):
@@ -36,3 +36,14 @@ def test_wilson_interval():
     assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
     lo, hi = wilson_interval(0, 20)
     assert lo == 0.0 and 0.1 < hi < 0.2
+
+
+def test_difference_interval_is_newcombes():
+    lo, hi = difference_interval(0.6, 0.4, 100)
+    (l1, u1), (l2, u2) = wilson_interval(60, 100), wilson_interval(40, 100)
+    assert lo == pytest.approx(0.2 - ((0.6 - l1) ** 2 + (u2 - 0.4) ** 2) ** 0.5)
+    assert hi == pytest.approx(0.2 + ((u1 - 0.6) ** 2 + (0.4 - l2) ** 2) ** 0.5)
+    lo, hi = difference_interval(1.0, 0.0, 200)  # not degenerate at the extremes
+    assert 0.9 < lo < 1.0 and hi == pytest.approx(1.0)
+    lo, hi = difference_interval(0.0, 0.0, 200)
+    assert lo < 0 < hi
