@@ -6,12 +6,23 @@ model-induced: a Locked (e.g. base) and an Unlocked (e.g. post-trained) model, o
 
 from __future__ import annotations
 
+import torch
+
 from mkt.activations import last_token_resid
 from mkt.aggregators import aggregate
-from mkt.errors import IncompatibleModelError
+from mkt.errors import IncompatibleModelError, MktError
 from mkt.key import MasterKey
 from mkt.models import model_identity
 from mkt.prompts import PromptTemplate
+
+
+def _nonzero(directions: torch.Tensor) -> torch.Tensor:
+    if not bool((directions.norm(dim=-1) > 0).any()):
+        raise MktError(
+            "the Locked and Unlocked variants give identical activations at every layer, so the key "
+            "is zero: check that the two templates (or models) really differ after tokenization"
+        )
+    return directions
 
 
 def extract_prompt_key(
@@ -28,7 +39,7 @@ def extract_prompt_key(
     h_locked = last_token_resid(model, locked.format_all(questions), batch_size=batch_size, progress=progress)
     h_unlocked = last_token_resid(model, unlocked.format_all(questions), batch_size=batch_size, progress=progress)
     return MasterKey(
-        aggregate(h_unlocked - h_locked, aggregator),
+        _nonzero(aggregate(h_unlocked - h_locked, aggregator)),
         model_identity(model),
         provenance=dict(variant="prompt", n=len(questions), aggregator=aggregator,
                         locked_template=locked.text, unlocked_template=unlocked.text),
@@ -56,7 +67,7 @@ def extract_model_key(
     h_unlocked = last_token_resid(unlocked_model, prompts, batch_size=batch_size, progress=progress)
     h_locked = last_token_resid(locked_model, prompts, batch_size=batch_size, progress=progress)
     return MasterKey(
-        aggregate(h_unlocked - h_locked, aggregator),
+        _nonzero(aggregate(h_unlocked - h_locked, aggregator)),
         b,
         provenance=dict(variant="model", n=len(questions), aggregator=aggregator,
                         unlocked_model=a.name, locked_model=b.name, template=template.text),

@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from mkt.errors import IncompatibleModelError, ModelLoadError
+from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
 
 RESID_HOOK = "hook_resid_post"
 
@@ -132,7 +132,15 @@ def tokenize_left_padded(
     """
     if not prompts:
         raise ValueError("empty prompt list: pass at least one prompt")
-    rows = [model.to_tokens(p, move_to_device=False)[0] for p in prompts]
+    rows = [model.to_tokens(p, move_to_device=False, truncate=False)[0] for p in prompts]
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    too_long = [i for i, r in enumerate(rows) if n_ctx and len(r) > n_ctx]
+    if too_long:  # truncation would cut the end of the prompt, where keys are read and applied
+        i = too_long[0]
+        raise MktError(
+            f"prompt {i} is {len(rows[i])} tokens but the model's context is {n_ctx} "
+            f"({len(too_long)} prompt(s) too long): shorten the prompts or the template"
+        )
     width = max(len(r) for r in rows)
     pad = model.tokenizer.pad_token_id
     if pad is None:

@@ -34,6 +34,11 @@ def test_model_key(tiny_dirs, qwen):
     assert torch.allclose(key.directions, expected, atol=1e-6)
 
 
+def test_identical_variants_give_a_clear_error(qwen):
+    with pytest.raises(ValueError, match="identical activations"):
+        extract_prompt_key(qwen, QUESTIONS, "Q:{question}|A:", "Q:{question}|A:")
+
+
 def test_model_key_needs_the_same_architecture(qwen, llama):
     with pytest.raises(IncompatibleModelError, match="same architecture"):
         extract_model_key(llama, qwen, QUESTIONS, "Q:{question}|A:")

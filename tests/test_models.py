@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mkt.errors import IncompatibleModelError, ModelLoadError
+from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
 from mkt.models import check_layers, load_model, model_identity, tokenize_left_padded
 from tests.conftest import PROMPTS, TINY_SPECS
 
@@ -34,6 +34,12 @@ def test_left_padding_and_mask(qwen):
     assert ids[0, -lengths[0]:].tolist() == qwen.to_tokens(PROMPTS[0])[0].tolist()
     with pytest.raises(ValueError, match="empty prompt"):
         tokenize_left_padded(qwen, [])
+
+
+def test_prompts_longer_than_the_context_are_refused_not_truncated(tiny_models):
+    gpt2 = tiny_models["gpt2"]  # 64 positions
+    with pytest.raises(MktError, match="prompt 1 is 83 tokens but the model's context is 64"):
+        tokenize_left_padded(gpt2, ["Q:1+2|A:", "Q:" + "+".join(["12"] * 26) + "|A:"])
 
 
 def test_unknown_layer_is_a_clear_error():

@@ -113,3 +113,16 @@ def test_real_gsm8k_file_through_the_runner(tmp_path, tiny_dirs):
     model = load_model(tiny_dirs["qwen2"], device="cpu")  # its vocabulary is digits and a few signs
     summary = run_eval(model, examples, "{question}", tmp_path, max_new_tokens=4, progress=False)
     assert summary["n"] == 4 and 0 <= summary["accuracy"] <= 1
+
+
+@pytest.mark.skipif(not SHARED_GSM8K.exists(), reason="../shared/data is absent")
+def test_sweep_command_on_a_real_task_file(tmp_path, tiny_dirs, capsys):
+    from mkt.cli import main
+
+    assert main(["sweep", "--source", str(tiny_dirs["qwen2"]), "--target", str(tiny_dirs["llama"]), "--task",
+                 str(SHARED_GSM8K), "--locked", "Q:{question}|A:", "--unlocked", "S:{question}|A:",  # tiny vocabulary
+                 "--alphas", "0.1", "--ks", "2", "--ns", "8", "--dev-size", "4", "--test-size",
+                 "4", "--max-questions", "8", "--max-new-tokens", "3", "--out", str(tmp_path), "--device", "cpu"]) == 0
+    result = json.loads((tmp_path / "sweep.json").read_text())
+    assert result["n_dev"] == 4 and result["n_test"] == 4 and result["best"]["k"] == 2
+    assert "logit-space transfer" in result["baselines"]  # both tiny models share one tokenizer
