@@ -7,6 +7,7 @@ per row, and per-step entropies can be recorded for the analyses.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -43,6 +44,18 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
+
+
+def _budget(model, prompt_len: int, max_new_tokens: int) -> int:
+    """New tokens that fit in the model's context after a prompt of ``prompt_len`` tokens."""
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    if n_ctx and prompt_len + max_new_tokens > n_ctx:
+        warnings.warn(
+            f"prompt ({prompt_len} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's context "
+            f"({n_ctx}): generating at most {n_ctx - prompt_len} tokens", stacklevel=3,
+        )
+        return n_ctx - prompt_len
+    return max_new_tokens
 
 
 @torch.no_grad()
@@ -97,6 +110,7 @@ def generate(
         batch = prompts[start : start + batch_size]
         ids, mask = tokenize_left_padded(model, batch)
         prompt_len = ids.shape[1]
+        budget = _budget(model, prompt_len, max_new_tokens)
         done = torch.zeros(len(batch), dtype=torch.bool)
         new = [[] for _ in batch]
         entropies = [[] for _ in batch]
@@ -110,7 +124,7 @@ def generate(
             if hooks is not None and use_cache and not hooks.generated:
                 stack.close()  # prompt-last steering is done after the prefill: decode with no hooks at all
                 hooks = None
-            for _ in range(max_new_tokens):
+            for _ in range(budget):
                 step = logits[:, -1].float()
                 if offsets is not None:
                     step = step + offsets.offset().to(step.device)

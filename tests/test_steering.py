@@ -109,3 +109,11 @@ def test_bad_steering_input(qwen, llama, key):
         key.steering(mode="multiply")
     with pytest.raises(ValueError, match="one per prompt"):
         generate(qwen, PROMPTS, steering=key.steering(alpha=torch.tensor([0.1, 0.2])))
+
+
+def test_generation_stops_at_the_context_length(tiny_models):
+    gpt2 = tiny_models["gpt2"]  # 64 positions, learned position embeddings
+    prompt = "Q:" + "+".join(["12"] * 18) + "|A:"  # 59 tokens with BOS
+    with pytest.warns(UserWarning, match="generating at most 5 tokens"):
+        out = generate(gpt2, [prompt], max_new_tokens=20)
+    assert out[0].n_tokens <= 5
