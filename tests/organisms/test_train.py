@@ -23,3 +23,15 @@ def test_short_training_is_deterministic_and_loads_through_the_bridge(tmp_path):
     wc = load_file(tmp_path / "c" / "model.safetensors")
     assert not all(torch.equal(wa[k], wc[k]) for k in wa)
     assert other["spec"]["seed"] == 6
+
+
+def test_organisms_command(tmp_path, capsys):
+    from mkt.cli import main
+
+    assert main(["organisms", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("shipped") == 5 and "target-nonatomic" in listing
+    assert main(["organisms", "train", "--only", "source-base", "source-post", "--steps", "2",
+                 "--out", str(tmp_path)]) == 0
+    post = json.loads((tmp_path / "source-post" / "organism.json").read_text())
+    assert post["spec"]["init"] == "source-base" and post["spec"]["steps"] == 2
