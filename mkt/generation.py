@@ -124,7 +124,7 @@ def generate(
             if hooks is not None and use_cache and not hooks.generated:
                 stack.close()  # prompt-last steering is done after the prefill: decode with no hooks at all
                 hooks = None
-            for _ in range(budget):
+            for step_index in range(budget):
                 step = logits[:, -1].float()
                 if offsets is not None:
                     step = step + offsets.offset().to(step.device)
@@ -143,7 +143,7 @@ def generate(
                     new[i].append(t)
                     if stop and any(tok.decode(new[i]).endswith(s) for s in stop):
                         done[i], stopped[i] = True, True
-                if done.all():
+                if done.all() or step_index == budget - 1:  # no forward whose logits nobody reads
                     break
                 nxt = nxt.masked_fill(done.to(nxt.device), eos if eos is not None else 0)
                 if offsets is not None:
