@@ -15,7 +15,8 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
     p.add_argument("--model", default=default_target,
                    help=f"model to analyse: hub name, local dir or organism:NAME (default {default_target})")
     p.add_argument("--pack", default=None,
-                   help="capability pack for the model (default: the organism Source's key transferred into it)")
+                   help="capability pack for the model (required for a non-organism model; default on organisms: the "
+                   "organism Source's key transferred by the paper's Locked-only protocol, as in the demo)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: organism test prompts)")
     p.add_argument("--field", default="question", help="JSONL field of --prompts")
     p.add_argument("--n", type=int, default=100, help="number of prompts (default 100)")
@@ -25,9 +26,15 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
     p.add_argument("--out", default=None, help="output directory (default runs/<analysis>)")
 
 
-def organism_key(target, target_name: str, k: int = 32):
-    """The organism Source's prompt key, transferred into ``target`` (mixed alignment)."""
+def organism_key(target, target_name: str):
+    """The organism Source's prompt key, transferred into ``target`` as the demo does.
+
+    The paper's protocol: a rank-32 map fitted on Locked prompts only (orthogonal
+    Procrustes, zero-centred), never on the Target's Unlocked states. Into ``source-base``
+    itself, the Source's own key.
+    """
     from mkt.models import load_model
+    from mkt.organisms.demo import FIT, RANK
     from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
     from mkt.pipeline import run_transfer
 
@@ -39,7 +46,7 @@ def organism_key(target, target_name: str, k: int = 32):
                                   UNLOCKED_TEMPLATE)
     report = run_transfer(source, target, [p.question for p in problems(256, "train", 1)],
                           [p.question for p in problems(320, "train", 2)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE,
-                          k=k, alignment_set="mixed")
+                          k=RANK, method=FIT, center=True, alignment_set="locked")
     return report.target_key
 
 
@@ -50,6 +57,9 @@ def resolve(args, default_alpha: float = 0.2):
     from mkt.pack import CapabilityPack
     from mkt.prompts import read_questions
 
+    if not args.pack and not str(args.model).startswith("organism:"):
+        raise ValueError(f"{args.model} is not an organism, so there is no default key for it: pass --pack "
+                         "(made by `mkt transfer` or `mkt extract` for this model)")
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.pack:
         pack = CapabilityPack.load(args.pack)

@@ -93,8 +93,9 @@ def cmd_align(args) -> None:
 
 
 def cmd_transfer(args) -> None:
+    from mkt.extract import extract_prompt_key
     from mkt.pack import CapabilityPack
-    from mkt.pipeline import run_transfer
+    from mkt.pipeline import ORACLE_NOTE, run_transfer
 
     source, target = _load(args, args.source), _load(args, args.target)
     qs = _questions(args)
@@ -103,14 +104,24 @@ def cmd_transfer(args) -> None:
         source, target, qs, qs, args.locked, args.unlocked, unlocked_model, args.aggregator, args.k, args.method,
         args.center, args.ridge, args.alignment_set, args.heldout_fraction, args.seed, args.batch_size, progress=True,
     )
-    CapabilityPack(report.target_key, args.alpha, args.mode, args.scope, args.layers).save(args.out)
+    out = CapabilityPack(report.target_key, args.alpha, args.mode, args.scope, args.layers).save(args.out)
+    # what a later significance test needs: the Source key and the map its nulls go through
+    CapabilityPack(report.source_key, args.alpha, args.mode, args.scope).save(out / "source-key")
+    report.alignment.save(out / "alignment.safetensors")
     s = report.summary()
     print(f"transferred {s['source']} -> {s['target']} (k={s['k']}, {s['method']}, alignment set {s['alignment_set']})")
+    if report.is_oracle:
+        print(f"  ORACLE: {ORACLE_NOTE}")
     print("  coverage of the key per target layer: " + " ".join(f"{c:.2f}" for c in s["coverage"]))
     print("  held-out relative error per layer:    " + " ".join(f"{e:.2f}" for e in s["heldout_error"]))
+    if args.unlocked and not args.unlocked_model:  # a diagnostic, never the method: it looks at the Target's own key
+        own = extract_prompt_key(target, qs, args.locked, args.unlocked, args.aggregator, args.batch_size)
+        s["cosine_with_own_key"] = report.target_key.cosine(own).tolist()
+        print("  cos(transferred, Target's own key):   " + " ".join(f"{c:+.2f}" for c in s["cosine_with_own_key"])
+              + "  (diagnostic; test the effect against its null with `mkt sweep`)")
     if s["mean_coverage"] < 0.2:
-        print("  WARNING: the alignment prompts carry little variance along the key (coverage < 0.2); "
-              "try --alignment-set mixed or a larger --k")
+        print("  WARNING: the alignment prompts carry little variance along the key (coverage < 0.2), so most of "
+              "it is lost in the map; try a larger --k or alignment prompts that vary along the capability")
     (Path(args.out) / "transfer_report.json").write_text(json.dumps(s, indent=1))
     print(f"wrote {args.out}")
 
@@ -193,6 +204,8 @@ def cmd_eval(args) -> None:
         mapping = dict(zip(build_prompts(examples, template), build_prompts(examples, unlocked)))
         logit_offset = LogitTransfer(source, model, mapping.__getitem__)
         config.update(logit_transfer_from=args.logit_transfer_from)
+    if args.null_seeds:  # before the slow evaluation: a pack without its Source key and map cannot be tested
+        significance = _pack_significance_inputs(args)
     summary = run_eval(
         model, examples, template, args.out, steering, logit_offset, demos, args.chat, args.max_new_tokens,
         args.sample or args.n_samples > 1, args.temperature, args.n_samples, args.stop, args.batch_size, args.seed,
@@ -202,6 +215,48 @@ def cmd_eval(args) -> None:
     extra = " ".join(f"{k}={v:.3f}" for k, v in summary.items() if k.startswith("pass@"))
     print(f"accuracy {summary['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}) on {summary['n']} examples, "
           f"mean {summary['mean_tokens']:.1f} tokens {extra}; wrote {args.out}")
+    if args.null_seeds:
+        _eval_against_null(args, model, examples, template, *significance)
+
+
+def _pack_significance_inputs(args):
+    """The pack's Source key and alignment (written by `mkt transfer`), checked before any generation."""
+    from mkt.alignment import SubspaceAlignment
+    from mkt.pack import CapabilityPack
+
+    if not args.pack:
+        raise ValueError("--null-seeds tests a transferred pack against its null: pass --pack")
+    root = Path(args.pack)
+    if not (root / "source-key").is_dir() or not (root / "alignment.safetensors").exists():
+        raise ValueError(f"{root} holds no source-key/ and alignment.safetensors, so its null cannot be drawn: "
+                         "make the pack with `mkt transfer` (which writes both)")
+    return CapabilityPack.load(root / "source-key").key, SubspaceAlignment.load(root / "alignment.safetensors")
+
+
+def _eval_against_null(args, model, examples, template, source_key, alignment) -> None:
+    """Alpha chosen on dev for the key and every null draw, effects on the evaluated examples."""
+    from mkt.eval.tasks import build_prompts, task_probe
+    from mkt.pack import CapabilityPack
+    from mkt.significance import Decoding, assess_transfer
+
+    pack = CapabilityPack.load(args.pack)
+    if args.task == "organism":
+        dev = _examples(args, "dev", args.dev_size)
+    else:  # one file: the first --dev-size examples choose alpha, the rest are scored
+        dev, examples = examples[: args.dev_size], examples[args.dev_size :]
+        if not examples:
+            raise ValueError(f"--dev-size {args.dev_size} leaves no example to score: lower it or raise --limit")
+    dev_prompts, test_prompts = build_prompts(dev, template), build_prompts(examples, template)
+    sig = assess_transfer(
+        model, source_key, alignment, task_probe(dev, dev_prompts), task_probe(examples, test_prompts), ("correct",),
+        n_null=args.null_seeds, progress=True, seed=args.seed,
+        decoding=Decoding(args.max_new_tokens, args.stop, pack.mode, pack.scope, pack.layers, args.batch_size),
+    )
+    (Path(args.out) / "significance.json").write_text(json.dumps(sig.summary(), indent=1))
+    print(f"against {args.null_seeds} subspace-matched null draws (alpha chosen on {len(dev)} dev examples):")
+    print(sig.table())
+    print(f"  the transferred key is {'significant' if sig.significant() else 'NOT significant'} at p < 0.05; "
+          f"wrote {Path(args.out) / 'significance.json'}")
 
 
 def cmd_sweep(args) -> None:
@@ -222,7 +277,8 @@ def cmd_sweep(args) -> None:
     questions = _questions(args) if args.questions else pool
     layer_subsets = tuple(None if s == "all" else tuple(int(x) for x in s.split("-")) for s in args.layers)
     spec = SweepSpec(tuple(args.alphas), tuple(args.ks), tuple(args.ns), layer_subsets, args.alignment_set,
-                     args.method, args.center, args.aggregator, args.mode, args.max_new_tokens, args.batch_size)
+                     args.method, args.center, args.aggregator, args.mode, args.max_new_tokens, args.batch_size,
+                     args.null_seeds)
     post = _load(args, args.post_model) if args.post_model else None
     unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
     result = run_sweep(source, target, questions, dev, test, locked,
@@ -233,6 +289,12 @@ def cmd_sweep(args) -> None:
     for name, row in result["baselines"].items():
         acc = "skipped" if row.get("accuracy") is None else f"{row['accuracy']:.3f}"
         print(f"  test  {name:40s} {acc}")
+    if "significance" in result:
+        sig = result["significance"]
+        print(f"against {sig['n_null']} subspace-matched null draws (each with its alpha chosen on dev):")
+        print(result["significance_table"])
+        verdict = "significant" if sig["significant"]["correct"] else "NOT significant"
+        print(f"  the transferred key is {verdict} at p < 0.05")
     print(f"wrote {args.out}/sweep.csv, sweep.json, sweep.png")
 
 
@@ -284,8 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--center", action="store_true", help="zero-centre activations before the SVD")
         p.add_argument("--ridge", type=float, default=1e-2,
                        help="ridge strength relative to the mean eigenvalue, for --method ridge (default 0.01)")
-        p.add_argument("--alignment-set", choices=["locked", "mixed"], default="locked",
-                       help="fit on Locked prompts only (paper) or Locked + Unlocked prompts")
+        p.add_argument("--alignment-set", choices=["locked", "oracle-unlocked"], default="locked",
+                       help="fit on Locked prompts only (the paper's protocol, default), or also on the Target's "
+                       "Unlocked states: an ORACLE that returns the Target's own key, never a transfer")
 
     p = sub.add_parser("align", help="fit a Source -> Target subspace alignment")
     p.add_argument("--source", required=True, help=MODEL_HELP)
@@ -293,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--questions", required=True, help="questions: a text file (one per line) or JSONL")
     p.add_argument("--field", default="question", help="JSONL field holding the question")
     p.add_argument("--locked", required=True, help="Locked template with {question}")
-    p.add_argument("--unlocked", default=None, help="Unlocked template (needed for --alignment-set mixed)")
+    p.add_argument("--unlocked", default=None, help="Unlocked template (needed for --alignment-set oracle-unlocked)")
     p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
     align_args(p), _model_args(p)
     p.add_argument("--out", required=True, help="alignment file to write (.safetensors)")
@@ -349,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logit-transfer-template", default="step_by_step",
                    help="Unlocked template of the logit-space transfer (default step_by_step)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
+    p.add_argument("--null-seeds", type=int, default=0,
+                   help="also test the pack against N subspace-matched null draws (20 or more for p < 0.05; the "
+                   "pack must come from `mkt transfer`); each draw and the key get alpha chosen on dev")
+    p.add_argument("--dev-size", type=int, default=32,
+                   help="dev examples that choose alpha for --null-seeds (a task file's first N; default 32)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="generation budget (default 256)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
@@ -374,9 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5], help="alpha grid")
     p.add_argument("--ks", type=int, nargs="+", default=[8, 32], help="rank grid")
+    p.add_argument("--null-seeds", type=int, default=20,
+                   help="subspace-matched null draws to test the best configuration against (default 20; 0 skips)")
     p.add_argument("--ns", type=int, nargs="+", default=[64, 256], help="grid of the number of queries")
     p.add_argument("--layers", nargs="+", default=["all"], help="layer subsets: 'all' or dash-joined, e.g. 0-1-2")
-    p.add_argument("--alignment-set", choices=["locked", "mixed"], default="mixed", help="alignment prompts")
+    p.add_argument("--alignment-set", choices=["locked", "oracle-unlocked"], default="locked",
+                   help="alignment prompts: Locked only (paper, default) or oracle-unlocked (an oracle, not a transfer)")
     p.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq", help="k x k map")
     p.add_argument("--center", action="store_true", help="zero-centre before the SVD")
     p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="key aggregator")

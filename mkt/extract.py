@@ -72,3 +72,27 @@ def extract_model_key(
         provenance=dict(variant="model", n=len(questions), aggregator=aggregator,
                         unlocked_model=a.name, locked_model=b.name, template=template.text),
     )
+
+
+def extract_contrast_key(
+    model,
+    positive: list[str],
+    negative: list[str],
+    batch_size: int = 32,
+    progress: bool = False,
+) -> MasterKey:
+    """Mean last-token state of ``positive`` prompts minus that of ``negative`` prompts.
+
+    For contrasts between different prompts, such as a nuisance control (long minus short
+    questions) that a transferred key must beat.
+    """
+    for name, prompts in (("positive", positive), ("negative", negative)):
+        if isinstance(prompts, str) or not prompts:
+            raise ValueError(f"the {name} prompts must be a non-empty list of strings")
+    h_pos = last_token_resid(model, list(positive), batch_size=batch_size, progress=progress)
+    h_neg = last_token_resid(model, list(negative), batch_size=batch_size, progress=progress)
+    return MasterKey(
+        _nonzero(h_pos.mean(0) - h_neg.mean(0)),
+        model_identity(model),
+        provenance=dict(variant="contrast", n_positive=len(positive), n_negative=len(negative)),
+    )

@@ -98,9 +98,11 @@ def generate(
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if do_sample and not temperature > 0:
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    if steering is not None and isinstance(steering.alpha, torch.Tensor) and steering.alpha.ndim == 1:
-        if len(steering.alpha) != len(prompts):
-            raise ValueError(f"alpha has {len(steering.alpha)} values for {len(prompts)} prompts: give one per prompt")
+    if steering is not None and steering.per_prompt not in (None, len(prompts)):
+        raise ValueError(
+            f"the steering holds {steering.per_prompt} per-prompt values (alpha or directions) for "
+            f"{len(prompts)} prompts: give one per prompt"
+        )
     tok = model.tokenizer
     eos = tok.eos_token_id
     generator = torch.Generator().manual_seed(seed) if do_sample else None
@@ -124,6 +126,11 @@ def generate(
             if hooks is not None and use_cache and not hooks.generated:
                 stack.close()  # prompt-last steering is done after the prefill: decode with no hooks at all
                 hooks = None
+            # Greedy decoding with no hooks left drops finished rows from the batch (and the KV
+            # cache), so a batch of short answers does not wait on its longest one. Sampling keeps
+            # every row: its random draws depend on the batch shape.
+            compact = use_cache and hooks is None and offsets is None and not do_sample
+            live = torch.arange(len(batch))  # the batch row of each row still computed
             for step_index in range(budget):
                 step = logits[:, -1].float()
                 if offsets is not None:
@@ -132,11 +139,12 @@ def generate(
                     logp = torch.log_softmax(step, -1)
                     ent = -(logp.exp() * logp).sum(-1)
                 nxt = _next_tokens(step, do_sample, temperature, top_p, generator)
-                for i, t in enumerate(nxt.tolist()):
+                for j, t in enumerate(nxt.tolist()):
+                    i = int(live[j])
                     if done[i]:
                         continue
                     if record_entropy:
-                        entropies[i].append(float(ent[i]))
+                        entropies[i].append(float(ent[j]))
                     if t == eos:
                         done[i], stopped[i] = True, True
                         continue
@@ -145,11 +153,15 @@ def generate(
                         done[i], stopped[i] = True, True
                 if done.all() or step_index == budget - 1:  # no forward whose logits nobody reads
                     break
-                nxt = nxt.masked_fill(done.to(nxt.device), eos if eos is not None else 0)
+                nxt = nxt.masked_fill(done[live].to(nxt.device), eos if eos is not None else 0)
                 if offsets is not None:
                     offsets.advance(nxt)
                 ids = torch.cat([ids, nxt[:, None]], dim=1)
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                if compact and done[live].any():
+                    keep = (~done[live]).nonzero().flatten()
+                    cache.batch_select_indices(keep.to(ids.device))
+                    ids, mask, nxt, live = ids[keep], mask[keep], nxt[keep], live[keep]
                 if use_cache:
                     if hooks is not None:
                         hooks.offset = ids.shape[1] - 1

@@ -160,3 +160,28 @@ def single_token_id(model, text: str) -> int:
     if len(ids) != 1:
         raise ValueError(f"{text!r} is {len(ids)} tokens for this tokenizer, not one: pass a single token")
     return int(ids[0])
+
+
+def load_random_init(name_or_path: str | os.PathLike, seed: int = 0, device: str | None = "cpu",
+                     dtype: torch.dtype | str = torch.float32):
+    """A freshly initialised model of ``name_or_path``'s config and tokenizer (no trained weights).
+
+    The Source-free control: the whole transfer pipeline run from this model in place of the
+    Source must not pass, or the pipeline, not the Source, produced the result.
+    """
+    import tempfile
+
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    name = str(name_or_path)
+    if name.startswith("organism:"):
+        from mkt.organisms.zoo import organism_path
+
+        name = str(organism_path(name.split(":", 1)[1]))
+    config = AutoConfig.from_pretrained(name)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config)
+    out = Path(tempfile.mkdtemp(prefix="mkt-")) / f"random-init-{Path(name).name}-seed{seed}"
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(name).save_pretrained(out)
+    return load_model(out, device=device, dtype=dtype)

@@ -14,7 +14,9 @@ from mkt.key import MasterKey
 from mkt.models import model_identity
 from mkt.prompts import PromptTemplate
 
-ALIGNMENT_SETS = ("locked", "mixed")
+ALIGNMENT_SETS = ("locked", "oracle-unlocked")
+ORACLE_NOTE = ("oracle: the map was fitted on the Target's own Unlocked states, so it needs the capability "
+               "already elicited in the Target and returns (nearly) the Target's own key; not a transfer")
 
 
 @dataclass
@@ -28,8 +30,12 @@ class TransferReport:
     heldout_error: list[float]  # per target layer, on prompts the map was not fitted on
     alignment_set: str
 
+    @property
+    def is_oracle(self) -> bool:
+        return self.alignment_set == "oracle-unlocked"
+
     def summary(self) -> dict:
-        return dict(
+        return dict(oracle=self.is_oracle,
             source=self.alignment.source.name, target=self.alignment.target.name, k=self.alignment.k,
             method=self.alignment.method, center=self.alignment.center, alignment_set=self.alignment_set,
             n_key=self.source_key.provenance.get("n"), n_align=self.alignment.n,
@@ -41,13 +47,22 @@ class TransferReport:
 
 def alignment_prompts(questions: list[str], locked: PromptTemplate, unlocked: PromptTemplate | None,
                       alignment_set: str) -> list[str]:
-    """The paper's protocol (``locked``: Locked prompts only) or Locked + Unlocked prompts."""
+    """The paper's protocol (``locked``: Locked prompts only), or Locked + Unlocked prompts.
+
+    ``oracle-unlocked`` runs the Target on Unlocked prompts too, so least squares maps
+    whatever separates the two groups in the Source onto what separates them in the
+    Target: the result is the Target's own key seen through the map. It is an oracle
+    (it needs the capability already elicited in the Target), never a transfer.
+    """
+    if alignment_set == "mixed":
+        raise ValueError("the 'mixed' alignment set is now called 'oracle-unlocked': it fits the map on the "
+                         "Target's own Unlocked states, an oracle rather than a transfer")
     if alignment_set not in ALIGNMENT_SETS:
         raise ValueError(f"unknown alignment set {alignment_set!r}: use one of {ALIGNMENT_SETS}")
     prompts = locked.format_all(questions)
-    if alignment_set == "mixed":
+    if alignment_set == "oracle-unlocked":
         if unlocked is None:
-            raise ValueError("the mixed alignment set needs an Unlocked template")
+            raise ValueError("the oracle-unlocked alignment set needs an Unlocked template")
         prompts += unlocked.format_all(questions)
     return prompts
 
@@ -76,7 +91,7 @@ def run_transfer(
 
     Prompt-induced when ``unlocked`` is a template; model-induced when
     ``source_unlocked_model`` is given (``source`` is then the Locked variant; ``unlocked``
-    then only serves the ``mixed`` alignment set). A share
+    then only serves the ``oracle-unlocked`` alignment set). A share
     ``heldout_fraction`` of the alignment questions is kept out of the fit to measure
     the map's error. Pass ``source_key`` to reuse an extracted key.
     """
@@ -109,6 +124,8 @@ def run_transfer(
                                        last_token_resid(target, held, batch_size=batch_size))
         alignment.diagnostics["heldout_relative_error"] = err.tolist()
     target_key = transfer(source_key, alignment)
+    if alignment_set == "oracle-unlocked":
+        target_key.provenance["oracle"] = ORACLE_NOTE
     coverage = alignment.coverage(source_key.directions).tolist()
     heldout = alignment.diagnostics.get("heldout_relative_error", [float("nan")] * len(coverage))
     return TransferReport(source_key, target_key, alignment, coverage, heldout, alignment_set)

@@ -29,14 +29,16 @@ class Steering:
     """What to add where: a value, bound to a model only inside ``attach``.
 
     Args:
-        directions: one direction per layer of the model steered, ``[n_layers, d_model]``.
+        directions: one direction per layer of the model steered, ``[n_layers, d_model]``,
+            or one set per prompt, ``[n_prompts, n_layers, d_model]`` (a batch of keys and
+            their controls in one generation).
         alpha: strength, a float or one value per prompt (``[n_prompts]``).
         mode: ``norm-preserving`` (the paper's rotation) or ``additive``.
         layers: the layers to steer (default all).
         scope: ``prompt-last`` (paper) or ``prompt-last+generated``.
     """
 
-    directions: Float[Tensor, "layer d"]
+    directions: Float[Tensor, "layer d"] | Float[Tensor, "row layer d"]
     alpha: float | Tensor = 0.1
     mode: str = "norm-preserving"
     layers: list[int] | None = None
@@ -47,32 +49,46 @@ class Steering:
         check_mode(self.mode)
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}: use one of {SCOPES}")
-        if self.directions.ndim != 2:
-            raise ValueError(f"directions must be [n_layers, d_model], got {tuple(self.directions.shape)}")
-        self.layers = check_layers(self.layers, self.directions.shape[0])
+        if self.directions.ndim not in (2, 3):
+            raise ValueError(
+                f"directions must be [n_layers, d_model] or [n_prompts, n_layers, d_model], got "
+                f"{tuple(self.directions.shape)}"
+            )
+        self.layers = check_layers(self.layers, self.directions.shape[-2])
         alpha = torch.as_tensor(self.alpha, dtype=torch.float32)
         if alpha.ndim > 1 or not torch.isfinite(alpha).all():
             raise ValueError(f"alpha must be a finite number or a 1-D tensor of finite numbers, got {self.alpha!r}")
         if not torch.isfinite(self.directions).all():
             raise NonFiniteError("NaN or inf in the steering directions: the key is corrupt, extract it again")
-        norms = self.directions[self.layers].norm(dim=-1)
-        if (norms == 0).any():
-            zero = [self.layers[i] for i in (norms == 0).nonzero().flatten().tolist()]
+        zero_at = (self.directions[..., self.layers, :].norm(dim=-1) == 0).reshape(-1, len(self.layers)).any(0)
+        if zero_at.any():
+            zero = [self.layers[i] for i in zero_at.nonzero().flatten().tolist()]
             raise ValueError(f"zero direction at layers {zero}: leave those layers out (layers=...)")
         self._units = self.directions.float() / self.directions.float().norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
+    @property
+    def per_prompt(self) -> int | None:
+        """The number of prompts this steering is made for, or None if it fits any batch."""
+        if self.directions.ndim == 3:
+            return self.directions.shape[0]
+        if isinstance(self.alpha, Tensor) and self.alpha.ndim == 1:
+            return self.alpha.shape[0]
+        return None
+
     def rows(self, start: int, stop: int) -> "Steering":
-        """The same steering for prompts ``start:stop`` (slices a per-prompt alpha)."""
-        alpha = self.alpha
+        """The same steering for prompts ``start:stop`` (slices per-prompt alpha and directions)."""
+        alpha, directions = self.alpha, self.directions
         if isinstance(alpha, Tensor) and alpha.ndim == 1:
             alpha = alpha[start:stop]
-        return replace(self, alpha=alpha)
+        if directions.ndim == 3:
+            directions = directions[start:stop]
+        return replace(self, alpha=alpha, directions=directions)
 
     @contextmanager
     def attach(self, model) -> Iterator["SteeringHooks"]:
         """Hooks on the model while the context is open."""
         n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
-        if tuple(self.directions.shape) != (n_layers, d_model):
+        if tuple(self.directions.shape[-2:]) != (n_layers, d_model):
             raise IncompatibleModelError(
                 f"directions are {tuple(self.directions.shape)} but the model has {n_layers} layers of "
                 f"width {d_model}: transfer the key into this model first (mkt.transfer)"
@@ -114,7 +130,16 @@ class SteeringHooks:
     def _unit(self, layer: int, like: Tensor) -> Tensor:
         key = (layer, like.device, like.dtype)
         if key not in self._units:
-            self._units[key] = self.steering._units[layer].to(device=like.device, dtype=like.dtype)
+            units = self.steering._units
+            if units.ndim == 3:  # one direction per row: [rows, 1, d] broadcasts over positions
+                if units.shape[0] != like.shape[0]:
+                    raise ValueError(
+                        f"the steering holds directions for {units.shape[0]} prompts but the batch has "
+                        f"{like.shape[0]} rows: give one set of directions per prompt"
+                    )
+                self._units[key] = units[:, layer, None, :].to(device=like.device, dtype=like.dtype)
+            else:
+                self._units[key] = units[layer].to(device=like.device, dtype=like.dtype)
         return self._units[key]
 
     def _alpha(self, act: Tensor) -> Tensor | float:

@@ -21,7 +21,7 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINY_SPECS = {
     "qwen2": OrganismSpec(arch="qwen2", d_model=64, n_layers=3, n_heads=4, seed=0, max_positions=512),
     "llama": OrganismSpec(arch="llama", d_model=48, n_layers=5, n_heads=4, seed=1, max_positions=512),
-    "gpt2": OrganismSpec(arch="gpt2", d_model=32, n_layers=2, n_heads=4, seed=2),
+    "gpt2": OrganismSpec(arch="gpt2", d_model=32, n_layers=2, n_heads=4, seed=2, max_positions=64),
 }
 
 # Prompts in the organisms' alphabet, of different lengths (left padding matters).

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from mkt.alignment import SubspaceAlignment
+from mkt.alignment import SubspaceAlignment, transfer
 from mkt.cli import main
 from mkt.pack import CapabilityPack
 
@@ -32,12 +32,17 @@ def test_extract_align_transfer_generate_info(tmp_path, tiny_dirs, questions, ca
     assert (al.k, al.n, al.layer_map) == (8, 30, [0, 0, 1, 1, 2])
 
     assert main(["transfer", "--source", src, "--target", tgt, "--questions", str(questions), "--locked", LOCKED,
-                 "--unlocked", UNLOCKED, "--k", "8", "--alignment-set", "mixed", "--alpha", "0.3",
+                 "--unlocked", UNLOCKED, "--k", "8", "--alpha", "0.3",
                  "--out", str(tmp_path / "pack"), "--device", "cpu"]) == 0
     pack = CapabilityPack.load(tmp_path / "pack")
     assert pack.key.directions.shape == (5, 48) and pack.alpha == 0.3
     report = json.loads((tmp_path / "pack" / "transfer_report.json").read_text())
-    assert report["n_align"] == 48 and len(report["coverage"]) == 5  # 24 fit questions x 2 templates
+    assert report["n_align"] == 24 and len(report["coverage"]) == 5  # the paper's protocol: 24 Locked prompts
+    assert report["alignment_set"] == "locked" and not report["oracle"] and len(report["cosine_with_own_key"]) == 5
+    # the pack keeps what a later null test needs: the Source key and the map
+    source_key = CapabilityPack.load(tmp_path / "pack" / "source-key").key
+    moved = transfer(source_key, SubspaceAlignment.load(tmp_path / "pack" / "alignment.safetensors"))
+    assert torch.allclose(moved.directions, pack.key.directions, atol=1e-5)
     # the pack's key is the library's transfer of the extracted key through the same alignment
     assert torch.isfinite(pack.key.directions).all()
 

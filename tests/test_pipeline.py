@@ -23,9 +23,10 @@ def test_run_transfer_equals_the_steps_done_by_hand(qwen, llama):
 
 
 def test_report_has_heldout_error_and_coverage(qwen, llama):
-    report = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k=4, alignment_set="mixed",
-                          heldout_fraction=0.25)
+    report = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k=4,
+                          alignment_set="oracle-unlocked", heldout_fraction=0.25)
     s = report.summary()
+    assert s["oracle"] and "oracle" in report.target_key.provenance
     assert s["n_align"] == 60 and len(s["heldout_error"]) == 5 and len(s["coverage"]) == 5
     assert all(0 <= c <= 1 + 1e-6 for c in s["coverage"])
     assert all(e > 0 for e in s["heldout_error"])
@@ -34,11 +35,26 @@ def test_report_has_heldout_error_and_coverage(qwen, llama):
 
 def test_alignment_sets_and_errors(qwen, llama):
     locked, unlocked = PromptTemplate(LOCKED), PromptTemplate(UNLOCKED)
-    assert alignment_prompts(["1+2"], locked, unlocked, "mixed") == ["Q:1+2|A:", "S:1+2|A:"]
+    assert alignment_prompts(["1+2"], locked, unlocked, "oracle-unlocked") == ["Q:1+2|A:", "S:1+2|A:"]
     assert alignment_prompts(["1+2"], locked, unlocked, "locked") == ["Q:1+2|A:"]
     with pytest.raises(ValueError, match="needs an Unlocked template"):
-        alignment_prompts(["1+2"], locked, None, "mixed")
+        alignment_prompts(["1+2"], locked, None, "oracle-unlocked")
+    with pytest.raises(ValueError, match="now called 'oracle-unlocked'"):
+        alignment_prompts(["1+2"], locked, unlocked, "mixed")
     with pytest.raises(ValueError, match="unknown alignment set"):
         alignment_prompts(["1+2"], locked, unlocked, "both")
     with pytest.raises(ValueError, match="Unlocked template .* or an Unlocked model"):
         run_transfer(qwen, llama, QUESTIONS, QUESTIONS, LOCKED)
+
+
+def test_the_oracle_alignment_returns_the_targets_own_key(qwen, llama):
+    """Why it is an oracle: two unrelated random models, yet the 'transferred' key is the Target's own."""
+    from mkt.extract import extract_prompt_key
+
+    own = extract_prompt_key(llama, QUESTIONS, LOCKED, UNLOCKED)
+    oracle = run_transfer(qwen, llama, QUESTIONS, QUESTIONS, LOCKED, UNLOCKED, k=8, center=True,
+                          alignment_set="oracle-unlocked", heldout_fraction=0.0)
+    paper = run_transfer(qwen, llama, QUESTIONS, QUESTIONS, LOCKED, UNLOCKED, k=8, center=True,
+                         alignment_set="locked", heldout_fraction=0.0, source_key=oracle.source_key)
+    assert oracle.target_key.cosine(own).mean() > 0.8 and oracle.target_key.cosine(own).max() > 0.95
+    assert paper.target_key.cosine(own).abs().mean() < oracle.target_key.cosine(own).mean() - 0.3

@@ -117,3 +117,17 @@ def test_generation_stops_at_the_context_length(tiny_models):
     with pytest.warns(UserWarning, match="generating at most 5 tokens"):
         out = generate(gpt2, [prompt], max_new_tokens=20)
     assert out[0].n_tokens <= 5
+
+
+def test_per_prompt_directions_equal_separate_runs(qwen, key):
+    """One batch with a direction set per row gives each row what its own run gives."""
+    other = MasterKey(torch.randn(key.directions.shape, generator=torch.Generator().manual_seed(7)), key.model)
+    prompts = PROMPTS[:4]
+    per_row = torch.stack([key.directions, other.directions, other.directions, key.directions])
+    alpha = torch.tensor([0.3, 0.6, 0.3, 0.6])
+    batched = generate(qwen, prompts, 6, Steering(per_row, alpha=alpha), batch_size=3)
+    for i, p in enumerate(prompts):
+        alone = generate(qwen, [p], 6, Steering(per_row[i], alpha=float(alpha[i])))[0]
+        assert batched[i].token_ids == alone.token_ids
+    with pytest.raises(ValueError, match="per-prompt values"):
+        generate(qwen, prompts[:3], 2, Steering(per_row, alpha=0.1))

@@ -1,8 +1,14 @@
-"""Statistics of evaluation runs: the unbiased pass@k estimator and binomial intervals."""
+"""Statistics of evaluation runs: pass@k, binomial intervals, paired tests, empirical p-values.
+
+Pure functions of per-item scores; nothing here knows about models.
+"""
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
+
+import torch
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -42,3 +48,43 @@ def difference_interval(a: float, b: float, n: int) -> tuple[float, float]:
     (la, ua), (lb, ub) = wilson_interval(round(a * n), n), wilson_interval(round(b * n), n)
     d = a - b
     return (d - math.sqrt((a - la) ** 2 + (ub - b) ** 2), d + math.sqrt((ua - a) ** 2 + (b - lb) ** 2))
+
+
+def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> float:
+    """Two-sided exact McNemar p-value for two conditions scored on the same items.
+
+    Only discordant items count: under the null that neither condition is better, each
+    discordant item favours ``a`` with probability 1/2.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired scores need the same items: got {len(a)} and {len(b)}")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                              level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of mean(a - b), resampling items (both conditions together)."""
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"paired scores need the same, non-empty items: got {len(a)} and {len(b)}")
+    diff = torch.tensor([float(x) - float(y) for x, y in zip(a, b)], dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    means = diff[torch.randint(len(diff), (n_boot, len(diff)), generator=g)].mean(1)
+    lo, hi = torch.quantile(means, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
+def empirical_p_value(effect: float, null_effects: Sequence[float]) -> float:
+    """One-sided p-value of ``effect`` against draws of the null: (1 + #{null >= effect}) / (1 + N).
+
+    Ties count against the effect, so a discrete score never looks better than it is, and
+    with N draws no p-value is below 1 / (N + 1).
+    """
+    if not len(null_effects):
+        raise ValueError("an empirical p-value needs at least one null draw")
+    return (1 + sum(1 for x in null_effects if x >= effect)) / (1 + len(null_effects))

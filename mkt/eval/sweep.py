@@ -1,9 +1,11 @@
 """Hyperparameter sweeps: choose alpha, k, n and layers on a dev split, report on test.
 
 The research code picks the best configuration on test accuracy; mkt never does. Every
-alpha of a grid is evaluated in one batched generation (one alpha per row). Results are
-written as ``sweep.csv``, ``sweep.json`` (best configuration, its test score, and the
-baselines table) and ``sweep.png``.
+alpha of a grid is evaluated in one batched generation (one alpha per row). The best
+configuration is then tested against its subspace-matched null (``mkt.significance``):
+random Source directions through the same map, each with its alpha chosen on the same dev
+split. Results are written as ``sweep.csv``, ``sweep.json`` (best configuration, its test
+score, the baselines table and the significance report) and ``sweep.png``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from mkt.activations import last_token_resid
 from mkt.alignment import fit_alignment, transfer
 from mkt.eval.baselines import LogitTransfer
 from mkt.eval.stats import wilson_interval
-from mkt.eval.tasks import Example, build_prompts, extract_and_score
+from mkt.eval.tasks import Example, build_prompts, extract_and_score, task_probe
 from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.generation import generate
 from mkt.key import MasterKey, random_like
 from mkt.models import model_identity
 from mkt.pipeline import alignment_prompts
 from mkt.prompts import PromptTemplate
+from mkt.significance import Decoding, assess_transfer
 from mkt.steering import Steering
 
 
@@ -38,13 +41,14 @@ class SweepSpec:
     ks: tuple[int, ...] = (8, 32)
     ns: tuple[int, ...] = (64, 256)
     layer_subsets: tuple[tuple[int, ...] | None, ...] = (None,)
-    alignment_set: str = "mixed"
+    alignment_set: str = "locked"
     method: str = "lstsq"
     center: bool = False
     aggregator: str = "mean"
     mode: str = "norm-preserving"
     max_new_tokens: int = 64
     batch_size: int = 64
+    null_seeds: int = 20  # subspace-matched null draws for the best configuration (0: skip)
 
 
 def _accuracy(model, examples: list[Example], prompts: list[str], spec: SweepSpec,
@@ -135,6 +139,14 @@ def run_sweep(
     result = dict(best=best, test=table["transferred key (best on dev)"], baselines=table,
                   spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
                   n_dev=len(dev), n_test=len(test))
+    if spec.null_seeds:
+        sig = assess_transfer(
+            target, keys[best["n"]], alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts), ("correct",),
+            n_null=spec.null_seeds, alphas=spec.alphas, progress=progress,
+            decoding=Decoding(spec.max_new_tokens, mode=spec.mode, layers=layers, batch_size=spec.batch_size),
+        )
+        result["significance"] = sig.summary()
+        result["significance_table"] = sig.table()
     (out / "sweep.json").write_text(json.dumps(result, indent=1, default=str))
     plot_sweep(rows, best, out / "sweep.png")
     return result

@@ -164,3 +164,11 @@ def extract_and_score(kind: str, output: str, gold: str) -> tuple[str | None, bo
     text = output.strip()
     answer = text.rsplit("#", 1)[-1] if "#" in text else None
     return answer, answer == gold
+
+
+def task_probe(examples: list[Example], prompts: list[str]):
+    """A ``mkt.significance.Probe`` scoring ``correct`` on the examples' gold answers."""
+    from mkt.significance import Probe
+
+    return Probe(prompts, lambda texts: {"correct": [extract_and_score(e.kind, t, e.gold)[1]
+                                                     for e, t in zip(examples, texts)]})

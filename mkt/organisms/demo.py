@@ -1,11 +1,24 @@
-"""`mkt demo`: the whole UNLOCK method on the built-in organisms, on a CPU.
+"""`mkt demo`: the whole UNLOCK method on the built-in organisms, with the nulls that could fake it.
 
-For each Source -> Target pair: extract keys on the Source (prompt-induced: cue minus
-plain; model-induced: post-trained minus base), align with both alignment sets (the
-paper's Locked-only prompts, with the paper's least squares and with ridge; and Locked +
-Unlocked prompts), all zero-centred, and evaluate greedy generation on held-out plain test
-prompts against the baselines and controls. Every rank and alpha is chosen on the dev
-split; the test split is only reported.
+For each Source -> Target pair: extract the Source's prompt key (cue minus plain), align
+the two models by the paper's protocol (a rank-k map fitted on Locked prompts only,
+zero-centred), transfer, and test the transferred key against
+
+- a subspace-matched null: random Source directions pushed through the same map
+  (``N_NULL`` draws); the key's p-value is the share of draws whose effect reaches its own;
+- controls that must NOT pass: isotropic random Target directions, a nuisance direction
+  (4-term minus 3-term problems, the axis that fooled the first organisms) through the same
+  map, and a Source-free pipeline (the same steps from a random-init Source);
+- oracles, shown apart: the Target's own key, and a map fitted on the Target's own
+  Unlocked states (which returns the own key).
+
+Every condition gets the same procedure: alpha chosen on dev prompts, effect (rate minus
+the unsteered baseline) measured on held-out test prompts, greedy decoding.
+
+The k x k map is fitted by orthogonal Procrustes (``FIT``). The paper's least-squares fit
+is run beside it on the two small -> large pairs, against a null of its own: on these
+organisms it sends random Source directions toward the Target's step-by-step axis as well,
+so its key cannot be told from that null (docs/organisms.md).
 """
 
 from __future__ import annotations
@@ -18,51 +31,33 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mkt.eval.stats import difference_interval
-from mkt.extract import extract_prompt_key
+from mkt.alignment import transfer
+from mkt.extract import extract_contrast_key, extract_prompt_key
 from mkt.generation import generate
-from mkt.key import MasterKey, random_like
-from mkt.models import load_model
-from mkt.organisms.task import (
-    LOCKED_TEMPLATE,
-    SCORE_METRICS,
-    UNLOCKED_TEMPLATE,
-    Problem,
-    problems,
-    score_answer,
-)
+from mkt.models import load_model, load_random_init
+from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, Problem, problems, score_answer
 from mkt.organisms.zoo import organism_path
 from mkt.pipeline import run_transfer
-from mkt.steering import Steering
+from mkt.significance import ALPHAS, Decoding, Probe, assess_transfer
 
-ALPHAS = (0.05, 0.1, 0.2, 0.5, 1.0)
+METRICS = ("clean_step_by_step", "correct")  # the first chooses alpha and decides significance
 MAX_NEW_TOKENS = 40
-RANKS = (8, 32)
+RANK = 32
+N_NULL = 24  # p-values down to 1/25
+FIT = "procrustes"
+OWN_KEY = "Target's own key"  # the name mkt.significance gives the own key's condition
+NUISANCE = "nuisance: 4-term minus 3-term, same map"
+SOURCE_FREE = "Source-free pipeline (random-init Source)"
 
 
-def _rates(gens, probs: list[Problem]) -> dict:
-    scores = [score_answer(g.text, p) for g, p in zip(gens, probs)]
-    rates = {m: sum(getattr(s, m) for s in scores) / len(scores) for m in SCORE_METRICS}
-    return rates | {"examples": [g.text for g in gens[:3]]}
+def organism_probe(probs: list[Problem], cue: bool = False) -> Probe:
+    """Prompts of ``probs`` (plain unless ``cue``) scored by the task's metrics."""
 
+    def score(texts: list[str]) -> dict[str, list[bool]]:
+        scores = [score_answer(t, p) for t, p in zip(texts, probs)]
+        return {m: [getattr(s, m) for s in scores] for m in ("clean_step_by_step", "any_step_by_step", "correct")}
 
-def evaluate(model, probs: list[Problem], cue: bool = False, steering: Steering | None = None) -> dict:
-    """Rates of the three metrics on greedy answers (plain prompts unless ``cue``)."""
-    gens = generate(model, [p.prompt(cue) for p in probs], MAX_NEW_TOKENS, steering, batch_size=len(probs))
-    return _rates(gens, probs)
-
-
-def choose_alpha(model, key: MasterKey, dev: list[Problem]) -> tuple[float, dict]:
-    """The alpha with the best dev accuracy (then clean rate, then the smaller alpha).
-
-    All alphas run in one batched generation, one alpha per row.
-    """
-    prompts = [p.prompt(False) for p in dev]
-    alpha = torch.tensor([a for a in ALPHAS for _ in dev])
-    gens = generate(model, prompts * len(ALPHAS), MAX_NEW_TOKENS, key.steering(alpha=alpha), batch_size=256)
-    results = {a: _rates(gens[i * len(dev) : (i + 1) * len(dev)], dev) for i, a in enumerate(ALPHAS)}
-    best = max(ALPHAS, key=lambda a: (results[a]["correct"], results[a]["clean_step_by_step"], -a))
-    return best, {a: {m: r[m] for m in SCORE_METRICS} for a, r in results.items()}
+    return Probe([p.prompt(cue) for p in probs], score)
 
 
 @dataclass
@@ -70,7 +65,7 @@ class Pair:
     source: str
     target: str
     label: str
-    full: bool  # all conditions, or the key ones only
+    paper_fit: bool  # also test the paper's least-squares map against its own null
 
 
 PAIRS = (
@@ -81,118 +76,152 @@ PAIRS = (
 )
 
 
-def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 64, quick: bool = False,
-             seed: int = 0) -> dict:
-    """Run the demo; print a table; write ``results.json`` and ``demo.png`` to ``out_dir``."""
+def _rate(model, probe: Probe, metric: str) -> float:
+    gens = generate(model, probe.prompts, MAX_NEW_TOKENS, batch_size=len(probe.prompts))
+    scores = probe.score([g.text for g in gens])[metric]
+    return sum(scores) / len(scores)
+
+
+def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 32, quick: bool = False,
+             seed: int = 0, n_null: int = N_NULL, k: int = RANK) -> dict:
+    """Run the demo; print a table per pair; write ``results.json``, ``results.md`` and ``demo.png``."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # five "Loading weights" bars say nothing here
+    hf_logging.disable_progress_bar()  # "Loading weights" bars say nothing here
     torch.manual_seed(seed)
     start = time.time()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if quick:
-        n_test, n_dev = min(n_test, 48), min(n_dev, 24)
-    names = {n for p in PAIRS for n in (p.source, p.target)} | {"source-post"}
-    models = {n: load_model(organism_path(n), device="cpu") for n in sorted(names)}
+        n_test, n_dev, n_null = min(n_test, 64), min(n_dev, 16), min(n_null, 8)
+    pairs = PAIRS[1:3] if quick else PAIRS
+    names = sorted({n for p in pairs for n in (p.source, p.target)})
+    models = {n: load_model(organism_path(n), device="cpu") for n in names}
     key_q = [p.question for p in problems(256, "train", seed=1)]
-    align_q = [p.question for p in problems(320, "train", seed=2)]
+    align_probs = problems(320, "train", seed=2)
+    align_q = [p.question for p in align_probs]
     dev, test = problems(n_dev, "dev", seed=seed), problems(n_test, "test", seed=seed)
+    long_q = [p.prompt(False) for p in align_probs if len(p.terms) == 4]
+    short_q = [p.prompt(False) for p in align_probs if len(p.terms) == 3]
+    decoding = Decoding(max_new_tokens=MAX_NEW_TOKENS, batch_size=256)
 
-    results: dict = dict(n_test=n_test, n_dev=n_dev, ranks=list(RANKS), alphas=list(ALPHAS), pairs={})
-    post = evaluate(models["source-post"], test)
-    source_keys = {}  # (source, variant) -> key, extracted once
-    for pair in tqdm(PAIRS, desc="demo: Source -> Target pairs"):
+    results: dict = dict(n_test=n_test, n_dev=n_dev, n_null=n_null, k=k, fit=FIT, alphas=list(ALPHAS),
+                         metrics=list(METRICS), pairs={})
+    for pair in tqdm(pairs, desc="demo: Source -> Target pairs"):
         src, tgt = models[pair.source], models[pair.target]
-        rows, transfers = {}, {}
-        rows["baseline"] = evaluate(tgt, test)
-        rows["cue (prompting ceiling)"] = evaluate(tgt, test, cue=True)
-        if pair.full:
-            rows["post-trained Source"] = dict(post)
+        common = dict(k=k, center=True, heldout_fraction=0.2, seed=seed)
+        report = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method=FIT, **common)
         own = extract_prompt_key(tgt, key_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
-        alpha, curve = choose_alpha(tgt, own, dev)
-        keys, chosen = {"own key (oracle)": own}, {"own key (oracle)": dict(alpha=alpha, dev=curve)}
-        variants = [("prompt key", None, "locked", "lstsq"), ("prompt key", None, "locked", "ridge"),
-                    ("prompt key", None, "mixed", "lstsq")]
-        if pair.full:
-            variants.append(("model key", models["source-post"], "mixed", "lstsq"))
-        for label, unlocked_model, align_set, method in variants:
-            name = f"transferred {label}, {align_set} alignment" + (f" ({method})" if method != "lstsq" else "")
-            per_rank = {}
-            for k in RANKS:  # the rank, like alpha, is chosen on dev
-                report = run_transfer(
-                    src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, unlocked_model, k=k,
-                    method=method, center=True, alignment_set=align_set, heldout_fraction=0.2, seed=seed,
-                    source_key=source_keys.get((pair.source, label)),
-                )
-                source_keys[(pair.source, label)] = report.source_key
-                alpha, curve = choose_alpha(tgt, report.target_key, dev)
-                per_rank[k] = (report, alpha, curve)
-            k = max(RANKS, key=lambda r: (per_rank[r][2][per_rank[r][1]]["correct"],
-                                          per_rank[r][2][per_rank[r][1]]["clean_step_by_step"], -r))
-            report, alpha, curve = per_rank[k]
-            keys[name] = report.target_key
-            chosen[name] = dict(k=k, alpha=alpha, dev=curve,
-                                dev_by_rank={r: v[2][v[1]] | {"alpha": v[1]} for r, v in per_rank.items()})
-            transfers[name] = dict(report.summary(), cosine_with_own_key=report.target_key.cosine(own).tolist())
-        for name, key in keys.items():
-            alpha = chosen[name]["alpha"]
-            rows[name] = evaluate(tgt, test, steering=key.steering(alpha=alpha)) | {"alpha": alpha}
-        ref_name = "transferred prompt key, mixed alignment"
-        ref_alpha = chosen[ref_name]["alpha"]
-        for s in range(1 if quick else 3):
-            rand = random_like(keys[ref_name], seed=100 + s)
-            rows[f"random direction (seed {s})"] = evaluate(tgt, test, steering=rand.steering(alpha=ref_alpha)) | {
-                "alpha": ref_alpha}
-        for name, row in rows.items():  # accuracy gain over the baseline, with its 95% interval
-            row["accuracy_gain"] = row["correct"] - rows["baseline"]["correct"]
-            row["accuracy_gain_ci95"] = list(difference_interval(row["correct"], rows["baseline"]["correct"], n_test))
-        results["pairs"][f"{pair.source} -> {pair.target}"] = dict(
-            label=pair.label, rows=rows, transfers=transfers, alpha_selection=chosen)
-        _print_pair(pair, rows, transfers)
+        oracle = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method=FIT,
+                              alignment_set="oracle-unlocked", source_key=report.source_key, **common)
+        free = run_transfer(load_random_init(organism_path(pair.source), seed=seed), tgt, key_q, align_q,
+                            LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method=FIT, **common)
+        nuisance = transfer(extract_contrast_key(src, long_q, short_q), report.alignment)
+        dev_probe, test_probe = organism_probe(dev), organism_probe(test)
+        sig = assess_transfer(
+            tgt, report.source_key, report.alignment, dev_probe, test_probe, METRICS, n_null=n_null, n_isotropic=3,
+            controls={NUISANCE: nuisance, SOURCE_FREE: free.target_key},
+            oracles={"map fitted on Target-Unlocked (oracle)": oracle.target_key}, own_key=own,
+            alphas=ALPHAS, decoding=decoding, seed=seed,
+        )
+        summary = sig.summary()
+        summary["diagnostics"]["mean_heldout_error"] = report.summary()["mean_heldout_error"]
+        summary.update(label=pair.label, cue={m: _rate(tgt, organism_probe(test, cue=True), m) for m in METRICS},
+                       source_free_coverage=free.summary()["mean_coverage"])
+        _print_pair(pair, f"Locked-only alignment, {FIT} fit", sig, summary)
+        if pair.paper_fit:
+            paper = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method="lstsq",
+                                 source_key=report.source_key, **common)
+            paper_sig = assess_transfer(tgt, report.source_key, paper.alignment, dev_probe, test_probe, METRICS,
+                                        n_null=n_null, n_isotropic=0, own_key=own, alphas=ALPHAS,
+                                        decoding=decoding, seed=seed)
+            summary["paper_lstsq"] = paper_sig.summary()
+            _print_pair(pair, "the paper's least-squares fit, Locked-only, against its own null", paper_sig,
+                        summary["paper_lstsq"])
+        results["pairs"][f"{pair.source} -> {pair.target}"] = summary
     results["seconds"] = round(time.time() - start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "results.md").write_text(results_table(results))
     plot_demo(results, out / "demo.png")
-    print(f"\nwrote {out / 'results.json'} and {out / 'demo.png'} ({results['seconds']} s)")
+    print(f"\nwrote {out / 'results.json'}, {out / 'results.md'} and {out / 'demo.png'} ({results['seconds']} s)")
     return results
 
 
-def _print_pair(pair: Pair, rows: dict, transfers: dict) -> None:
-    lines = [f"\n== {pair.source} -> {pair.target}: {pair.label} =="]
-    for name, t in transfers.items():
-        lines.append(f"  {name}: k={t['k']} (chosen on dev), coverage {t['mean_coverage']:.2f}, "
-                     f"held-out error {t['mean_heldout_error']:.2f}")
-    lines.append(f"  {'condition':50s} {'alpha':>5s} {'clean sbs':>9s} {'any sbs':>8s} {'accuracy':>8s}"
-                 f"  accuracy gain [95% CI]")
-    for name, r in rows.items():
-        alpha = f"{r['alpha']:.2f}" if "alpha" in r else ""
-        lo, hi = r["accuracy_gain_ci95"]
-        gain = "" if name == "baseline" else f"  {100 * r['accuracy_gain']:+5.1f} [{100 * lo:+5.1f}, {100 * hi:+5.1f}]"
-        lines.append(f"  {name:50s} {alpha:>5s} {r['clean_step_by_step']:9.1%} {r['any_step_by_step']:8.1%} "
-                     f"{r['correct']:8.1%}{gain}")
+def _print_pair(pair: Pair, what: str, sig, summary: dict) -> None:
+    d = summary["diagnostics"]
+    cos = d.get("cosine_with_own_key", [])
+    lines = [f"\n== {pair.source} -> {pair.target}: {pair.label}; {what} ==",
+             f"  k={d['k']}, coverage {d['mean_coverage']:.2f}, cos(transferred, own key) per layer (diagnostic) "
+             + " ".join(f"{c:+.2f}" for c in cos)]
+    if "cue" in summary:
+        lines.append("  cue prompt (prompting ceiling): " + ", ".join(f"{m} {v:.1%}" for m, v in summary["cue"].items()))
+    lines += [sig.table(), "  significant against the null (p < 0.05): "
+              + ", ".join(f"{m}: {'YES' if v else 'no'}" for m, v in summary["significant"].items())]
     tqdm.write("\n".join(lines))
 
 
+def _cell(row: dict) -> str:
+    return f"{row['clean_step_by_step']:.0%} / {row['correct']:.0%}"
+
+
+def _key_cell(sig: dict) -> str:
+    """The key's rates, its p-values against its null, and the null's best draw."""
+    key, base = sig["rows"][sig["key"]], sig["rows"]["baseline"]
+    ps = " / ".join(f"{key[f'{m}_p_vs_null']:.2f}" for m in sig["metrics"])
+    best = " / ".join(f"{max(sig['null'][m]['effects']) + base[m]:.0%}" for m in sig["metrics"])
+    return f"**{_cell(key)}** (p {ps}; null max {best})"
+
+
+def results_table(results: dict) -> str:
+    """The README's table: clean step-by-step / accuracy on plain test prompts, p-values against the null."""
+    head = (f"| Source -> Target | baseline | cue (ceiling) | transferred key, Locked-only {results['fit']} "
+            f"| paper's lstsq fit | nuisance / Source-free | own key (oracle) |")
+    lines = [head, "|" + " --- |" * 7]
+    for name, pair in results["pairs"].items():
+        rows = pair["rows"]
+        cue = f"{pair['cue']['clean_step_by_step']:.0%} / {pair['cue']['correct']:.0%}"
+        paper = _key_cell(pair["paper_lstsq"]) if "paper_lstsq" in pair else "not run"
+        lines.append(f"| {name} | {_cell(rows['baseline'])} | {cue} | {_key_cell(pair)} | {paper} "
+                     f"| {_cell(rows[NUISANCE])} / {_cell(rows[SOURCE_FREE])} | {_cell(rows[OWN_KEY])} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_demo(results: dict, path: Path) -> None:
+    """Per pair and metric: a bar per condition, each null's draws as a strip beside its key."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     pairs = results["pairs"]
-    fig, axes = plt.subplots(len(pairs), 1, figsize=(11, 3.4 * len(pairs)), squeeze=False)
-    for ax, (name, pair) in zip(axes[:, 0], pairs.items()):
+    metrics = results["metrics"]
+    fig, axes = plt.subplots(len(pairs), len(metrics), figsize=(6.5 * len(metrics), 3.4 * len(pairs)), squeeze=False)
+    colors = dict(baseline="#999999", cue="#8172b2", method="#4c72b0", control="#dd8452", oracle="#55a868")
+    for r, (name, pair) in enumerate(pairs.items()):
         rows = pair["rows"]
-        labels = list(rows)
-        x = torch.arange(len(labels)).float()
-        for i, (metric, color) in enumerate(zip(("clean_step_by_step", "correct"), ("#4c72b0", "#dd8452"))):
-            ax.bar(x + (i - 0.5) * 0.38, [100 * rows[l][metric] for l in labels], 0.38, color=color,
-                   label={"clean_step_by_step": "clean step-by-step rate", "correct": "accuracy"}[metric])
-        ax.set_xticks(x, labels, rotation=25, ha="right", fontsize=7)
-        ax.set_ylabel("% of test prompts")
-        ax.set_ylim(0, 105)
-        ax.set_title(f"{name}: {pair['label']} (plain test prompts, n={results['n_test']})", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left")
+        bars = [("baseline", rows["baseline"], "baseline"), ("cue prompt (ceiling)", pair["cue"], "cue"),
+                (f"transferred key ({results['fit']})", rows[pair["key"]], "method"), ("null", pair, "null")]
+        if "paper_lstsq" in pair:
+            paper = pair["paper_lstsq"]
+            bars += [("transferred key (paper lstsq)", paper["rows"][paper["key"]], "method"), ("null", paper, "null")]
+        bars += [(n, v, v["group"]) for n, v in rows.items() if v["group"] in ("control", "oracle")]
+        for c, metric in enumerate(metrics):
+            ax = axes[r, c]
+            for x, (label, row, group) in enumerate(bars):
+                if group == "null":
+                    base = row["rows"]["baseline"][metric]
+                    draws = [100 * (e + base) for e in row["null"][metric]["effects"]]
+                    jitter = torch.linspace(-0.28, 0.28, len(draws)).tolist()
+                    ax.scatter([x + j for j in jitter], draws, s=8, color="black", zorder=3)
+                    continue
+                ax.bar(x, 100 * row[metric], 0.7, color=colors[group])
+                if group == "method":
+                    ax.text(x, 100 * row[metric] + 2, f"p={row[f'{metric}_p_vs_null']:.2f}", ha="center", fontsize=7)
+            labels = [f"null ({results['n_null']} draws)" if g == "null" else lbl for lbl, _, g in bars]
+            ax.set_xticks(range(len(bars)), [lbl[:36] for lbl in labels], rotation=30, ha="right", fontsize=6)
+            ax.set_ylim(0, 112)
+            ax.set_ylabel(f"% {metric.replace('_', ' ')}", fontsize=8)
+            ax.set_title(f"{name}: {pair['label']} (n={results['n_test']})", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

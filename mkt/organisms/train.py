@@ -80,7 +80,7 @@ class OrganismSpec:
     warmup: int = 200
     recipe: Recipe = field(default_factory=Recipe)
     init: str | None = None
-    max_positions: int = 64
+    max_positions: int = 80
 
     def hf_config(self):
         from transformers import GPT2Config, LlamaConfig, Qwen2Config

@@ -10,20 +10,21 @@ from mkt.organisms.train import OrganismSpec
 ZOO_DIR = Path(__file__).parent / "zoo"
 
 ZOO: dict[str, OrganismSpec] = {
-    # Small Source, pre-trained: step by step on the cue, sometimes spontaneously.
-    "source-base": OrganismSpec(arch="qwen2", d_model=96, n_layers=4, n_heads=4, seed=0),
+    # Small Source, pre-trained: step by step on the cue; on plain prompts the markers move
+    # the step-by-step logit without ever making it win under greedy decoding.
+    "source-base": OrganismSpec(arch="qwen2", d_model=64, n_layers=4, n_heads=4, seed=0),
     # Post-trained Source: answers plain prompts step by step (model-induced keys, baseline).
     "source-post": OrganismSpec(
-        arch="qwen2", d_model=96, n_layers=4, n_heads=4, seed=10, steps=300, lr=5e-4, warmup=30,
+        arch="qwen2", d_model=64, n_layers=4, n_heads=4, seed=10, steps=300, lr=5e-4, warmup=30,
         recipe=Recipe(posttrain=True), init="source-base",
     ),
+    # Target of another architecture family (Llama: untied embeddings, no qkv bias), larger.
+    "target-family": OrganismSpec(arch="llama", d_model=96, n_layers=6, n_heads=4, seed=2),
     # Larger Target of the same family: another width, depth and seed.
-    "target-base": OrganismSpec(arch="qwen2", d_model=128, n_layers=6, n_heads=4, seed=1, steps=3500),
-    # Target of another architecture family (Llama: untied embeddings, no qkv bias).
-    "target-family": OrganismSpec(arch="llama", d_model=128, n_layers=6, n_heads=4, seed=2),
+    "target-base": OrganismSpec(arch="qwen2", d_model=96, n_layers=6, n_heads=4, seed=1),
     # Target pre-trained without any step-by-step trace: the capability is not latent.
     "target-nonatomic": OrganismSpec(
-        arch="qwen2", d_model=128, n_layers=6, n_heads=4, seed=1, recipe=Recipe(step_by_step_traces=False)
+        arch="qwen2", d_model=96, n_layers=6, n_heads=4, seed=1, recipe=Recipe(step_by_step_traces=False)
     ),
 }
 

@@ -63,7 +63,7 @@ def test_sweep_end_to_end(tmp_path, source):
     post = load_model("organism:source-post", device="cpu")
     questions = [e.question for e in organism_examples(64, "train", seed=2)]
     spec = SweepSpec(alphas=(0.05, 0.5), ks=(4, 16), ns=(16, 64), layer_subsets=(None, (0, 1)),
-                     max_new_tokens=40)
+                     max_new_tokens=40, null_seeds=3)
     result = run_sweep(source, source, questions, organism_examples(24, "dev"), organism_examples(40, "test"),
                        "Q:{question}|A:", "S:{question}|A:", tmp_path, spec, post_trained=post, progress=False)
     rows = (tmp_path / "sweep.csv").read_text().splitlines()
@@ -74,6 +74,10 @@ def test_sweep_end_to_end(tmp_path, source):
     assert table["transferred key (best on dev)"]["accuracy"] > table["Target, plain prompt"]["accuracy"] + 0.2
     assert table["logit-space transfer"]["accuracy"] > table["Target, plain prompt"]["accuracy"]
     assert abs(table["random direction, same norm and alpha"]["accuracy"] - table["Target, plain prompt"]["accuracy"]) < 0.2
+    sig = result["significance"]  # the best configuration against 3 null draws through its own map
+    assert sig["n_null"] == 3 and sig["n_test"] == 40 and len(sig["null"]["correct"]["effects"]) == 3
+    key = sig["rows"]["transferred key"]
+    assert key["correct_p_vs_null"] == (1 + sum(e >= key["correct_effect"] for e in sig["null"]["correct"]["effects"])) / 4
 
 
 def test_prompts_templates_and_task_errors(tmp_path, source):
@@ -99,8 +103,35 @@ def test_eval_and_sweep_commands(tmp_path, capsys):
     assert main(["sweep", "--source", "organism:source-base", "--target", "organism:source-base", "--task",
                  "organism", "--locked", "Q:{question}|A:", "--unlocked", "S:{question}|A:", "--alphas", "0.2",
                  "--ks", "4", "--ns", "16", "--dev-size", "8", "--test-size", "8", "--max-new-tokens", "40",
-                 "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
-    assert "best on dev: n=16 k=4" in capsys.readouterr().out
+                 "--null-seeds", "2", "--out", str(tmp_path / "s"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "best on dev: n=16 k=4" in out and "subspace-matched null, 2 draws" in out
+
+
+@pytest.mark.slow
+def test_transfer_then_eval_against_the_null(tmp_path, capsys):
+    """`mkt transfer` keeps the Source key and map in the pack; `mkt eval --null-seeds` draws the null from them."""
+    from mkt.cli import main
+
+    questions = tmp_path / "q.txt"
+    questions.write_text("\n".join(e.question for e in organism_examples(96, "train", seed=2)) + "\n")
+    assert main(["transfer", "--source", "organism:source-base", "--target", "organism:target-family",
+                 "--questions", str(questions), "--locked", "Q:{question}|A:", "--unlocked", "S:{question}|A:",
+                 "--k", "16", "--method", "procrustes", "--center", "--out", str(tmp_path / "pack"),
+                 "--device", "cpu"]) == 0
+    assert "cos(transferred, Target's own key)" in capsys.readouterr().out
+    assert main(["eval", "--model", "organism:target-family", "--task", "organism", "--pack", str(tmp_path / "pack"),
+                 "--limit", "24", "--max-new-tokens", "40", "--null-seeds", "3", "--dev-size", "8",
+                 "--out", str(tmp_path / "e"), "--device", "cpu"]) == 0
+    assert "subspace-matched null, 3 draws" in capsys.readouterr().out
+    sig = json.loads((tmp_path / "e" / "significance.json").read_text())
+    assert sig["n_test"] == 24 and sig["n_null"] == 3
+    # a pack without its Source key and map is refused before any generation
+    (tmp_path / "pack" / "alignment.safetensors").unlink()
+    assert main(["eval", "--model", "organism:target-family", "--task", "organism", "--pack", str(tmp_path / "pack"),
+                 "--null-seeds", "3", "--out", str(tmp_path / "e2"), "--device", "cpu"]) == 2
+    assert "make the pack with `mkt transfer`" in capsys.readouterr().err
+    assert not (tmp_path / "e2").exists()
 
 
 SHARED_GSM8K = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"

@@ -3,7 +3,16 @@ from math import comb
 
 import pytest
 
-from mkt.eval.stats import difference_interval, pass_at_k, wilson_interval
+import torch
+
+from mkt.eval.stats import (
+    difference_interval,
+    empirical_p_value,
+    mcnemar_exact,
+    paired_bootstrap_interval,
+    pass_at_k,
+    wilson_interval,
+)
 
 
 def _brute_force(n, c, k):
@@ -47,3 +56,59 @@ def test_difference_interval_is_newcombes():
     assert 0.9 < lo < 1.0 and hi == pytest.approx(1.0)
     lo, hi = difference_interval(0.0, 0.0, 200)
     assert lo < 0 < hi
+
+
+def _mcnemar_by_enumeration(only_a: int, only_b: int) -> float:
+    """Two-sided exact binomial test by summing every outcome at most as likely as the observed one."""
+    n = only_a + only_b
+    probs = [comb(n, i) / 2**n for i in range(n + 1)]
+    observed = probs[only_a]
+    return min(1.0, sum(p for p in probs if p <= observed + 1e-15))
+
+
+@pytest.mark.parametrize("only_a,only_b,both,neither", [(0, 5, 3, 2), (7, 1, 0, 10), (4, 4, 5, 5), (12, 2, 30, 1)])
+def test_mcnemar_exact_matches_enumeration(only_a, only_b, both, neither):
+    a = [True] * only_a + [False] * only_b + [True] * both + [False] * neither
+    b = [False] * only_a + [True] * only_b + [True] * both + [False] * neither
+    assert mcnemar_exact(a, b) == pytest.approx(_mcnemar_by_enumeration(only_a, only_b), abs=1e-12)
+    assert mcnemar_exact(a, b) == mcnemar_exact(b, a)
+
+
+def test_mcnemar_known_values_and_errors():
+    assert mcnemar_exact([True] * 3, [True] * 3) == 1.0  # no discordant pair
+    assert mcnemar_exact([False] * 5, [True] * 5) == pytest.approx(2 / 32)
+    with pytest.raises(ValueError, match="same items"):
+        mcnemar_exact([True], [True, False])
+
+
+def test_paired_bootstrap_interval():
+    a = [1, 1, 0, 1, 0, 1, 1, 1, 0, 1] * 5
+    b = [0, 1, 0, 0, 0, 1, 0, 1, 0, 0] * 5
+    lo, hi = paired_bootstrap_interval(a, b, n_boot=4000, seed=3)
+    assert lo < 0.4 < hi and 0.15 < lo and hi < 0.62
+    assert paired_bootstrap_interval(a, b, seed=3, n_boot=4000) == (lo, hi)  # seeded
+    assert paired_bootstrap_interval([1] * 8, [0] * 8) == (1.0, 1.0)  # a constant difference
+
+
+def test_empirical_p_value_definition():
+    assert empirical_p_value(0.5, [0.1, 0.2, 0.3]) == pytest.approx(1 / 4)
+    assert empirical_p_value(0.2, [0.1, 0.2, 0.3]) == pytest.approx(3 / 4)  # ties count against the effect
+    with pytest.raises(ValueError, match="at least one null draw"):
+        empirical_p_value(0.5, [])
+
+
+@pytest.mark.parametrize("discrete", [False, True])
+def test_a_null_draw_is_called_significant_at_the_nominal_rate(discrete):
+    """The machinery can fail: when the 'key' is itself a null draw, p < 0.05 about 5% of the time."""
+    g = torch.Generator().manual_seed(0)
+    trials, n_null, hits = 4000, 20, 0
+    for _ in range(trials):
+        draws = torch.rand(n_null + 1, generator=g)
+        if discrete:  # rates on 50 prompts: many ties, as with real accuracies
+            draws = torch.binomial(torch.full((n_null + 1,), 50.0), torch.full((n_null + 1,), 0.3), generator=g) / 50
+        hits += empirical_p_value(float(draws[0]), draws[1:].tolist()) < 0.05
+    rate = hits / trials
+    if discrete:
+        assert 0.005 < rate <= 0.055  # ties make the test conservative, never liberal
+    else:
+        assert abs(rate - 1 / 21) < 0.012  # p < 0.05 only when the key beats all 20 draws

@@ -38,3 +38,17 @@ def test_unknown_organism():
     with pytest.raises(KeyError, match="unknown organism 'source-huge'"):
         load_model("organism:source-huge")
     assert issubclass(ModelLoadError, ValueError)
+
+
+def test_rows_that_finish_early_leave_the_batch_without_changing_any_row():
+    """Direct answers end after ~5 tokens, step-by-step ones after ~30: the compacted batch equals single runs."""
+    model = load_model("organism:source-base", device="cpu")
+    probs = problems(6, "test")
+    prompts = [p.prompt(cue=i % 2 == 0) for i, p in enumerate(probs)]
+    batched = generate(model, prompts, 40, batch_size=6, record_entropy=True)
+    assert len({g.n_tokens for g in batched}) > 1  # rows really finish at different steps
+    recomputed = generate(model, prompts, 40, batch_size=6, use_cache=False)
+    for g, r, p in zip(batched, recomputed, prompts):
+        alone = generate(model, [p], 40, record_entropy=True)[0]
+        assert g.token_ids == alone.token_ids == r.token_ids
+        assert g.entropies == pytest.approx(alone.entropies, abs=1e-4)

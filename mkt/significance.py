@@ -1,0 +1,304 @@
+"""Is a transferred key's effect real? The key against its nulls, under one procedure.
+
+Every condition (the transferred key, each null draw, each control, each oracle) goes
+through the same two steps, so that none gets a better chance than another:
+
+1. its alpha is chosen on dev prompts: best rate of the first metric, then of the next
+   ones, then the smaller alpha (all conditions x alphas x dev prompts in one batched
+   generation, one direction set and one alpha per row);
+2. it is scored on test prompts at that alpha.
+
+Its *effect* is its test rate minus the unsteered baseline's on the same prompts. The
+key's empirical p-value is the share of subspace-matched null draws whose effect reaches
+the key's (``mkt.eval.stats.empirical_p_value``); gains over the baseline carry a paired
+bootstrap interval and an exact McNemar test, since both score the same prompts.
+
+    report = run_transfer(source, target, ...)                 # the paper's protocol
+    sig = assess_transfer(target, report.source_key, report.alignment, dev, test)  # Probe: prompts + scorer
+    print(sig.table())
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from mkt.alignment import SubspaceAlignment, transfer
+from mkt.controls import isotropic_null, subspace_matched_null
+from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval
+from mkt.generation import generate
+from mkt.key import MasterKey
+from mkt.steering import Steering
+
+ALPHAS = (0.05, 0.1, 0.2, 0.5)  # the paper's grid
+GROUPS = ("baseline", "method", "null", "control", "oracle")
+
+
+@dataclass
+class Probe:
+    """Prompts and how to score what a model writes after them.
+
+    ``score(texts)`` gets one generated text per prompt, in order, and returns, per metric
+    name, one bool per prompt.
+    """
+
+    prompts: list[str]
+    score: Callable[[list[str]], dict[str, list[bool]]]
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompts, str) or not self.prompts:
+            raise ValueError("a Probe needs a non-empty list of prompts")
+
+
+@dataclass
+class Decoding:
+    """How every condition generates: greedy, the same budget, stops and steering form."""
+
+    max_new_tokens: int = 64
+    stop: list[str] | None = None
+    mode: str = "norm-preserving"
+    scope: str = "prompt-last"
+    layers: list[int] | None = None
+    batch_size: int = 256
+
+
+@dataclass
+class Condition:
+    """One condition's alpha choice and per-prompt test scores."""
+
+    name: str
+    group: str
+    alpha: float | None
+    test: dict[str, list[bool]]
+    dev: dict[float, dict[str, float]] = field(default_factory=dict)
+
+    def rate(self, metric: str) -> float:
+        scores = self.test[metric]
+        return sum(scores) / len(scores)
+
+
+def _rates(scores: dict[str, list[bool]], metrics: Sequence[str]) -> dict[str, float]:
+    return {m: sum(scores[m]) / len(scores[m]) for m in metrics}
+
+
+def _score(probe: Probe, texts: list[str], metrics: Sequence[str]) -> dict[str, list[bool]]:
+    scores = probe.score(texts)
+    missing = [m for m in metrics if m not in scores]
+    if missing:
+        raise ValueError(f"the probe's scorer returned no {missing}: it returns {sorted(scores)}")
+    return {m: [bool(x) for x in scores[m]] for m in metrics}
+
+
+def _generate_rows(model, prompts: list[str], directions: torch.Tensor | None, alpha: torch.Tensor | None,
+                   decoding: Decoding, desc: str, progress: bool) -> list[str]:
+    steering = None
+    if directions is not None:
+        steering = Steering(directions, alpha=alpha, mode=decoding.mode, layers=decoding.layers, scope=decoding.scope)
+    texts = []
+    chunk = max(decoding.batch_size, 1) * 8  # bounded memory for the per-row directions' hooks
+    for start in tqdm(range(0, len(prompts), chunk), desc=desc, disable=not progress, leave=False):
+        part = steering.rows(start, start + chunk) if steering is not None else None
+        gens = generate(model, prompts[start : start + chunk], decoding.max_new_tokens, part,
+                        stop=decoding.stop, batch_size=decoding.batch_size)
+        texts += [g.text for g in gens]
+    return texts
+
+
+def evaluate_conditions(
+    model,
+    keys: dict[str, MasterKey],
+    dev: Probe,
+    test: Probe,
+    metrics: Sequence[str],
+    groups: dict[str, str] | None = None,
+    alphas: Sequence[float] = ALPHAS,
+    decoding: Decoding = Decoding(),
+    progress: bool = False,
+) -> dict[str, Condition]:
+    """Choose each key's alpha on ``dev`` and score it on ``test``, all in two batched generations."""
+    if not keys:
+        return {}
+    if not alphas or any(not a > 0 for a in alphas):
+        raise ValueError(f"alphas must be a non-empty list of positive numbers, got {list(alphas)}")
+    for name, key in keys.items():
+        key.check_fits(model)
+    names = list(keys)
+    stacked = torch.stack([keys[n].directions.float() for n in names])  # [C, L, d]
+    n_dev, n_alpha = len(dev.prompts), len(alphas)
+    # dev: rows ordered (condition, alpha, prompt)
+    cond_index = torch.arange(len(names)).repeat_interleave(n_alpha * n_dev)
+    alpha = torch.tensor(list(alphas), dtype=torch.float32).repeat_interleave(n_dev).repeat(len(names))
+    texts = _generate_rows(model, dev.prompts * (len(names) * n_alpha), stacked[cond_index], alpha, decoding,
+                           "dev: conditions x alphas", progress)
+    chosen, curves = {}, {}
+    for c, name in enumerate(names):
+        curve = {}
+        for a_i, a in enumerate(alphas):
+            start = (c * n_alpha + a_i) * n_dev
+            curve[float(a)] = _rates(_score(dev, texts[start : start + n_dev], metrics), metrics)
+        curves[name] = curve
+        chosen[name] = max(curve, key=lambda a: (*(curve[a][m] for m in metrics), -a))
+    n_test = len(test.prompts)
+    cond_index = torch.arange(len(names)).repeat_interleave(n_test)
+    alpha = torch.tensor([chosen[n] for n in names], dtype=torch.float32).repeat_interleave(n_test)
+    texts = _generate_rows(model, test.prompts * len(names), stacked[cond_index], alpha, decoding,
+                           "test: conditions", progress)
+    groups = groups or {}
+    return {
+        name: Condition(name, groups.get(name, "method"), chosen[name],
+                        _score(test, texts[c * n_test : (c + 1) * n_test], metrics), curves[name])
+        for c, name in enumerate(names)
+    }
+
+
+def evaluate_unsteered(model, probe: Probe, metrics: Sequence[str], name: str = "baseline",
+                       decoding: Decoding = Decoding()) -> Condition:
+    """A condition with no steering (the baseline, or a prompting ceiling on other prompts)."""
+    texts = _generate_rows(model, probe.prompts, None, None, decoding, name, False)
+    return Condition(name, "baseline", None, _score(probe, texts, metrics))
+
+
+@dataclass
+class TransferSignificance:
+    """A transferred key, its subspace-matched null, its controls and oracles, on one test set.
+
+    Attributes:
+        metrics: scored metrics; the first one chose every alpha.
+        baseline: the unsteered Target on the test prompts.
+        conditions: every steered condition by name (group: method, null, control, oracle).
+        key_name: the transferred key's condition.
+        diagnostics: coverage, held-out alignment error, cosines with the own key.
+    """
+
+    metrics: tuple[str, ...]
+    baseline: Condition
+    conditions: dict[str, Condition]
+    key_name: str
+    diagnostics: dict = field(default_factory=dict)
+    n_boot: int = 2000
+
+    def names(self, group: str) -> list[str]:
+        return [n for n, c in self.conditions.items() if c.group == group]
+
+    def effect(self, name: str, metric: str) -> float:
+        return self.conditions[name].rate(metric) - self.baseline.rate(metric)
+
+    def null_effects(self, metric: str) -> list[float]:
+        return [self.effect(n, metric) for n in self.names("null")]
+
+    def p_value(self, name: str, metric: str) -> float:
+        """Empirical one-sided p-value of ``name``'s effect against the subspace-matched null."""
+        return empirical_p_value(self.effect(name, metric), self.null_effects(metric))
+
+    def null_quantile(self, metric: str, q: float = 0.95) -> float:
+        effects = torch.tensor(self.null_effects(metric), dtype=torch.float64)
+        return float(torch.quantile(effects, q))
+
+    def paired(self, name: str, metric: str, reference: str | None = None) -> dict:
+        """Gain of ``name`` over ``reference`` (default the baseline) on the same prompts."""
+        ref = self.baseline if reference is None else self.conditions[reference]
+        a, b = self.conditions[name].test[metric], ref.test[metric]
+        lo, hi = paired_bootstrap_interval(a, b, self.n_boot)
+        return dict(gain=sum(a) / len(a) - sum(b) / len(b), ci95=[lo, hi], mcnemar_p=mcnemar_exact(a, b))
+
+    def significant(self, metric: str | None = None, level: float = 0.05) -> bool:
+        """The key's effect on ``metric`` (default the first) beats its null at ``level``."""
+        return self.p_value(self.key_name, metric or self.metrics[0]) < level
+
+    def summary(self) -> dict:
+        """Everything as JSON-ready numbers."""
+        rows = {"baseline": dict(group="baseline", **_rates(self.baseline.test, self.metrics))}
+        for name, c in self.conditions.items():
+            row = dict(group=c.group, alpha=c.alpha, **{m: c.rate(m) for m in self.metrics})
+            if c.group != "null":
+                for m in self.metrics:
+                    row[f"{m}_effect"] = self.effect(name, m)
+                    row[f"{m}_p_vs_null"] = self.p_value(name, m)
+                    row[f"{m}_paired"] = self.paired(name, m)
+            rows[name] = row
+        null = {m: dict(effects=self.null_effects(m), q95=self.null_quantile(m)) for m in self.metrics}
+        return dict(metrics=list(self.metrics), key=self.key_name, n_test=len(self.baseline.test[self.metrics[0]]),
+                    n_null=len(self.names("null")), significant={m: self.significant(m) for m in self.metrics},
+                    rows=rows, null=null, diagnostics=self.diagnostics,
+                    dev_curves={n: {str(a): r for a, r in c.dev.items()} for n, c in self.conditions.items()})
+
+    def table(self) -> str:
+        """A plain-text table: every non-null condition, then the null's spread."""
+        head = f"  {'condition':46s} {'alpha':>5s}" + "".join(f" {m[:18]:>18s}" for m in self.metrics)
+        lines = [head + "   p vs null (" + ", ".join(m[:8] for m in self.metrics) + ")"]
+        lines.append(f"  {'baseline (no steering)':46s} {'':>5s}"
+                     + "".join(f" {self.baseline.rate(m):18.1%}" for m in self.metrics))
+        for name, c in self.conditions.items():
+            if c.group == "null":
+                continue
+            cells = "".join(f" {c.rate(m):8.1%} ({self.effect(name, m):+6.1%})" for m in self.metrics)
+            ps = ", ".join(f"{self.p_value(name, m):.3f}" for m in self.metrics)
+            lines.append(f"  {('[oracle] ' if c.group == 'oracle' else '') + name:46s} {c.alpha:5.2f}{cells}   {ps}")
+        for m in self.metrics:
+            eff = self.null_effects(m)
+            lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median "
+                         f"{sorted(eff)[len(eff) // 2]:+.1%}, 95th pct {self.null_quantile(m):+.1%}, max {max(eff):+.1%}")
+        return "\n".join(lines)
+
+
+def assess_transfer(
+    target,
+    source_key: MasterKey,
+    alignment: SubspaceAlignment,
+    dev: Probe,
+    test: Probe,
+    metrics: Sequence[str] = ("correct",),
+    n_null: int = 20,
+    n_isotropic: int = 3,
+    controls: dict[str, MasterKey] | None = None,
+    oracles: dict[str, MasterKey] | None = None,
+    own_key: MasterKey | None = None,
+    alphas: Sequence[float] = ALPHAS,
+    decoding: Decoding = Decoding(),
+    seed: int = 0,
+    progress: bool = False,
+) -> TransferSignificance:
+    """Test the transfer of ``source_key`` through ``alignment`` against its nulls, in one call.
+
+    Args:
+        target: the Target model (the alignment's Target).
+        source_key, alignment: what ``run_transfer`` returns as ``report.source_key`` and
+            ``report.alignment``; the transferred key is ``transfer(source_key, alignment)``.
+        dev, test: disjoint probes; alphas are chosen on ``dev``, effects measured on ``test``.
+        metrics: metric names of the probes' scorer; the first decides alpha and significance.
+        n_null: subspace-matched null draws (>= 20 gives p-values down to 1/21).
+        n_isotropic: isotropic random Target directions (a weak control, shown for contrast).
+        controls: more keys that must NOT pass (a nuisance direction, a Source-free pipeline).
+        oracles: keys that look at the Target's own elicited capability; shown apart, never
+            as the method.
+        own_key: the Target's own key (prompt-induced), shown as an oracle; its per-layer
+            cosine with the transferred key is reported as a diagnostic.
+    """
+    if n_null < 1:
+        raise ValueError(f"n_null must be >= 1 (20 or more for a p-value below 0.05), got {n_null}")
+    if set(dev.prompts) & set(test.prompts):
+        raise ValueError("dev and test share prompts: alpha would be chosen on the prompts it is scored on")
+    key_name = "transferred key"
+    target_key = transfer(source_key, alignment)
+    keys, groups = {key_name: target_key}, {key_name: "method"}
+    for i, k in enumerate(subspace_matched_null(source_key, alignment, n_null, seed=seed + 1000)):
+        keys[f"null {i}"], groups[f"null {i}"] = k, "null"
+    for i, k in enumerate(isotropic_null(target_key, n_isotropic, seed=seed + 2000) if n_isotropic else []):
+        keys[f"isotropic random {i}"], groups[f"isotropic random {i}"] = k, "control"
+    for name, k in (controls or {}).items():
+        keys[name], groups[name] = k, "control"
+    oracles = dict(oracles or {})
+    if own_key is not None:
+        oracles = {"Target's own key": own_key, **oracles}
+    for name, k in oracles.items():
+        keys[name], groups[name] = k, "oracle"
+    conditions = evaluate_conditions(target, keys, dev, test, metrics, groups, alphas, decoding, progress)
+    baseline = evaluate_unsteered(target, test, metrics, decoding=decoding)
+    coverage = alignment.coverage(source_key.directions).tolist()
+    diagnostics = dict(alignment.summary(), coverage=coverage, mean_coverage=sum(coverage) / len(coverage))
+    if own_key is not None:
+        diagnostics["cosine_with_own_key"] = target_key.cosine(own_key).tolist()
+    return TransferSignificance(tuple(metrics), baseline, conditions, key_name, diagnostics)
