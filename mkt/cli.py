@@ -447,7 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ns", type=int, nargs="+", default=[64, 256], help="grid of the number of queries")
     p.add_argument("--layers", nargs="+", default=["all"], help="layer subsets: 'all' or dash-joined, e.g. 0-1-2")
     p.add_argument("--alignment-set", choices=["locked", "oracle-unlocked"], default="locked",
-                   help="alignment prompts: Locked only (paper, default) or oracle-unlocked (an oracle, not a transfer)")
+                   help="alignment prompts: Locked only (paper, default) or oracle-unlocked (an oracle, "
+                   "not a transfer)")
     p.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq", help="k x k map")
     p.add_argument("--center", action="store_true", help="zero-centre before the SVD")
     p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="key aggregator")

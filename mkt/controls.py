@@ -13,16 +13,25 @@ direction pushed the same way would have worked":
 - a nuisance contrast (``mkt.extract.extract_contrast_key`` on the Source, then
   ``mkt.transfer``): a direction known to be beside the point, e.g. long minus short
   questions.
+- ``target_principal_keys``: the Target's own top principal directions of its Locked
+  states, both signs, for a dev-chosen search (``mkt.significance``'s ``searches``). It
+  needs no Source at all: when the capability axis is a top axis of Locked variance, this
+  search finds it, and a transfer that does no better has added at most a sign.
 
-Pure tensor math over keys and alignments, no model I/O.
+Pure tensor math over keys, alignments and activations, no model I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
 from mkt.alignment import SubspaceAlignment, transfer
 from mkt.key import MasterKey, random_like
+from mkt.models import ModelIdentity
 
 
 def subspace_matched_null(source_key: MasterKey, alignment: SubspaceAlignment, n: int = 20,
@@ -43,3 +52,32 @@ def isotropic_null(target_key: MasterKey, n: int = 5, seed: int = 0) -> list[Mas
         raise ValueError(f"a null needs at least one draw, got n={n}")
     return [replace(random_like(target_key, seed + i), provenance=dict(null="isotropic", seed=seed + i))
             for i in range(n)]
+
+
+def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIdentity, m: int = 4) -> dict[str, MasterKey]:
+    """``+PC i`` and ``-PC i`` (i = 1..m) of the Target's centred Locked states, as keys.
+
+    Each layer's principal direction has an arbitrary sign; signs are aligned across layers
+    so that the prompts' scores correlate positively with the previous layer's, making
+    ``+PC i`` one direction through depth rather than a random sign pattern.
+    """
+    if x_locked.ndim != 3 or tuple(x_locked.shape[1:]) != (model.n_layers, model.d_model):
+        raise ValueError(f"x_locked must be [n, {model.n_layers}, {model.d_model}] activations of {model.name!r}")
+    if not 1 <= m <= min(x_locked.shape[0], model.d_model):
+        raise ValueError(f"m={m} principal directions need 1 <= m <= min(n, d_model)")
+    x = x_locked.double() - x_locked.double().mean(0)
+    keys = {}
+    for i in range(m):
+        dirs, previous = [], None
+        for layer in range(model.n_layers):
+            v = torch.linalg.svd(x[:, layer], full_matrices=False).Vh[i]
+            scores = x[:, layer] @ v
+            if previous is not None and float(scores @ previous) < 0:
+                v, scores = -v, -scores
+            dirs.append(v)
+            previous = scores
+        d = torch.stack(dirs).float()
+        for sign, label in ((1.0, "+"), (-1.0, "-")):
+            keys[f"{label}PC{i + 1}"] = MasterKey(sign * d, model, provenance=dict(control="target-principal",
+                                                                                    pc=i + 1, sign=label))
+    return keys

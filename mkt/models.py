@@ -178,10 +178,13 @@ def load_random_init(name_or_path: str | os.PathLike, seed: int = 0, device: str
         from mkt.organisms.zoo import organism_path
 
         name = str(organism_path(name.split(":", 1)[1]))
-    config = AutoConfig.from_pretrained(name)
+    config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    out = Path(tempfile.mkdtemp(prefix="mkt-")) / f"random-init-{Path(name).name}-seed{seed}"
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(name).save_pretrained(out)
-    return load_model(out, device=device, dtype=dtype)
+    label = f"random-init-{Path(name).name}-seed{seed}"
+    with tempfile.TemporaryDirectory(prefix="mkt-") as tmp:
+        model.save_pretrained(Path(tmp) / label)
+        AutoTokenizer.from_pretrained(name).save_pretrained(Path(tmp) / label)
+        bridge = load_model(Path(tmp) / label, device=device, dtype=dtype)
+    bridge.cfg.model_name = label  # the folder is gone: keep a readable identity
+    return bridge

@@ -74,6 +74,7 @@ class Condition:
     alpha: float | None
     test: dict[str, list[bool]]
     dev: dict[float, dict[str, float]] = field(default_factory=dict)
+    chosen: str | None = None  # for a search: the candidate chosen on dev
 
     def rate(self, metric: str) -> float:
         scores = self.test[metric]
@@ -117,40 +118,61 @@ def evaluate_conditions(
     alphas: Sequence[float] = ALPHAS,
     decoding: Decoding = Decoding(),
     progress: bool = False,
+    searches: dict[str, dict[str, MasterKey]] | None = None,
 ) -> dict[str, Condition]:
-    """Choose each key's alpha on ``dev`` and score it on ``test``, all in two batched generations."""
-    if not keys:
+    """Choose each key's alpha on ``dev`` and score it on ``test``, all in two batched generations.
+
+    A *search* (``searches[name] = {candidate: key}``) is one condition whose key is also
+    chosen on dev, among its candidates, by the same rule as alpha; only the winner is
+    scored on test (``Condition.chosen`` names it).
+    """
+    searches = searches or {}
+    if not keys and not searches:
         return {}
     if not alphas or any(not a > 0 for a in alphas):
         raise ValueError(f"alphas must be a non-empty list of positive numbers, got {list(alphas)}")
-    for name, key in keys.items():
+    dev_keys = dict(keys)
+    for search, candidates in searches.items():
+        if not candidates:
+            raise ValueError(f"search {search!r} has no candidate keys")
+        dev_keys.update({f"{search} :: {c}": k for c, k in candidates.items()})
+    for key in dev_keys.values():
         key.check_fits(model)
-    names = list(keys)
-    stacked = torch.stack([keys[n].directions.float() for n in names])  # [C, L, d]
+    names = list(dev_keys)
+    stacked = torch.stack([dev_keys[n].directions.float() for n in names])  # [C, L, d]
     n_dev, n_alpha = len(dev.prompts), len(alphas)
     # dev: rows ordered (condition, alpha, prompt)
     cond_index = torch.arange(len(names)).repeat_interleave(n_alpha * n_dev)
     alpha = torch.tensor(list(alphas), dtype=torch.float32).repeat_interleave(n_dev).repeat(len(names))
     texts = _generate_rows(model, dev.prompts * (len(names) * n_alpha), stacked[cond_index], alpha, decoding,
                            "dev: conditions x alphas", progress)
-    chosen, curves = {}, {}
+
+    def rank(curve: dict, a: float) -> tuple:  # the one selection rule: metrics in order, then the smaller alpha
+        return (*(curve[a][m] for m in metrics), -a)
+
+    curves = {}
     for c, name in enumerate(names):
-        curve = {}
+        curves[name] = {}
         for a_i, a in enumerate(alphas):
             start = (c * n_alpha + a_i) * n_dev
-            curve[float(a)] = _rates(_score(dev, texts[start : start + n_dev], metrics), metrics)
-        curves[name] = curve
-        chosen[name] = max(curve, key=lambda a: (*(curve[a][m] for m in metrics), -a))
+            curves[name][float(a)] = _rates(_score(dev, texts[start : start + n_dev], metrics), metrics)
+    entries = []  # (condition name, dev key name, alpha, chosen candidate)
+    for name in keys:
+        entries.append((name, name, max(curves[name], key=lambda a: rank(curves[name], a)), None))
+    for search, candidates in searches.items():
+        options = [(f"{search} :: {c}", c, a) for c in candidates for a in curves[f"{search} :: {c}"]]
+        dev_name, candidate, a = max(options, key=lambda o: rank(curves[o[0]], o[2]))
+        entries.append((search, dev_name, a, candidate))
     n_test = len(test.prompts)
-    cond_index = torch.arange(len(names)).repeat_interleave(n_test)
-    alpha = torch.tensor([chosen[n] for n in names], dtype=torch.float32).repeat_interleave(n_test)
-    texts = _generate_rows(model, test.prompts * len(names), stacked[cond_index], alpha, decoding,
+    cond_index = torch.tensor([names.index(dev_name) for _, dev_name, _, _ in entries]).repeat_interleave(n_test)
+    alpha = torch.tensor([a for _, _, a, _ in entries], dtype=torch.float32).repeat_interleave(n_test)
+    texts = _generate_rows(model, test.prompts * len(entries), stacked[cond_index], alpha, decoding,
                            "test: conditions", progress)
     groups = groups or {}
     return {
-        name: Condition(name, groups.get(name, "method"), chosen[name],
-                        _score(test, texts[c * n_test : (c + 1) * n_test], metrics), curves[name])
-        for c, name in enumerate(names)
+        name: Condition(name, groups.get(name, "method"), a, _score(test, texts[i * n_test : (i + 1) * n_test], metrics),
+                        curves[dev_name], chosen)
+        for i, (name, dev_name, a, chosen) in enumerate(entries)
     }
 
 
@@ -213,6 +235,8 @@ class TransferSignificance:
         rows = {"baseline": dict(group="baseline", **_rates(self.baseline.test, self.metrics))}
         for name, c in self.conditions.items():
             row = dict(group=c.group, alpha=c.alpha, **{m: c.rate(m) for m in self.metrics})
+            if c.chosen is not None:
+                row["chosen"] = c.chosen
             if c.group != "null":
                 for m in self.metrics:
                     row[f"{m}_effect"] = self.effect(name, m)
@@ -236,11 +260,12 @@ class TransferSignificance:
                 continue
             cells = "".join(f" {c.rate(m):8.1%} ({self.effect(name, m):+6.1%})" for m in self.metrics)
             ps = ", ".join(f"{self.p_value(name, m):.3f}" for m in self.metrics)
-            lines.append(f"  {('[oracle] ' if c.group == 'oracle' else '') + name:46s} {c.alpha:5.2f}{cells}   {ps}")
+            label = ("[oracle] " if c.group == "oracle" else "") + name + (f" [{c.chosen}]" if c.chosen else "")
+            lines.append(f"  {label:46s} {c.alpha:5.2f}{cells}   {ps}")
         for m in self.metrics:
             eff = self.null_effects(m)
-            lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median "
-                         f"{sorted(eff)[len(eff) // 2]:+.1%}, 95th pct {self.null_quantile(m):+.1%}, max {max(eff):+.1%}")
+            lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median {sorted(eff)[len(eff) // 2]:+.1%}"
+                         f", 95th pct {self.null_quantile(m):+.1%}, max {max(eff):+.1%}")
         return "\n".join(lines)
 
 
@@ -254,6 +279,7 @@ def assess_transfer(
     n_null: int = 20,
     n_isotropic: int = 3,
     controls: dict[str, MasterKey] | None = None,
+    searches: dict[str, dict[str, MasterKey]] | None = None,
     oracles: dict[str, MasterKey] | None = None,
     own_key: MasterKey | None = None,
     alphas: Sequence[float] = ALPHAS,
@@ -272,6 +298,9 @@ def assess_transfer(
         n_null: subspace-matched null draws (>= 20 gives p-values down to 1/21).
         n_isotropic: isotropic random Target directions (a weak control, shown for contrast).
         controls: more keys that must NOT pass (a nuisance direction, a Source-free pipeline).
+        searches: controls chosen on dev among candidate keys, e.g. the Target's own top
+            principal directions (``mkt.controls.target_principal_keys``): a Source-free
+            procedure the transfer must beat to show the Source added something.
         oracles: keys that look at the Target's own elicited capability; shown apart, never
             as the method.
         own_key: the Target's own key (prompt-induced), shown as an oracle; its per-layer
@@ -295,7 +324,9 @@ def assess_transfer(
         oracles = {"Target's own key": own_key, **oracles}
     for name, k in oracles.items():
         keys[name], groups[name] = k, "oracle"
-    conditions = evaluate_conditions(target, keys, dev, test, metrics, groups, alphas, decoding, progress)
+    for name in searches or {}:
+        groups[name] = "control"
+    conditions = evaluate_conditions(target, keys, dev, test, metrics, groups, alphas, decoding, progress, searches)
     baseline = evaluate_unsteered(target, test, metrics, decoding=decoding)
     coverage = alignment.coverage(source_key.directions).tolist()
     diagnostics = dict(alignment.summary(), coverage=coverage, mean_coverage=sum(coverage) / len(coverage))

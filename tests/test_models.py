@@ -2,15 +2,18 @@ import pytest
 import torch
 
 from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
-from mkt.models import check_layers, load_model, model_identity, tokenize_left_padded
+from mkt.models import check_layers, load_model, load_random_init, model_identity, tokenize_left_padded
+from mkt.organisms.task import SPECIAL_TOKENS, VOCAB_CHARS
 from tests.conftest import PROMPTS, TINY_SPECS
+
+N_VOCAB = len(SPECIAL_TOKENS) + len(VOCAB_CHARS)
 
 
 def test_identity_of_each_architecture(tiny_models):
     for name, model in tiny_models.items():
         ident = model_identity(model)
         spec = TINY_SPECS[name]
-        assert (ident.n_layers, ident.d_model, ident.d_vocab) == (spec.n_layers, spec.d_model, 23)
+        assert (ident.n_layers, ident.d_model, ident.d_vocab) == (spec.n_layers, spec.d_model, N_VOCAB)
         assert ident.name == name  # local dirs are named by their folder
 
 
@@ -54,3 +57,16 @@ def test_missing_model_offline_says_pass_a_local_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelLoadError, match="config.json"):
         load_model(tmp_path / "empty", device="cpu")
+
+
+def test_load_random_init_keeps_the_config_and_tokenizer_not_the_weights(tiny_dirs):
+    trained = load_model(tiny_dirs["llama"], device="cpu")
+    fresh = load_random_init(tiny_dirs["llama"], seed=3)
+    a, b = model_identity(trained), model_identity(fresh)
+    assert (a.n_layers, a.d_model, a.d_vocab) == (b.n_layers, b.d_model, b.d_vocab)
+    assert b.name == "random-init-llama-seed3"
+    assert fresh.to_tokens("Q:12+34|A:").tolist() == trained.to_tokens("Q:12+34|A:").tolist()
+    w_trained, w_fresh = trained.blocks[0].mlp.state_dict(), fresh.blocks[0].mlp.state_dict()
+    assert not all(torch.equal(w_trained[k], w_fresh[k]) for k in w_trained)
+    again = load_random_init(tiny_dirs["llama"], seed=3).blocks[0].mlp.state_dict()
+    assert all(torch.equal(again[k], w_fresh[k]) for k in w_fresh)  # seeded

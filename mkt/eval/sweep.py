@@ -141,7 +141,8 @@ def run_sweep(
                   n_dev=len(dev), n_test=len(test))
     if spec.null_seeds:
         sig = assess_transfer(
-            target, keys[best["n"]], alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts), ("correct",),
+            target, keys[best["n"]], alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts),
+            ("correct",),
             n_null=spec.null_seeds, alphas=spec.alphas, progress=progress,
             decoding=Decoding(spec.max_new_tokens, mode=spec.mode, layers=layers, batch_size=spec.batch_size),
         )

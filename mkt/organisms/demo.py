@@ -1,24 +1,22 @@
 """`mkt demo`: the whole UNLOCK method on the built-in organisms, with the nulls that could fake it.
 
 For each Source -> Target pair: extract the Source's prompt key (cue minus plain), align
-the two models by the paper's protocol (a rank-k map fitted on Locked prompts only,
-zero-centred), transfer, and test the transferred key against
+the two models by the paper's protocol (a rank-k least-squares map fitted on Locked
+prompts only, zero-centred), transfer, and test the transferred key against
 
 - a subspace-matched null: random Source directions pushed through the same map
   (``N_NULL`` draws); the key's p-value is the share of draws whose effect reaches its own;
-- controls that must NOT pass: isotropic random Target directions, a nuisance direction
+- controls that must NOT pass: a Target-only search (the Target's own top principal
+  directions of its Locked states, either sign, the best chosen on dev: no Source at all),
+  a Source-free pipeline (the same steps from random-init Sources), a nuisance direction
   (4-term minus 3-term problems, the axis that fooled the first organisms) through the same
-  map, and a Source-free pipeline (the same steps from a random-init Source);
+  map, and isotropic random Target directions;
 - oracles, shown apart: the Target's own key, and a map fitted on the Target's own
   Unlocked states (which returns the own key).
 
 Every condition gets the same procedure: alpha chosen on dev prompts, effect (rate minus
-the unsteered baseline) measured on held-out test prompts, greedy decoding.
-
-The k x k map is fitted by orthogonal Procrustes (``FIT``). The paper's least-squares fit
-is run beside it on the two small -> large pairs, against a null of its own: on these
-organisms it sends random Source directions toward the Target's step-by-step axis as well,
-so its key cannot be told from that null (docs/organisms.md).
+the unsteered baseline) measured on held-out test prompts, greedy decoding. The default
+seed (1) draws dev and test prompts that were not looked at while the demo was designed.
 """
 
 from __future__ import annotations
@@ -31,10 +29,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mkt.activations import last_token_resid
 from mkt.alignment import transfer
+from mkt.controls import target_principal_keys
 from mkt.extract import extract_contrast_key, extract_prompt_key
 from mkt.generation import generate
-from mkt.models import load_model, load_random_init
+from mkt.models import load_model, load_random_init, model_identity
 from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, Problem, problems, score_answer
 from mkt.organisms.zoo import organism_path
 from mkt.pipeline import run_transfer
@@ -44,10 +44,13 @@ METRICS = ("clean_step_by_step", "correct")  # the first chooses alpha and decid
 MAX_NEW_TOKENS = 40
 RANK = 32
 N_NULL = 24  # p-values down to 1/25
-FIT = "procrustes"
+FIT = "lstsq"  # the paper's least squares
+N_PCS = 4  # the Target-only search tries +-PC1..4
+N_SOURCE_FREE = 3
 OWN_KEY = "Target's own key"  # the name mkt.significance gives the own key's condition
 NUISANCE = "nuisance: 4-term minus 3-term, same map"
-SOURCE_FREE = "Source-free pipeline (random-init Source)"
+SOURCE_FREE = "Source-free pipeline (random-init Source {})"
+PC_SEARCH = f"Target-only: best of +-PC1..{N_PCS} on dev"
 
 
 def organism_probe(probs: list[Problem], cue: bool = False) -> Probe:
@@ -65,14 +68,13 @@ class Pair:
     source: str
     target: str
     label: str
-    paper_fit: bool  # also test the paper's least-squares map against its own null
 
 
 PAIRS = (
-    Pair("source-base", "target-base", "small -> large (same family)", True),
-    Pair("source-base", "target-family", "small -> large (Qwen2 -> Llama)", True),
-    Pair("source-base", "target-nonatomic", "into a Target without the latent capability", False),
-    Pair("target-base", "source-base", "large -> small (reverse)", False),
+    Pair("source-base", "target-base", "small -> large (same family)"),
+    Pair("source-base", "target-family", "small -> large (Qwen2 -> Llama)"),
+    Pair("source-base", "target-nonatomic", "into a Target without the latent capability"),
+    Pair("target-base", "source-base", "large -> small (reverse)"),
 )
 
 
@@ -83,7 +85,7 @@ def _rate(model, probe: Probe, metric: str) -> float:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 32, quick: bool = False,
-             seed: int = 0, n_null: int = N_NULL, k: int = RANK) -> dict:
+             seed: int = 1, n_null: int = N_NULL, k: int = RANK) -> dict:
     """Run the demo; print a table per pair; write ``results.json``, ``results.md`` and ``demo.png``."""
     from transformers.utils import logging as hf_logging
 
@@ -109,35 +111,30 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
                          metrics=list(METRICS), pairs={})
     for pair in tqdm(pairs, desc="demo: Source -> Target pairs"):
         src, tgt = models[pair.source], models[pair.target]
-        common = dict(k=k, center=True, heldout_fraction=0.2, seed=seed)
-        report = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method=FIT, **common)
+        common = dict(k=k, center=True, heldout_fraction=0.2, seed=seed, method=FIT)
+        report = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, **common)
         own = extract_prompt_key(tgt, key_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
-        oracle = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method=FIT,
+        oracle = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE,
                               alignment_set="oracle-unlocked", source_key=report.source_key, **common)
-        free = run_transfer(load_random_init(organism_path(pair.source), seed=seed), tgt, key_q, align_q,
-                            LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method=FIT, **common)
-        nuisance = transfer(extract_contrast_key(src, long_q, short_q), report.alignment)
-        dev_probe, test_probe = organism_probe(dev), organism_probe(test)
+        controls = {NUISANCE: transfer(extract_contrast_key(src, long_q, short_q), report.alignment)}
+        for i in range(N_SOURCE_FREE):
+            free = run_transfer(load_random_init(organism_path(pair.source), seed=seed + i), tgt, key_q, align_q,
+                                LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, **common)
+            controls[SOURCE_FREE.format(i)] = free.target_key
+        x_locked = last_token_resid(tgt, [LOCKED_TEMPLATE.format(question=q) for q in align_q])
+        pcs = target_principal_keys(x_locked, model_identity(tgt), N_PCS)
         sig = assess_transfer(
-            tgt, report.source_key, report.alignment, dev_probe, test_probe, METRICS, n_null=n_null, n_isotropic=3,
-            controls={NUISANCE: nuisance, SOURCE_FREE: free.target_key},
+            tgt, report.source_key, report.alignment, organism_probe(dev), organism_probe(test), METRICS,
+            n_null=n_null, n_isotropic=2, controls=controls, searches={PC_SEARCH: pcs},
             oracles={"map fitted on Target-Unlocked (oracle)": oracle.target_key}, own_key=own,
             alphas=ALPHAS, decoding=decoding, seed=seed,
         )
         summary = sig.summary()
         summary["diagnostics"]["mean_heldout_error"] = report.summary()["mean_heldout_error"]
-        summary.update(label=pair.label, cue={m: _rate(tgt, organism_probe(test, cue=True), m) for m in METRICS},
-                       source_free_coverage=free.summary()["mean_coverage"])
+        summary["diagnostics"]["cosine_with_target_pcs"] = {n: report.target_key.cosine(pc).tolist()
+                                                            for n, pc in pcs.items() if n.startswith("+")}
+        summary.update(label=pair.label, cue={m: _rate(tgt, organism_probe(test, cue=True), m) for m in METRICS})
         _print_pair(pair, f"Locked-only alignment, {FIT} fit", sig, summary)
-        if pair.paper_fit:
-            paper = run_transfer(src, tgt, key_q, align_q, LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, method="lstsq",
-                                 source_key=report.source_key, **common)
-            paper_sig = assess_transfer(tgt, report.source_key, paper.alignment, dev_probe, test_probe, METRICS,
-                                        n_null=n_null, n_isotropic=0, own_key=own, alphas=ALPHAS,
-                                        decoding=decoding, seed=seed)
-            summary["paper_lstsq"] = paper_sig.summary()
-            _print_pair(pair, "the paper's least-squares fit, Locked-only, against its own null", paper_sig,
-                        summary["paper_lstsq"])
         results["pairs"][f"{pair.source} -> {pair.target}"] = summary
     results["seconds"] = round(time.time() - start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1))
@@ -154,7 +151,8 @@ def _print_pair(pair: Pair, what: str, sig, summary: dict) -> None:
              f"  k={d['k']}, coverage {d['mean_coverage']:.2f}, cos(transferred, own key) per layer (diagnostic) "
              + " ".join(f"{c:+.2f}" for c in cos)]
     if "cue" in summary:
-        lines.append("  cue prompt (prompting ceiling): " + ", ".join(f"{m} {v:.1%}" for m, v in summary["cue"].items()))
+        cue = ", ".join(f"{m} {v:.1%}" for m, v in summary["cue"].items())
+        lines.append(f"  cue prompt (prompting ceiling): {cue}")
     lines += [sig.table(), "  significant against the null (p < 0.05): "
               + ", ".join(f"{m}: {'YES' if v else 'no'}" for m, v in summary["significant"].items())]
     tqdm.write("\n".join(lines))
@@ -174,15 +172,17 @@ def _key_cell(sig: dict) -> str:
 
 def results_table(results: dict) -> str:
     """The README's table: clean step-by-step / accuracy on plain test prompts, p-values against the null."""
-    head = (f"| Source -> Target | baseline | cue (ceiling) | transferred key, Locked-only {results['fit']} "
-            f"| paper's lstsq fit | nuisance / Source-free | own key (oracle) |")
-    lines = [head, "|" + " --- |" * 7]
+    head = (f"| Source -> Target | baseline | cue (ceiling) | transferred key, paper protocol ({results['fit']}) "
+            f"| Target-only PC search | Source-free (best of {N_SOURCE_FREE}) | nuisance | own key (oracle) |")
+    lines = [head, "|" + " --- |" * 8]
     for name, pair in results["pairs"].items():
         rows = pair["rows"]
         cue = f"{pair['cue']['clean_step_by_step']:.0%} / {pair['cue']['correct']:.0%}"
-        paper = _key_cell(pair["paper_lstsq"]) if "paper_lstsq" in pair else "not run"
-        lines.append(f"| {name} | {_cell(rows['baseline'])} | {cue} | {_key_cell(pair)} | {paper} "
-                     f"| {_cell(rows[NUISANCE])} / {_cell(rows[SOURCE_FREE])} | {_cell(rows[OWN_KEY])} |")
+        free = max((rows[SOURCE_FREE.format(s)] for s in range(N_SOURCE_FREE)),
+                   key=lambda r: (r["clean_step_by_step"], r["correct"]))
+        lines.append(f"| {name} | {_cell(rows['baseline'])} | {cue} | {_key_cell(pair)} "
+                     f"| {_cell(rows[PC_SEARCH])} ({rows[PC_SEARCH]['chosen']}) | {_cell(free)} "
+                     f"| {_cell(rows[NUISANCE])} | {_cell(rows[OWN_KEY])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -201,10 +201,7 @@ def plot_demo(results: dict, path: Path) -> None:
         rows = pair["rows"]
         bars = [("baseline", rows["baseline"], "baseline"), ("cue prompt (ceiling)", pair["cue"], "cue"),
                 (f"transferred key ({results['fit']})", rows[pair["key"]], "method"), ("null", pair, "null")]
-        if "paper_lstsq" in pair:
-            paper = pair["paper_lstsq"]
-            bars += [("transferred key (paper lstsq)", paper["rows"][paper["key"]], "method"), ("null", paper, "null")]
-        bars += [(n, v, v["group"]) for n, v in rows.items() if v["group"] in ("control", "oracle")]
+        bars += [(n, v, g) for g in ("control", "oracle") for n, v in rows.items() if v["group"] == g]
         for c, metric in enumerate(metrics):
             ax = axes[r, c]
             for x, (label, row, group) in enumerate(bars):
@@ -218,7 +215,7 @@ def plot_demo(results: dict, path: Path) -> None:
                 if group == "method":
                     ax.text(x, 100 * row[metric] + 2, f"p={row[f'{metric}_p_vs_null']:.2f}", ha="center", fontsize=7)
             labels = [f"null ({results['n_null']} draws)" if g == "null" else lbl for lbl, _, g in bars]
-            ax.set_xticks(range(len(bars)), [lbl[:36] for lbl in labels], rotation=30, ha="right", fontsize=6)
+            ax.set_xticks(range(len(bars)), [lbl[:44] for lbl in labels], rotation=30, ha="right", fontsize=6)
             ax.set_ylim(0, 112)
             ax.set_ylabel(f"% {metric.replace('_', ' ')}", fontsize=8)
             ax.set_title(f"{name}: {pair['label']} (n={results['n_test']})", fontsize=8)

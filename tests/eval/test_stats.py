@@ -2,7 +2,6 @@ import itertools
 from math import comb
 
 import pytest
-
 import torch
 
 from mkt.eval.stats import (
