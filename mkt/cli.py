@@ -118,7 +118,7 @@ def cmd_transfer(args) -> None:
         own = extract_prompt_key(target, qs, args.locked, args.unlocked, args.aggregator, args.batch_size)
         s["cosine_with_own_key"] = report.target_key.cosine(own).tolist()
         print("  cos(transferred, Target's own key):   " + " ".join(f"{c:+.2f}" for c in s["cosine_with_own_key"])
-              + "  (diagnostic; test the effect against its null with `mkt sweep`)")
+              + "  (diagnostic; test the effect against its null with `mkt eval --null-seeds` or `mkt sweep`)")
     if s["mean_coverage"] < 0.2:
         print("  WARNING: the alignment prompts carry little variance along the key (coverage < 0.2), so most of "
               "it is lost in the map; try a larger --k or alignment prompts that vary along the capability")
