@@ -263,6 +263,11 @@ class TransferSignificance:
             label = ("[oracle] " if c.group == "oracle" else "") + name + (f" [{c.chosen}]" if c.chosen else "")
             lines.append(f"  {label:46s} {c.alpha:5.2f}{cells}   {ps}")
         for m in self.metrics:
+            paired = self.paired(self.key_name, m)
+            lo, hi = paired["ci95"]
+            lines.append(f"  transferred key vs baseline, {m}: gain {paired['gain']:+.1%} [{lo:+.1%}, {hi:+.1%}] "
+                         f"(paired bootstrap 95%), McNemar p = {paired['mcnemar_p']:.2g}")
+        for m in self.metrics:
             eff = self.null_effects(m)
             lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median {sorted(eff)[len(eff) // 2]:+.1%}"
                          f", 95th pct {self.null_quantile(m):+.1%}, max {max(eff):+.1%}")

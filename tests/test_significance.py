@@ -58,7 +58,7 @@ def test_assess_transfer_structure_and_refusals(qwen, llama):
     assert key["digit_p_vs_null"] == pytest.approx((1 + sum(e >= key["digit_effect"] for e in null)) / 5)
     assert s["diagnostics"]["cosine_with_own_key"] == pytest.approx([1.0] * 5, abs=1e-5)
     assert 0 <= s["diagnostics"]["mean_coverage"] <= 1 + 1e-6
-    assert "transferred key" in sig.table() and "subspace-matched null, 4 draws" in sig.table()
+    assert "subspace-matched null, 4 draws" in sig.table() and "(paired bootstrap 95%)" in sig.table()
     with pytest.raises(ValueError, match="share prompts"):
         assess_transfer(llama, report.source_key, report.alignment, dev, dev, ("digit",), n_null=2)
     with pytest.raises(ValueError, match="n_null must be >= 1"):
@@ -68,3 +68,21 @@ def test_assess_transfer_structure_and_refusals(qwen, llama):
                         n_isotropic=0, decoding=DECODING)
     with pytest.raises(ValueError, match="non-empty list of prompts"):
         Probe("Q:1+2|A:", lambda texts: {})
+
+
+@pytest.mark.slow
+def test_a_null_draw_passed_as_the_key_is_rarely_called_better_than_its_null(qwen, llama):
+    """The whole pipeline can fail: a random Source key, exchangeable with its own null draws, beats
+    all of them about 1 time in (n_null + 1), never systematically (ties count against it)."""
+    from mkt.key import random_like
+
+    report = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k=6, center=True)
+    dev, test = _probe([f"Q:{q}|A:" for q in QUESTIONS[:6]]), _probe([f"Q:{q}|A:" for q in QUESTIONS[6:18]])
+    decoding = Decoding(max_new_tokens=1, batch_size=64)
+    trials, n_null, wins = 30, 4, 0
+    for t in range(trials):
+        fake = random_like(report.source_key, seed=10_000 + t)
+        sig = assess_transfer(llama, fake, report.alignment, dev, test, ("digit", "plus"), n_null=n_null,
+                              n_isotropic=0, alphas=(0.5, 3.0), decoding=decoding, seed=t)
+        wins += sig.p_value("transferred key", "digit") == pytest.approx(1 / (n_null + 1))
+    assert wins / trials <= 0.4  # expected at most 1/5 (fewer with ties); a key favoured by the procedure wins often
