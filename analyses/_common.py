@@ -27,14 +27,16 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
 
 
 def organism_key(target, target_name: str):
-    """The organism Source's prompt key, transferred into ``target`` as the demo does.
+    """The organism Source's prompt key, transferred into ``target`` exactly as the demo does.
 
-    The paper's protocol: a rank-32 map fitted on Locked prompts only (orthogonal
-    Procrustes, zero-centred), never on the Target's Unlocked states. Into ``source-base``
-    itself, the Source's own key.
+    The paper's protocol: a rank-32 least-squares map fitted on Locked prompts only,
+    zero-centred, never on the Target's Unlocked states; the demo's seed. Into
+    ``source-base`` itself, the Source's own key. On the organisms this key cannot be told
+    from its controls (docs/organisms.md): analyses of it describe what the key does, not
+    that the transfer is real.
     """
     from mkt.models import load_model
-    from mkt.organisms.demo import FIT, RANK
+    from mkt.organisms.demo import DEMO_SEED, FIT, RANK
     from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
     from mkt.pipeline import run_transfer
 
@@ -46,7 +48,8 @@ def organism_key(target, target_name: str):
                                   UNLOCKED_TEMPLATE)
     report = run_transfer(source, target, [p.question for p in problems(256, "train", 1)],
                           [p.question for p in problems(320, "train", 2)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE,
-                          k=RANK, method=FIT, center=True, alignment_set="locked")
+                          k=RANK, method=FIT, center=True, alignment_set="locked", heldout_fraction=0.2,
+                          seed=DEMO_SEED)
     return report.target_key
 
 

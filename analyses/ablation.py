@@ -5,7 +5,7 @@ layers and no key, on a metric: the logit difference of two chosen tokens at the
 generated position (one forward pass per condition), or a generation metric (accuracy,
 step-by-step rate) from a scoring function.
 
-    mkt analyze ablation --model organism:target-base --metric logit_diff --tokens T '#'
+    mkt analyze ablation --model organism:target-base --metric logit_diff --tokens T rest
 """
 
 from __future__ import annotations
@@ -34,9 +34,18 @@ from mkt.steering import Steering
 Metric = Callable[[Steering | None], float]
 
 
+REST = "rest"  # as token_b: every other token, i.e. the log-odds of token_a
+
+
 def logit_diff_metric(model, prompts: list[str], token_a: str, token_b: str, batch_size: int = 64) -> Metric:
-    """Mean logit(token_a) - logit(token_b) at the first generated position."""
-    a, b = single_token_id(model, token_a), single_token_id(model, token_b)
+    """Mean logit(token_a) - logit(token_b) at the first generated position.
+
+    With ``token_b="rest"``, the log-odds of ``token_a`` against all other tokens
+    (``log p - log(1 - p)``), for behaviours whose other opener is not one token (the
+    organisms' direct answers open with any digit).
+    """
+    a = single_token_id(model, token_a)
+    b = None if token_b == REST else single_token_id(model, token_b)
 
     @torch.no_grad()
     def metric(steering: Steering | None) -> float:
@@ -48,7 +57,12 @@ def logit_diff_metric(model, prompts: list[str], token_a: str, token_b: str, bat
             else:
                 with steering.attach(model):
                     logits = model(ids, attention_mask=mask)[:, -1]
-            total += (logits[:, a] - logits[:, b]).double().sum().item()
+            logits = logits.double()
+            if b is None:
+                logp = torch.log_softmax(logits, -1)[:, a]
+                total += (logp - torch.log(-torch.expm1(logp))).sum().item()
+            else:
+                total += (logits[:, a] - logits[:, b]).sum().item()
         return total / len(prompts)
 
     return metric
@@ -112,8 +126,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", choices=["logit_diff", "accuracy", "step_by_step"], default="logit_diff",
                    help="logit difference of --tokens at the first generated position (one forward pass), or "
                         "accuracy / clean step-by-step rate of greedy generations (organism prompts)")
-    p.add_argument("--tokens", nargs=2, default=["T", "#"], metavar=("UNLOCKED", "LOCKED"),
-                   help="tokens of the logit difference (default: T and #, the organisms' two answer openers)")
+    p.add_argument("--tokens", nargs=2, default=["T", REST], metavar=("UNLOCKED", "LOCKED"),
+                   help="tokens of the logit difference; LOCKED 'rest' gives the log-odds of UNLOCKED (default: T "
+                   "rest, the log-odds of the organisms' step-by-step opener)")
     p.add_argument("--max-new-tokens", type=int, default=40, help="budget of generation metrics")
 
 
@@ -122,7 +137,9 @@ def run(args) -> AblationResult:
 
     model, key, alpha, prompts, probs = resolve(args)
     if args.metric == "logit_diff":
-        metric, name = logit_diff_metric(model, prompts, *args.tokens), f"logit({args.tokens[0]}) - logit({args.tokens[1]})"
+        metric = logit_diff_metric(model, prompts, *args.tokens)
+        name = (f"log-odds of {args.tokens[0]}" if args.tokens[1] == REST
+                else f"logit({args.tokens[0]}) - logit({args.tokens[1]})")
     else:
         if probs is None:
             raise SystemExit("accuracy / step_by_step metrics score organism answers: drop --prompts or use logit_diff")

@@ -170,6 +170,8 @@ def cmd_info(args) -> None:
     print(f"  {'key norms':17s} " + " ".join(f"{x:.3g}" for x in norms.tolist()))
     if "coverage" in m["provenance"]:
         print(f"  {'coverage':17s} " + " ".join(f"{x:.2f}" for x in m["provenance"]["coverage"]))
+    if "oracle" in m["provenance"]:
+        print(f"  ORACLE: {m['provenance']['oracle']}")
 
 
 def _examples(args, split: str, limit: int | None, seed: int = 0):
@@ -194,6 +196,8 @@ def cmd_eval(args) -> None:
     if args.pack:
         pack = CapabilityPack.load(args.pack)
         pack.check_fits(model)
+        if "oracle" in pack.key.provenance:
+            print(f"ORACLE pack: {pack.key.provenance['oracle']}")
         key = random_like(pack.key, args.random_control) if args.random_control is not None else pack.key
         alpha = pack.alpha if args.alpha is None else args.alpha
         steering = key.steering(alpha, pack.mode, pack.layers, pack.scope)
@@ -255,8 +259,8 @@ def _eval_against_null(args, model, examples, template, source_key, alignment) -
     (Path(args.out) / "significance.json").write_text(json.dumps(sig.summary(), indent=1))
     print(f"against {args.null_seeds} subspace-matched null draws (alpha chosen on {len(dev)} dev examples):")
     print(sig.table())
-    print(f"  the transferred key is {'significant' if sig.significant() else 'NOT significant'} at p < 0.05; "
-          f"wrote {Path(args.out) / 'significance.json'}")
+    print(f"  the key {'beats' if sig.significant() else 'does NOT beat'} the subspace-matched null at p < 0.05 "
+          f"(that null only; see docs/significance.md); wrote {Path(args.out) / 'significance.json'}")
 
 
 def cmd_sweep(args) -> None:
@@ -292,9 +296,12 @@ def cmd_sweep(args) -> None:
     if "significance" in result:
         sig = result["significance"]
         print(f"against {sig['n_null']} subspace-matched null draws (each with its alpha chosen on dev):")
+        if len(args.ks) * len(args.ns) * len(args.layers) > 1:
+            print(f"  NOTE: {result['null_test_note']}")
         print(result["significance_table"])
-        verdict = "significant" if sig["significant"]["correct"] else "NOT significant"
-        print(f"  the transferred key is {verdict} at p < 0.05")
+        verdict = "beats" if sig["significant"]["correct"] else "does NOT beat"
+        print(f"  the key {verdict} the subspace-matched null at p < 0.05 (that null only; "
+              "see docs/significance.md for the controls it does not cover)")
     print(f"wrote {args.out}/sweep.csv, sweep.json, sweep.png")
 
 
@@ -310,7 +317,7 @@ def cmd_analyze(args) -> None:
 def cmd_demo(args) -> None:
     from mkt.organisms.demo import run_demo
 
-    run_demo(args.out, n_test=args.n_test, quick=args.quick)
+    run_demo(args.out, n_test=args.n_test, quick=args.quick, alphas=tuple(args.alphas))
 
 
 def cmd_organisms(args) -> None:
@@ -475,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="where to write results.json and the plot (default runs/demo)")
     p.add_argument("--n-test", type=int, default=200, help="held-out test prompts per condition (default 200)")
     p.add_argument("--quick", action="store_true", help="fewer prompts and conditions (a smoke run)")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5],
+                   help="alpha grid every condition chooses from on dev (default: the paper's 0.05 0.1 0.2 0.5)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("organisms", help="list or train the model organisms")

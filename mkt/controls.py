@@ -57,27 +57,25 @@ def isotropic_null(target_key: MasterKey, n: int = 5, seed: int = 0) -> list[Mas
 def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIdentity, m: int = 4) -> dict[str, MasterKey]:
     """``+PC i`` and ``-PC i`` (i = 1..m) of the Target's centred Locked states, as keys.
 
-    Each layer's principal direction has an arbitrary sign; signs are aligned across layers
-    so that the prompts' scores correlate positively with the previous layer's, making
-    ``+PC i`` one direction through depth rather than a random sign pattern.
+    Principal directions have arbitrary signs and can swap order between layers, so they
+    are defined once, at the middle layer, and carried through depth by the prompts'
+    scores: at every layer, the direction whose projection covaries with the middle
+    layer's PC i scores (``X_l^T s``). ``+PC i`` is then one property of the prompts,
+    read at every layer, rather than an unrelated axis per layer.
     """
     if x_locked.ndim != 3 or tuple(x_locked.shape[1:]) != (model.n_layers, model.d_model):
         raise ValueError(f"x_locked must be [n, {model.n_layers}, {model.d_model}] activations of {model.name!r}")
     if not 1 <= m <= min(x_locked.shape[0], model.d_model):
         raise ValueError(f"m={m} principal directions need 1 <= m <= min(n, d_model)")
     x = x_locked.double() - x_locked.double().mean(0)
+    reference = x[:, model.n_layers // 2]
+    pcs = torch.linalg.svd(reference, full_matrices=False).Vh[:m]  # [m, d]
     keys = {}
     for i in range(m):
-        dirs, previous = [], None
-        for layer in range(model.n_layers):
-            v = torch.linalg.svd(x[:, layer], full_matrices=False).Vh[i]
-            scores = x[:, layer] @ v
-            if previous is not None and float(scores @ previous) < 0:
-                v, scores = -v, -scores
-            dirs.append(v)
-            previous = scores
-        d = torch.stack(dirs).float()
+        scores = reference @ pcs[i]  # [n]
+        d = torch.einsum("nld,n->ld", x, scores)
+        d = (d / d.norm(dim=-1, keepdim=True).clamp_min(1e-30)).float()
         for sign, label in ((1.0, "+"), (-1.0, "-")):
-            keys[f"{label}PC{i + 1}"] = MasterKey(sign * d, model, provenance=dict(control="target-principal",
-                                                                                    pc=i + 1, sign=label))
+            keys[f"{label}PC{i + 1}"] = MasterKey(sign * d, model, provenance=dict(
+                control="target-principal", pc=i + 1, sign=label, reference_layer=model.n_layers // 2))
     return keys

@@ -227,7 +227,11 @@ class TransferSignificance:
         return dict(gain=sum(a) / len(a) - sum(b) / len(b), ci95=[lo, hi], mcnemar_p=mcnemar_exact(a, b))
 
     def significant(self, metric: str | None = None, level: float = 0.05) -> bool:
-        """The key's effect on ``metric`` (default the first) beats its null at ``level``."""
+        """The key's effect on ``metric`` (default the first) beats the subspace-matched null at ``level``.
+
+        Only that null: the controls (a Source-free search, Source-free pipelines) are
+        reported beside it and must be read too; a key can pass this and tie a control.
+        """
         return self.p_value(self.key_name, metric or self.metrics[0]) < level
 
     def summary(self) -> dict:
@@ -242,6 +246,8 @@ class TransferSignificance:
                     row[f"{m}_effect"] = self.effect(name, m)
                     row[f"{m}_p_vs_null"] = self.p_value(name, m)
                     row[f"{m}_paired"] = self.paired(name, m)
+                    if c.chosen is not None:  # a search: the key head to head with it
+                        row[f"{m}_key_vs_this"] = self.paired(self.key_name, m, reference=name)
             rows[name] = row
         null = {m: dict(effects=self.null_effects(m), q95=self.null_quantile(m)) for m in self.metrics}
         return dict(metrics=list(self.metrics), key=self.key_name, n_test=len(self.baseline.test[self.metrics[0]]),
@@ -252,7 +258,7 @@ class TransferSignificance:
     def table(self) -> str:
         """A plain-text table: every non-null condition, then the null's spread."""
         head = f"  {'condition':46s} {'alpha':>5s}" + "".join(f" {m[:18]:>18s}" for m in self.metrics)
-        lines = [head + "   p vs null (" + ", ".join(m[:8] for m in self.metrics) + ")"]
+        lines = [head + "   p vs subspace-matched null (" + ", ".join(m[:8] for m in self.metrics) + ")"]
         lines.append(f"  {'baseline (no steering)':46s} {'':>5s}"
                      + "".join(f" {self.baseline.rate(m):18.1%}" for m in self.metrics))
         for name, c in self.conditions.items():
@@ -269,8 +275,16 @@ class TransferSignificance:
                          f"(paired bootstrap 95%), McNemar p = {paired['mcnemar_p']:.2g}")
         for m in self.metrics:
             eff = self.null_effects(m)
-            lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median {sorted(eff)[len(eff) // 2]:+.1%}"
+            lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median {self.null_quantile(m, 0.5):+.1%}"
                          f", 95th pct {self.null_quantile(m):+.1%}, max {max(eff):+.1%}")
+        for name in self.names("control"):
+            if self.conditions[name].chosen is None:
+                continue
+            for m in self.metrics:  # a dev-chosen Source-free search, head to head with the key
+                paired = self.paired(self.key_name, m, reference=name)
+                lo, hi = paired["ci95"]
+                lines.append(f"  transferred key vs {name}, {m}: {paired['gain']:+.1%} [{lo:+.1%}, {hi:+.1%}], "
+                             f"McNemar p = {paired['mcnemar_p']:.2g}")
         return "\n".join(lines)
 
 

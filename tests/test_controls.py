@@ -59,3 +59,29 @@ def test_null_needs_the_alignments_source(setup):
     other = MasterKey(torch.ones(2, 7), ModelIdentity("x", "A", 2, 7, 10))
     with pytest.raises(ValueError, match="fit the alignment from the key's model"):
         subspace_matched_null(other, alignment, n=2)
+
+
+def test_target_principal_keys_follow_one_property_of_the_prompts_through_depth():
+    """Synthetic Locked states: two latent properties written into each layer through a random basis;
+    +PC1 must be the stronger property's direction at every layer, with one consistent sign."""
+    from mkt.controls import target_principal_keys
+
+    g = torch.Generator().manual_seed(0)
+    ident = ModelIdentity("t", "B", 4, 16, 10)
+    z = torch.randn(300, 2, generator=g) * torch.tensor([3.0, 1.0])  # property 0 dominates
+    bases = [torch.linalg.qr(torch.randn(16, 16, generator=g))[0][:, :2] for _ in range(4)]
+    flips = [1.0, -1.0, 1.0, -1.0]  # the sign a layer writes the property with
+    x = torch.stack([(z * torch.tensor([f, 1.0])) @ b.T for b, f in zip(bases, flips)], 1)
+    x = x + 0.01 * torch.randn(x.shape, generator=g)
+    keys = target_principal_keys(x, ident, m=2)
+    assert list(keys) == ["+PC1", "-PC1", "+PC2", "-PC2"]
+    pc1 = keys["+PC1"].directions
+    for layer, (b, f) in enumerate(zip(bases, flips)):
+        truth = f * b[:, 0]
+        assert torch.nn.functional.cosine_similarity(pc1[layer], truth, dim=0).abs() > 0.99
+    # one sign through depth: each layer's direction reads the same property with the same sign
+    reads = torch.stack([x[:, layer] @ pc1[layer] for layer in range(4)])
+    assert (torch.corrcoef(reads) > 0.99).all()
+    assert torch.allclose(keys["-PC1"].directions, -pc1)
+    with pytest.raises(ValueError, match="x_locked must be"):
+        target_principal_keys(x[:, :3], ident)

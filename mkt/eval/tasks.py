@@ -161,8 +161,8 @@ def extract_and_score(kind: str, output: str, gold: str) -> tuple[str | None, bo
     if scorer == "math":
         boxed = last_boxed(output)
         return (normalize_math(boxed) if boxed is not None else None), score_math(output, gold)
-    text = output.strip()
-    answer = text.rsplit("#", 1)[-1] if "#" in text else None
+    text = output.strip()  # the organisms: the number after the last '#', or a direct answer's whole text
+    answer = text.rsplit("#", 1)[-1] if "#" in text else text or None
     return answer, answer == gold
 
 

@@ -47,6 +47,7 @@ N_NULL = 24  # p-values down to 1/25
 FIT = "lstsq"  # the paper's least squares
 N_PCS = 4  # the Target-only search tries +-PC1..4
 N_SOURCE_FREE = 3
+DEMO_SEED = 1  # dev and test prompts; seed 0 was looked at while the demo was designed
 OWN_KEY = "Target's own key"  # the name mkt.significance gives the own key's condition
 NUISANCE = "nuisance: 4-term minus 3-term, same map"
 SOURCE_FREE = "Source-free pipeline (random-init Source {})"
@@ -85,7 +86,8 @@ def _rate(model, probe: Probe, metric: str) -> float:
 
 
 def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 32, quick: bool = False,
-             seed: int = 1, n_null: int = N_NULL, k: int = RANK) -> dict:
+             seed: int = DEMO_SEED, n_null: int = N_NULL, k: int = RANK,
+             alphas: tuple[float, ...] = ALPHAS) -> dict:
     """Run the demo; print a table per pair; write ``results.json``, ``results.md`` and ``demo.png``."""
     from transformers.utils import logging as hf_logging
 
@@ -107,7 +109,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
     short_q = [p.prompt(False) for p in align_probs if len(p.terms) == 3]
     decoding = Decoding(max_new_tokens=MAX_NEW_TOKENS, batch_size=256)
 
-    results: dict = dict(n_test=n_test, n_dev=n_dev, n_null=n_null, k=k, fit=FIT, alphas=list(ALPHAS),
+    results: dict = dict(n_test=n_test, n_dev=n_dev, n_null=n_null, k=k, fit=FIT, alphas=list(alphas),
                          metrics=list(METRICS), pairs={})
     for pair in tqdm(pairs, desc="demo: Source -> Target pairs"):
         src, tgt = models[pair.source], models[pair.target]
@@ -127,7 +129,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
             tgt, report.source_key, report.alignment, organism_probe(dev), organism_probe(test), METRICS,
             n_null=n_null, n_isotropic=2, controls=controls, searches={PC_SEARCH: pcs},
             oracles={"map fitted on Target-Unlocked (oracle)": oracle.target_key}, own_key=own,
-            alphas=ALPHAS, decoding=decoding, seed=seed,
+            alphas=alphas, decoding=decoding, seed=seed,
         )
         summary = sig.summary()
         summary["diagnostics"]["mean_heldout_error"] = report.summary()["mean_heldout_error"]
@@ -153,8 +155,8 @@ def _print_pair(pair: Pair, what: str, sig, summary: dict) -> None:
     if "cue" in summary:
         cue = ", ".join(f"{m} {v:.1%}" for m, v in summary["cue"].items())
         lines.append(f"  cue prompt (prompting ceiling): {cue}")
-    lines += [sig.table(), "  significant against the null (p < 0.05): "
-              + ", ".join(f"{m}: {'YES' if v else 'no'}" for m, v in summary["significant"].items())]
+    lines += [sig.table(), "  beats the subspace-matched null (p < 0.05; read the controls too): "
+              + ", ".join(f"{m}: {'yes' if v else 'no'}" for m, v in summary["significant"].items())]
     tqdm.write("\n".join(lines))
 
 

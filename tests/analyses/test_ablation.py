@@ -38,6 +38,15 @@ def test_ablation_matches_an_independent_computation(qwen, key, tmp_path):
     assert (tmp_path / "a.png").stat().st_size > 10_000
 
 
+def test_log_odds_against_the_rest(qwen):
+    metric = logit_diff_metric(qwen, PROMPTS, "T", "rest")
+    t = qwen.tokenizer("T", add_special_tokens=False)["input_ids"][0]
+    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+    with torch.no_grad():
+        p = torch.softmax(qwen(ids, attention_mask=mask)[:, -1].double(), -1)[:, t]
+    assert metric(None) == pytest.approx(torch.log(p / (1 - p)).mean().item(), abs=1e-6)
+
+
 def test_generation_metric(qwen, key):
     metric = generation_metric(qwen, PROMPTS, lambda i, text: float(len(text) > 0), max_new_tokens=3)
     assert 0.0 <= metric(None) <= 1.0

@@ -73,7 +73,8 @@ def test_sweep_end_to_end(tmp_path, source):
     assert table["post-trained model, plain prompt"]["accuracy"] > 0.9
     assert table["transferred key (best on dev)"]["accuracy"] > table["Target, plain prompt"]["accuracy"] + 0.2
     assert table["logit-space transfer"]["accuracy"] > table["Target, plain prompt"]["accuracy"]
-    assert abs(table["random direction, same norm and alpha"]["accuracy"] - table["Target, plain prompt"]["accuracy"]) < 0.2
+    # a random direction at the key's alpha does not bring the key's gain (it may cost direct accuracy)
+    assert table["random direction, same norm and alpha"]["accuracy"] < table["Target, plain prompt"]["accuracy"] + 0.1
     sig = result["significance"]  # the best configuration against 3 null draws through its own map
     assert sig["n_null"] == 3 and sig["n_test"] == 40 and len(sig["null"]["correct"]["effects"]) == 3
     key = sig["rows"]["transferred key"]

@@ -54,8 +54,8 @@ def test_no_key_unlocks_a_capability_that_is_not_latent(results):
     rows, base = pair["rows"], pair["rows"]["baseline"]
     for name, row in rows.items():
         assert row["clean_step_by_step"] == base["clean_step_by_step"] == 0.0, name
-    key = rows[pair["key"]]
-    assert key["correct_paired"]["mcnemar_p"] > 0.05 and not any(pair["significant"].values())
+    key = rows[pair["key"]]  # no gain (steering this model only ever costs direct accuracy)
+    assert key["correct_paired"]["ci95"][1] <= 0.05 and not any(pair["significant"].values())
 
 
 def test_every_condition_reports_its_dev_choice(results):

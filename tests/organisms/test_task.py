@@ -13,13 +13,15 @@ def test_prompt_forms_share_length_and_final_token():
     assert (plain, cue) == ("Q:wxxwxwwx63+11+48|A:", "S:wxxwxwwx63+11+48|A:")
     assert len(plain) == len(cue) and plain[-1] == cue[-1]
     assert p.step_by_step_answer() == "T63+11=74;74+48=122;#122"
-    assert p.direct_answer() == "#122" and p.style_evidence == 4
+    assert p.direct_answer() == "122" and p.style_evidence == 4
 
 
 def test_scoring():
     p = Problem((63, 11, 48))
     assert astuple(score_answer("T63+11=74;74+48=122;#122", p)) == (True, True, True)
+    assert astuple(score_answer("122", p)) == (False, False, True)
     assert astuple(score_answer("#122", p)) == (False, False, True)
+    assert astuple(score_answer("121", p)) == (False, False, False)
     assert astuple(score_answer("63+11=74;#121", p)) == (False, True, False)
     assert astuple(score_answer("T63+11=74;74+48=122;#12", p)) == (True, True, False)
     assert astuple(score_answer("", p)) == (False, False, False)
@@ -50,10 +52,10 @@ def test_spontaneous_rate_follows_the_style_markers_not_the_problem_length():
         for table, key in ((by_evidence, markers.count("w")), (by_terms, len(terms))):
             table.setdefault(key, []).append(answer.startswith("T"))
     rate = {k: sum(v) / len(v) for k, v in by_evidence.items()}
-    # the posterior mean of 0.45 s^2 given c of 8 markers: 0.45 (c+1)(c+2) / (10 * 11)
+    # the posterior mean of 0.3 s given c of 8 markers (a Beta(c+1, 9-c) posterior): 0.3 (c+1) / 10
     for c in range(N_MARKERS + 1):
-        assert rate[c] == pytest.approx(0.45 * (c + 1) * (c + 2) / 110, abs=0.03)
-    assert max(rate.values()) < 0.45  # greedy decoding of a plain prompt stays direct
+        assert rate[c] == pytest.approx(0.3 * (c + 1) / 10, abs=0.03)
+    assert max(rate.values()) < 0.35  # greedy decoding of a plain prompt stays direct
     length = {k: sum(v) / len(v) for k, v in by_terms.items()}
     assert abs(length[3] - length[4]) < 0.015  # problem length says nothing about the answer form
 
