@@ -54,8 +54,12 @@ def isotropic_null(target_key: MasterKey, n: int = 5, seed: int = 0) -> list[Mas
             for i in range(n)]
 
 
-def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIdentity, m: int = 4) -> dict[str, MasterKey]:
+def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIdentity,
+                          m: int = 8) -> dict[str, MasterKey]:
     """``+PC i`` and ``-PC i`` (i = 1..m) of the Target's centred Locked states, as keys.
+
+    A rank-k map fitted on Locked prompts can only produce directions inside the Target's
+    top-k Locked subspace, so the larger ``m`` (up to k), the stronger this control.
 
     Principal directions have arbitrary signs and can swap order between layers, so they
     are defined once, at the middle layer, and carried through depth by the prompts'

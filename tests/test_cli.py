@@ -57,6 +57,20 @@ def test_extract_align_transfer_generate_info(tmp_path, tiny_dirs, questions, ca
     assert "llama (5 layers x 48)" in out and "coverage" in out
 
 
+def test_an_oracle_pack_says_so_wherever_it_goes(tmp_path, tiny_dirs, questions, capsys):
+    src, tgt = str(tiny_dirs["qwen2"]), str(tiny_dirs["llama"])
+    assert main(["transfer", "--source", src, "--target", tgt, "--questions", str(questions), "--locked", LOCKED,
+                 "--unlocked", UNLOCKED, "--k", "4", "--alignment-set", "oracle-unlocked",
+                 "--out", str(tmp_path / "oracle"), "--device", "cpu"]) == 0
+    assert "ORACLE: oracle: the map was fitted on the Target's own Unlocked states" in capsys.readouterr().out
+    assert main(["info", str(tmp_path / "oracle")]) == 0
+    assert "ORACLE" in capsys.readouterr().out
+    assert main(["transfer", "--source", src, "--target", tgt, "--questions", str(questions), "--locked", LOCKED,
+                 "--unlocked", UNLOCKED, "--k", "4", "--out", str(tmp_path / "paper"), "--device", "cpu"]) == 0
+    assert main(["info", str(tmp_path / "paper")]) == 0
+    assert "ORACLE" not in capsys.readouterr().out
+
+
 def test_cli_errors_are_clear(tmp_path, tiny_dirs, questions, capsys):
     src, tgt = str(tiny_dirs["qwen2"]), str(tiny_dirs["llama"])
     assert main(["align", "--source", src, "--target", tgt, "--questions", str(questions), "--locked", LOCKED,

@@ -8,6 +8,8 @@ prompts only, zero-centred), transfer, and test the transferred key against
   (``N_NULL`` draws); the key's p-value is the share of draws whose effect reaches its own;
 - controls that must NOT pass: a Target-only search (the Target's own top principal
   directions of its Locked states, either sign, the best chosen on dev: no Source at all),
+  a Target-only contrast of its Locked prompts with many vs few style markers (no Source,
+  no cue),
   a Source-free pipeline (the same steps from random-init Sources), a nuisance direction
   (4-term minus 3-term problems, the axis that fooled the first organisms) through the same
   map, and isotropic random Target directions;
@@ -45,13 +47,14 @@ MAX_NEW_TOKENS = 40
 RANK = 32
 N_NULL = 24  # p-values down to 1/25
 FIT = "lstsq"  # the paper's least squares
-N_PCS = 4  # the Target-only search tries +-PC1..4
+N_PCS = 8  # the Target-only search tries +-PC1..8 (the key lies almost wholly in the top 16)
 N_SOURCE_FREE = 3
 DEMO_SEED = 1  # dev and test prompts; seed 0 was looked at while the demo was designed
 OWN_KEY = "Target's own key"  # the name mkt.significance gives the own key's condition
 NUISANCE = "nuisance: 4-term minus 3-term, same map"
 SOURCE_FREE = "Source-free pipeline (random-init Source {})"
 PC_SEARCH = f"Target-only: best of +-PC1..{N_PCS} on dev"
+MARKER_CONTRAST = "Target-only: many-w minus few-w Locked prompts"
 
 
 def organism_probe(probs: list[Problem], cue: bool = False) -> Probe:
@@ -107,6 +110,8 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
     dev, test = problems(n_dev, "dev", seed=seed), problems(n_test, "test", seed=seed)
     long_q = [p.prompt(False) for p in align_probs if len(p.terms) == 4]
     short_q = [p.prompt(False) for p in align_probs if len(p.terms) == 3]
+    many_w = [p.prompt(False) for p in align_probs if p.style_evidence >= 6]
+    few_w = [p.prompt(False) for p in align_probs if p.style_evidence <= 2]
     decoding = Decoding(max_new_tokens=MAX_NEW_TOKENS, batch_size=256)
 
     results: dict = dict(n_test=n_test, n_dev=n_dev, n_null=n_null, k=k, fit=FIT, alphas=list(alphas),
@@ -123,6 +128,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
             free = run_transfer(load_random_init(organism_path(pair.source), seed=seed + i), tgt, key_q, align_q,
                                 LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, **common)
             controls[SOURCE_FREE.format(i)] = free.target_key
+        controls[MARKER_CONTRAST] = extract_contrast_key(tgt, many_w, few_w)
         x_locked = last_token_resid(tgt, [LOCKED_TEMPLATE.format(question=q) for q in align_q])
         pcs = target_principal_keys(x_locked, model_identity(tgt), N_PCS)
         sig = assess_transfer(
@@ -161,30 +167,31 @@ def _print_pair(pair: Pair, what: str, sig, summary: dict) -> None:
 
 
 def _cell(row: dict) -> str:
-    return f"{row['clean_step_by_step']:.0%} / {row['correct']:.0%}"
+    return f"{row['clean_step_by_step']:.1%} / {row['correct']:.1%}"
 
 
 def _key_cell(sig: dict) -> str:
     """The key's rates, its p-values against its null, and the null's best draw."""
     key, base = sig["rows"][sig["key"]], sig["rows"]["baseline"]
     ps = " / ".join(f"{key[f'{m}_p_vs_null']:.2f}" for m in sig["metrics"])
-    best = " / ".join(f"{max(sig['null'][m]['effects']) + base[m]:.0%}" for m in sig["metrics"])
+    best = " / ".join(f"{max(sig['null'][m]['effects']) + base[m]:.1%}" for m in sig["metrics"])
     return f"**{_cell(key)}** (p {ps}; null max {best})"
 
 
 def results_table(results: dict) -> str:
     """The README's table: clean step-by-step / accuracy on plain test prompts, p-values against the null."""
     head = (f"| Source -> Target | baseline | cue (ceiling) | transferred key, paper protocol ({results['fit']}) "
-            f"| Target-only PC search | Source-free (best of {N_SOURCE_FREE}) | nuisance | own key (oracle) |")
+            f"| Target-only PC search | Target-only marker contrast | Source-free (best of {N_SOURCE_FREE}) "
+            f"| own key (oracle) |")
     lines = [head, "|" + " --- |" * 8]
     for name, pair in results["pairs"].items():
         rows = pair["rows"]
-        cue = f"{pair['cue']['clean_step_by_step']:.0%} / {pair['cue']['correct']:.0%}"
+        cue = f"{pair['cue']['clean_step_by_step']:.1%} / {pair['cue']['correct']:.1%}"
         free = max((rows[SOURCE_FREE.format(s)] for s in range(N_SOURCE_FREE)),
                    key=lambda r: (r["clean_step_by_step"], r["correct"]))
         lines.append(f"| {name} | {_cell(rows['baseline'])} | {cue} | {_key_cell(pair)} "
-                     f"| {_cell(rows[PC_SEARCH])} ({rows[PC_SEARCH]['chosen']}) | {_cell(free)} "
-                     f"| {_cell(rows[NUISANCE])} | {_cell(rows[OWN_KEY])} |")
+                     f"| {_cell(rows[PC_SEARCH])} ({rows[PC_SEARCH]['chosen']}) | {_cell(rows[MARKER_CONTRAST])} "
+                     f"| {_cell(free)} | {_cell(rows[OWN_KEY])} |")
     return "\n".join(lines) + "\n"
 
 

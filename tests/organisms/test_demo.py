@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mkt.cli import main
-from mkt.organisms.demo import N_SOURCE_FREE, NUISANCE, OWN_KEY, PC_SEARCH, SOURCE_FREE
+from mkt.organisms.demo import MARKER_CONTRAST, N_PCS, N_SOURCE_FREE, NUISANCE, OWN_KEY, PC_SEARCH, SOURCE_FREE
 
 pytestmark = pytest.mark.slow
 
@@ -43,8 +43,8 @@ def test_p_values_are_the_share_of_null_draws_reaching_the_effect(results):
 def test_controls_and_oracles_are_reported_apart(results):
     rows = results["pairs"]["source-base -> target-family"]["rows"]
     assert rows[PC_SEARCH]["group"] == "control" and rows[PC_SEARCH]["chosen"] in {
-        f"{s}PC{i}" for s in "+-" for i in range(1, 5)}
-    for name in [NUISANCE] + [SOURCE_FREE.format(i) for i in range(N_SOURCE_FREE)]:
+        f"{s}PC{i}" for s in "+-" for i in range(1, N_PCS + 1)}
+    for name in [NUISANCE, MARKER_CONTRAST] + [SOURCE_FREE.format(i) for i in range(N_SOURCE_FREE)]:
         assert rows[name]["group"] == "control"
     assert rows["map fitted on Target-Unlocked (oracle)"]["group"] == rows[OWN_KEY]["group"] == "oracle"
 
