@@ -15,7 +15,9 @@ variant. Pure tensor math, no model I/O; saved as safetensors + JSON.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +32,18 @@ from mkt.key import MasterKey
 from mkt.models import ModelIdentity
 
 METHODS = ("lstsq", "procrustes", "ridge", "identity")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the metadata holds a sha256 of the tensors
+TENSOR_FIELDS = ("source_bases", "cores", "target_bases", "source_means", "target_means")
+
+
+def _tensor_digest(tensors: dict[str, Tensor]) -> str:
+    """sha256 over the tensors' names, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous().cpu()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
 
 
 def relative_depth_map(n_source_layers: int, n_target_layers: int) -> list[int]:
@@ -58,6 +71,8 @@ def fit_core(p_s: Float[Tensor, "n k"], p_t: Float[Tensor, "n k"], method: str, 
         scale = s.sum() / (p_s**2).sum().clamp_min(1e-30)
         return scale * (u @ vh)
     if method == "ridge":
+        if not (ridge >= 0 and math.isfinite(ridge)):
+            raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
         gram = p_s.T @ p_s
         lam = ridge * torch.trace(gram) / gram.shape[0]
         return torch.linalg.solve(gram + lam * torch.eye(gram.shape[0], dtype=gram.dtype), p_s.T @ p_t)
@@ -90,6 +105,13 @@ class SubspaceAlignment:
     source_means: Tensor | None = None
     target_means: Tensor | None = None
     diagnostics: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        bad = [name for name in TENSOR_FIELDS if getattr(self, name) is not None
+               and not torch.isfinite(getattr(self, name)).all()]
+        if bad:
+            raise NonFiniteError(f"NaN or inf in the alignment's {', '.join(bad)}: fit it again (check --ridge and "
+                                 "the activations' dtype)")
 
     @classmethod
     def identity(cls, model: ModelIdentity) -> "SubspaceAlignment":
@@ -164,13 +186,10 @@ class SubspaceAlignment:
             target=self.target.to_dict(), layer_map=self.layer_map, method=self.method, k=self.k,
             n=self.n, center=self.center, diagnostics=self.diagnostics,
         )
-        tensors = {
-            name: getattr(self, name).contiguous()
-            for name in ("source_bases", "cores", "target_bases", "source_means", "target_means")
-            if getattr(self, name) is not None
-        }
+        tensors = {name: getattr(self, name).contiguous() for name in TENSOR_FIELDS if getattr(self, name) is not None}
         if not tensors:  # safetensors needs one tensor; the identity map has none
             tensors = {"layer_map": torch.tensor(self.layer_map)}
+        meta["sha256"] = _tensor_digest(tensors)
         save_file(tensors, str(path), metadata={"mkt": json.dumps(meta)})
         return path
 
@@ -191,11 +210,21 @@ class SubspaceAlignment:
             ) from None
         if meta.get("kind") != "mkt.SubspaceAlignment":
             raise CorruptArtifactError(f"{path} is not an mkt alignment (kind={meta.get('kind')!r})")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CorruptArtifactError(
+                f"{path} has alignment format version {meta.get('format_version')}, not {FORMAT_VERSION}: "
+                "fit it again with this mkt (`mkt align`)"
+            )
+        if _tensor_digest(tensors) != meta.get("sha256"):
+            raise CorruptArtifactError(f"{path}: the tensors do not match the hash in its metadata (corrupt or "
+                                       "tampered); fit the alignment again")
+        if any(not torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
+            raise CorruptArtifactError(f"{path} holds NaN or inf: the alignment is corrupt; fit it again")
         return cls(
             source=ModelIdentity(**meta["source"]), target=ModelIdentity(**meta["target"]),
             layer_map=meta["layer_map"], method=meta["method"], k=meta["k"], n=meta["n"],
             center=meta["center"], diagnostics=meta["diagnostics"],
-            **{n: tensors.get(n) for n in ("source_bases", "cores", "target_bases", "source_means", "target_means")},
+            **{n: tensors.get(n) for n in TENSOR_FIELDS},
         )
 
     def summary(self) -> dict:

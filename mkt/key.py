@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mkt.errors import IncompatibleModelError
+from mkt.errors import IncompatibleModelError, NonFiniteError
 from mkt.models import RESID_HOOK, ModelIdentity, model_identity
 from mkt.steering import Steering
 
@@ -39,6 +39,10 @@ class MasterKey:
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not torch.isfinite(self.directions).all():
+            bad = (~torch.isfinite(self.directions)).any(-1).nonzero().flatten().tolist()
+            raise NonFiniteError(f"NaN or inf in the key's directions at layers {bad}: the key is corrupt; "
+                                 "extract (or transfer) it again")
         shape = (self.model.n_layers, self.model.d_model)
         if tuple(self.directions.shape) != shape:
             raise IncompatibleModelError(

@@ -109,6 +109,9 @@ class CapabilityPack:
                 f"directions are {tuple(directions.shape)} but the manifest's target has "
                 f"{target.n_layers}x{target.d_model}"
             )
+        if not torch.isfinite(directions).all():
+            raise CorruptArtifactError(f"{tensor_path} holds NaN or inf directions: the pack is corrupt; "
+                                       "rebuild it with `mkt transfer`")
         key = MasterKey(directions, target, manifest["hook"], manifest.get("provenance", {}))
         return cls(key, manifest["alpha"], manifest["mode"], manifest["scope"], manifest["layers"],
                    manifest.get("description", ""))

@@ -95,6 +95,8 @@ def run_transfer(
     ``heldout_fraction`` of the alignment questions is kept out of the fit to measure
     the map's error. Pass ``source_key`` to reuse an extracted key.
     """
+    if not (ridge >= 0 and ridge == ridge and ridge != float("inf")):  # checked before any forward pass
+        raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
     locked_t = PromptTemplate.of(locked)
     unlocked_t = PromptTemplate.of(unlocked) if unlocked is not None else None
     if source_key is None:

@@ -156,3 +156,36 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
         SubspaceAlignment.load(tmp_path / "bad.safetensors")
     with pytest.raises(FileNotFoundError):
         SubspaceAlignment.load(tmp_path / "none.safetensors")
+
+
+def test_non_finite_alignments_are_refused_when_made_saved_and_loaded(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from mkt.errors import NonFiniteError
+
+    xs, xt = _acts(9)
+    with pytest.raises(ValueError, match="ridge strength must be a finite number"):
+        fit_alignment(xs, xt, SRC, TGT, k=4, method="ridge", ridge=float("nan"))
+    bad = xs.clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteError):
+        fit_alignment(bad, xt, SRC, TGT, k=4)
+    al = fit_alignment(xs, xt, SRC, TGT, k=4, center=True)
+    with pytest.raises(NonFiniteError, match="NaN or inf in the alignment's cores"):
+        SubspaceAlignment(SRC, TGT, al.layer_map, "lstsq", 4, 10, True, al.source_bases, al.cores * float("nan"),
+                          al.target_bases, al.source_means, al.target_means)
+    path = al.save(tmp_path / "a.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(path))
+    tensors["cores"] = tensors["cores"] * 2.0  # tampered: the hash no longer matches
+    save_file(tensors, str(tmp_path / "t.safetensors"), metadata=meta)
+    with pytest.raises(CorruptArtifactError, match="do not match the hash"):
+        SubspaceAlignment.load(tmp_path / "t.safetensors")
+    old = json.loads(meta["mkt"]) | {"format_version": 1}
+    save_file(load_file(str(path)), str(tmp_path / "v1.safetensors"), metadata={"mkt": json.dumps(old)})
+    with pytest.raises(CorruptArtifactError, match="format version 1, not 2"):
+        SubspaceAlignment.load(tmp_path / "v1.safetensors")

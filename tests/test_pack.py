@@ -56,3 +56,24 @@ def test_pack_for_another_model_is_refused(pack, llama, qwen):
 def test_non_finite_alpha(pack):
     with pytest.raises(ValueError, match="alpha must be finite"):
         CapabilityPack(pack.key, alpha=float("inf"))
+
+
+def test_non_finite_keys_and_packs_are_refused(tmp_path, pack):
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from mkt.errors import NonFiniteError
+    from mkt.pack import MANIFEST, TENSORS
+
+    bad = pack.key.directions.clone()
+    bad[1, 2] = float("nan")
+    with pytest.raises(NonFiniteError, match="at layers \\[1\\]"):
+        MasterKey(bad, pack.key.model)
+    out = pack.save(tmp_path / "p")
+    save_file({"directions": bad.float().contiguous()}, str(out / TENSORS))  # NaN, with a matching hash
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["sha256"] = hashlib.sha256((out / TENSORS).read_bytes()).hexdigest()
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptArtifactError, match="NaN or inf directions"):
+        CapabilityPack.load(out)
