@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mkt.cliargs import device_name, dtype_name, finite_float, positive_int
+
 
 def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "organism:target-family") -> None:
     """--model / --pack / --prompts with organism defaults, shared by the analyses' CLIs."""
@@ -19,10 +21,10 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
                    "organism Source's key transferred by the paper's Locked-only protocol, as in the demo)")
     p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: organism test prompts)")
     p.add_argument("--field", default="question", help="JSONL field of --prompts")
-    p.add_argument("--n", type=int, default=100, help="number of prompts (default 100)")
-    p.add_argument("--alpha", type=float, default=None, help="intervention strength (default: the pack's)")
-    p.add_argument("--device", default="cpu", help="device (default cpu)")
-    p.add_argument("--dtype", default="float32", help="model dtype (default float32)")
+    p.add_argument("--n", type=positive_int, default=100, help="number of prompts (default 100)")
+    p.add_argument("--alpha", type=finite_float, default=None, help="intervention strength (default: the pack's)")
+    p.add_argument("--device", type=device_name, default="cpu", help="device (default cpu)")
+    p.add_argument("--dtype", type=dtype_name, default="float32", help="model dtype: float32, bf16, fp16 (default float32)")
     p.add_argument("--out", default=None, help="output directory (default runs/<analysis>)")
 
 

@@ -4,20 +4,34 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from mkt.cliargs import (
+    device_name,
+    dtype_name,
+    finite_float,
+    fraction,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    stop_string,
+)
 
 MODEL_HELP = "HF hub name, local HF directory, or a built-in organism as organism:NAME (e.g. organism:source-base)"
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model loading")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
-    g.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
+    g.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--dtype", type=dtype_name, default="float32",
+                   help="float32, bfloat16 or float16, or fp32 / bf16 / fp16 (default float32)")
     g.add_argument("--device-map", default=None, help="HF device_map for large models, e.g. auto")
-    g.add_argument("--n-devices", type=int, default=None, help="spread the model over this many GPUs")
+    g.add_argument("--n-devices", type=positive_int, default=None, help="spread the model over this many GPUs")
     g.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code (off by default)")
-    g.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass (default 32)")
+    g.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass (default 32)")
 
 
 def _load(args, name: str):
@@ -35,7 +49,7 @@ def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlocked-model", default=None,
                    help="post-trained variant of the Source (model-induced key; the Source is the Locked variant)")
     p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="mean difference or first PC (default mean)")
-    p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
+    p.add_argument("--max-questions", type=positive_int, default=None, help="use only the first N questions")
 
 
 def _questions(args) -> list[str]:
@@ -46,7 +60,7 @@ def _questions(args) -> list[str]:
 
 
 def _apply_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--alpha", type=float, default=0.1, help="intervention strength stored in the pack (default 0.1)")
+    p.add_argument("--alpha", type=finite_float, default=0.1, help="intervention strength stored in the pack (default 0.1)")
     p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving",
                    help="norm-preserving rotation (paper) or additive push")
     p.add_argument("--scope", choices=["prompt-last", "prompt-last+generated"], default="prompt-last",
@@ -338,6 +352,7 @@ def cmd_organisms(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mkt", description="Master Key Transfer: extract a capability direction "
                                      "from a Source model, align it into a Target, and apply it at inference.")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of unexpected errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("extract", help="extract a MasterKey from one model and save it as a pack")
@@ -347,11 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_extract)
 
     def align_args(p):
-        p.add_argument("--k", type=int, default=32, help="alignment rank, 1 <= k <= number of prompts (default 32)")
+        p.add_argument("--k", type=positive_int, default=32, help="alignment rank, 1 <= k <= number of prompts (default 32)")
         p.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq",
                        help="k x k map: least squares (paper), orthogonal Procrustes, or ridge")
         p.add_argument("--center", action="store_true", help="zero-centre activations before the SVD")
-        p.add_argument("--ridge", type=float, default=1e-2,
+        p.add_argument("--ridge", type=nonnegative_float, default=1e-2,
                        help="ridge strength relative to the mean eigenvalue, for --method ridge (default 0.01)")
         p.add_argument("--alignment-set", choices=["locked", "oracle-unlocked"], default="locked",
                        help="fit on Locked prompts only (the paper's protocol, default), or also on the Target's "
@@ -364,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--field", default="question", help="JSONL field holding the question")
     p.add_argument("--locked", required=True, help="Locked template with {question}")
     p.add_argument("--unlocked", default=None, help="Unlocked template (needed for --alignment-set oracle-unlocked)")
-    p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
+    p.add_argument("--max-questions", type=positive_int, default=None, help="use only the first N questions")
     align_args(p), _model_args(p)
     p.add_argument("--out", required=True, help="alignment file to write (.safetensors)")
     p.set_defaults(func=cmd_align)
@@ -373,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help=MODEL_HELP + "; the Locked variant for model-induced keys")
     p.add_argument("--target", required=True, help=MODEL_HELP)
     _key_args(p), align_args(p), _apply_args(p), _model_args(p)
-    p.add_argument("--heldout-fraction", type=float, default=0.2,
+    p.add_argument("--heldout-fraction", type=fraction, default=0.2,
                    help="share of questions kept out of the alignment fit to measure its error (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
     p.add_argument("--out", required=True, help="pack directory to write")
@@ -382,15 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate, optionally steered by a pack")
     p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--pack", default=None, help="capability pack directory")
-    p.add_argument("--alpha", type=float, default=None, help="override the pack's alpha")
+    p.add_argument("--alpha", type=finite_float, default=None, help="override the pack's alpha")
     p.add_argument("--prompt", default=None, help="one prompt")
     p.add_argument("--prompts", default=None, help="file of prompts (text, one per line, or JSONL)")
     p.add_argument("--field", default="question", help="JSONL field holding the prompt")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens to generate (default 64)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--stop", nargs="+", default=None, help="stop strings")
+    p.add_argument("--stop", type=stop_string, nargs="+", default=None, help="stop strings")
     p.add_argument("--out", default=None, help="JSONL file to write (default stdout)")
     _model_args(p)
     p.set_defaults(func=cmd_generate)
@@ -408,28 +423,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task format (detected from the file's fields when omitted)")
     p.add_argument("--template", default="direct",
                    help="'direct', 'step_by_step', or a literal template with {question} (default direct)")
-    p.add_argument("--few-shot", type=int, default=0, help="number of worked demos to prepend (default 0)")
+    p.add_argument("--few-shot", type=nonnegative_int, default=0, help="number of worked demos to prepend (default 0)")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
     p.add_argument("--pack", default=None, help="capability pack to steer with")
-    p.add_argument("--alpha", type=float, default=None, help="override the pack's alpha")
+    p.add_argument("--alpha", type=finite_float, default=None, help="override the pack's alpha")
     p.add_argument("--random-control", type=int, default=None, metavar="SEED",
                    help="replace the pack's key by a random direction of the same norms (control)")
     p.add_argument("--logit-transfer-from", default=None, metavar="SOURCE",
                    help="baseline: add SOURCE's Unlocked-minus-Locked log-prob difference at every step")
     p.add_argument("--logit-transfer-template", default="step_by_step",
                    help="Unlocked template of the logit-space transfer (default step_by_step)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples")
-    p.add_argument("--null-seeds", type=int, default=0,
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N examples")
+    p.add_argument("--null-seeds", type=nonnegative_int, default=0,
                    help="also test the pack against N subspace-matched null draws (20 or more for p < 0.05; the "
                    "pack must come from `mkt transfer`); each draw and the key get alpha chosen on dev")
-    p.add_argument("--dev-size", type=int, default=32,
+    p.add_argument("--dev-size", type=positive_int, default=32,
                    help="dev examples that choose alpha for --null-seeds (a task file's first N; default 32)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="generation budget (default 256)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="generation budget (default 256)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--n-samples", type=int, default=1, help="samples per example for pass@k (implies --sample)")
-    p.add_argument("--pass-k", type=int, nargs="+", default=[1], help="k values of pass@k to report")
-    p.add_argument("--stop", nargs="+", default=None, help="stop strings")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature")
+    p.add_argument("--n-samples", type=positive_int, default=1, help="samples per example for pass@k (implies --sample)")
+    p.add_argument("--pass-k", type=positive_int, nargs="+", default=[1], help="k values of pass@k to report")
+    p.add_argument("--stop", type=stop_string, nargs="+", default=None, help="stop strings")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out", required=True, help="run directory (an interrupted run resumes)")
     _model_args(p)
@@ -446,12 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--post-model", default=None, help="a post-trained model for the baselines table")
     p.add_argument("--questions", default=None, help="unlabeled queries for key and alignment (default: from the task)")
     p.add_argument("--field", default="question", help="JSONL field of --questions")
-    p.add_argument("--max-questions", type=int, default=None, help="use only the first N questions")
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5], help="alpha grid")
-    p.add_argument("--ks", type=int, nargs="+", default=[8, 32], help="rank grid")
-    p.add_argument("--null-seeds", type=int, default=20,
+    p.add_argument("--max-questions", type=positive_int, default=None, help="use only the first N questions")
+    p.add_argument("--alphas", type=positive_float, nargs="+", default=[0.05, 0.1, 0.2, 0.5], help="alpha grid")
+    p.add_argument("--ks", type=positive_int, nargs="+", default=[8, 32], help="rank grid")
+    p.add_argument("--null-seeds", type=nonnegative_int, default=20,
                    help="subspace-matched null draws to test the best configuration against (default 20; 0 skips)")
-    p.add_argument("--ns", type=int, nargs="+", default=[64, 256], help="grid of the number of queries")
+    p.add_argument("--ns", type=positive_int, nargs="+", default=[64, 256], help="grid of the number of queries")
     p.add_argument("--layers", nargs="+", default=["all"], help="layer subsets: 'all' or dash-joined, e.g. 0-1-2")
     p.add_argument("--alignment-set", choices=["locked", "oracle-unlocked"], default="locked",
                    help="alignment prompts: Locked only (paper, default) or oracle-unlocked (an oracle, "
@@ -460,9 +475,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--center", action="store_true", help="zero-centre before the SVD")
     p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="key aggregator")
     p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving", help="intervention")
-    p.add_argument("--dev-size", type=int, default=64, help="dev examples (default 64)")
-    p.add_argument("--test-size", type=int, default=200, help="test examples (default 200)")
-    p.add_argument("--max-new-tokens", type=int, default=64, help="generation budget (default 64)")
+    p.add_argument("--dev-size", type=positive_int, default=64, help="dev examples (default 64)")
+    p.add_argument("--test-size", type=positive_int, default=200, help="test examples (default 200)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="generation budget (default 64)")
     p.add_argument("--out", required=True, help="directory for sweep.csv, sweep.json, sweep.png")
     _model_args(p)
     p.set_defaults(func=cmd_sweep)
@@ -480,28 +495,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole transfer on the built-in organisms (CPU, minutes)")
     p.add_argument("--out", default="runs/demo", help="where to write results.json and the plot (default runs/demo)")
-    p.add_argument("--n-test", type=int, default=200, help="held-out test prompts per condition (default 200)")
+    p.add_argument("--n-test", type=positive_int, default=200, help="held-out test prompts per condition (default 200)")
     p.add_argument("--quick", action="store_true", help="fewer prompts and conditions (a smoke run)")
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.5],
+    p.add_argument("--alphas", type=positive_float, nargs="+", default=[0.05, 0.1, 0.2, 0.5],
                    help="alpha grid every condition chooses from on dev (default: the paper's 0.05 0.1 0.2 0.5)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("organisms", help="list or train the model organisms")
     p.add_argument("action", choices=["list", "train"])
     p.add_argument("--only", nargs="+", default=None, help="organisms to train (default all, parents first)")
-    p.add_argument("--steps", type=int, default=None, help="override the training steps (short runs)")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the training steps (short runs)")
     p.add_argument("--out", default=None, help="directory to write the zoo to (default: the package's zoo)")
     p.set_defaults(func=cmd_organisms)
     return parser
 
 
+def _check_writable(out: str | None) -> None:
+    """Refuse an --out that cannot be written, before any slow work."""
+    if not out:
+        return
+    path = Path(out).expanduser().absolute()
+    if path.exists() and path.is_file() and not os.access(path, os.W_OK):
+        raise ValueError(f"--out {out} is not writable: choose another path")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+        raise ValueError(f"--out {out} cannot be created ({ancestor} is not a writable directory): choose another path")
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    name = args.command + (f" {args.analysis}" if getattr(args, "analysis", None) else "")
     try:
+        _check_writable(getattr(args, "out", None))
         args.func(args)
     except (ValueError, FileNotFoundError, KeyError) as err:  # MktError is a ValueError
-        print(f"mkt {args.command}: error: {err}", file=sys.stderr)
+        print(f"mkt {name}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"mkt {name}: interrupted; everything written so far is kept", file=sys.stderr)
+        return 130
+    except Exception as err:  # an unanticipated failure: one line, the traceback on request
+        if args.debug:
+            raise
+        print(f"mkt {name}: unexpected error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

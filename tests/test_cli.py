@@ -96,3 +96,45 @@ def test_help_explains_every_argument(capsys):
     text = capsys.readouterr().out
     for flag in ("--k", "--alignment-set", "--alpha", "--mode", "--heldout-fraction", "--trust-remote-code"):
         assert flag in text
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["eval", "--model", "m", "--task", "organism", "--out", "o", "--limit", "0"], "--limit: must be 1 or more, got 0"),
+    (["eval", "--model", "m", "--task", "organism", "--out", "o", "--n-samples", "0"], "--n-samples: must be 1 or more"),
+    (["eval", "--model", "m", "--task", "organism", "--out", "o", "--batch-size", "-1"], "--batch-size: must be 1 or"),
+    (["eval", "--model", "m", "--task", "organism", "--out", "o", "--stop", ""], "--stop: an empty stop string"),
+    (["eval", "--model", "m", "--task", "organism", "--out", "o", "--dtype", "fp8"], "--dtype: unknown dtype 'fp8'"),
+    (["eval", "--model", "m", "--task", "organism", "--out", "o", "--device", "gpu0"], "--device: 'gpu0' is not a device"),
+    (["transfer", "--source", "a", "--target", "b", "--questions", "q", "--locked", "{question}", "--out", "o",
+      "--k", "8.5"], "--k: '8.5' is not an integer"),
+    (["transfer", "--source", "a", "--target", "b", "--questions", "q", "--locked", "{question}", "--out", "o",
+      "--ridge", "nan"], "--ridge: 'nan' is not a finite number"),
+    (["sweep", "--source", "a", "--target", "b", "--task", "organism", "--out", "o", "--alphas", "0.1", "-1"],
+     "--alphas: must be greater than 0"),
+])
+def test_bad_arguments_are_refused_before_anything_loads(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_dtype_aliases_unwritable_out_and_unexpected_errors(tmp_path, capsys, monkeypatch):
+    from mkt.cli import build_parser
+    from mkt.pack import CapabilityPack
+
+    args = build_parser().parse_args(["eval", "--model", "m", "--task", "organism", "--out", "o", "--dtype", "bf16"])
+    assert args.dtype == "bfloat16"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert main(["demo", "--out", str(blocker / "sub")]) == 2
+    assert "cannot be created" in capsys.readouterr().err
+
+    def broken(path):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(CapabilityPack, "load", broken)
+    assert main(["info", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "unexpected error: RuntimeError: disk on fire (rerun with --debug" in err and len(err.splitlines()) == 1
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        main(["--debug", "info", str(tmp_path)])
