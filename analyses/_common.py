@@ -19,7 +19,7 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
     p.add_argument("--pack", default=None,
                    help="capability pack for the model (required for a non-organism model; default on organisms: the "
                    "organism Source's key transferred by the paper's Locked-only protocol, as in the demo)")
-    p.add_argument("--prompts", default=None, help="prompt file, one per line or JSONL (default: organism test prompts)")
+    p.add_argument("--prompts", default=None, help="prompt file: .jsonl (prompts may span lines) or UTF-8 text, one per line (default: organism test prompts)")
     p.add_argument("--field", default="question", help="JSONL field of --prompts")
     p.add_argument("--n", type=positive_int, default=100, help="number of prompts (default 100)")
     p.add_argument("--alpha", type=finite_float, default=None, help="intervention strength (default: the pack's)")

@@ -42,7 +42,7 @@ def _load(args, name: str):
 
 
 def _key_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--questions", required=True, help="questions: a text file (one per line) or JSONL")
+    p.add_argument("--questions", required=True, help="questions: a .jsonl file (field --field; use it when questions span lines) or any other file, read as UTF-8 text with one question per line")
     p.add_argument("--field", default="question", help="JSONL field holding the question (default: question)")
     p.add_argument("--locked", required=True, help="Locked template with {question}, e.g. 'Q: {question}\\nA:'")
     p.add_argument("--unlocked", default=None, help="Unlocked template (prompt-induced key)")
@@ -375,7 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("align", help="fit a Source -> Target subspace alignment")
     p.add_argument("--source", required=True, help=MODEL_HELP)
     p.add_argument("--target", required=True, help=MODEL_HELP)
-    p.add_argument("--questions", required=True, help="questions: a text file (one per line) or JSONL")
+    p.add_argument("--questions", required=True, help="questions: a .jsonl file (field --field; use it when questions span lines) or any other file, read as UTF-8 text with one question per line")
     p.add_argument("--field", default="question", help="JSONL field holding the question")
     p.add_argument("--locked", required=True, help="Locked template with {question}")
     p.add_argument("--unlocked", default=None, help="Unlocked template (needed for --alignment-set oracle-unlocked)")
@@ -399,7 +399,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pack", default=None, help="capability pack directory")
     p.add_argument("--alpha", type=finite_float, default=None, help="override the pack's alpha")
     p.add_argument("--prompt", default=None, help="one prompt")
-    p.add_argument("--prompts", default=None, help="file of prompts (text, one per line, or JSONL)")
+    p.add_argument("--prompts", default=None, help="file of prompts: .jsonl (field --field; prompts may span lines) or UTF-8 text, one prompt per line")
     p.add_argument("--field", default="question", help="JSONL field holding the prompt")
     p.add_argument("--max-new-tokens", type=positive_int, default=64, help="tokens to generate (default 64)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")

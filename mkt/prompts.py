@@ -40,20 +40,57 @@ class PromptTemplate:
         return [self.format(q) for q in questions]
 
 
-def read_questions(path: str | Path, field: str = "question") -> list[str]:
-    """Questions from a text file (one per non-empty line) or JSONL (``field`` of each record)."""
+def read_lines(path: str | Path) -> list[tuple[int, str]]:
+    """(line number, text) of each non-blank line of a UTF-8 file, split on newlines only.
+
+    ``str.splitlines`` would also split on U+2028 and other separators that can sit inside
+    a prompt; a file that is not UTF-8 is refused with the place of the first bad byte.
+    """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no prompt file at {path}")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    if path.suffix == ".jsonl":
+        raise FileNotFoundError(f"no file at {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ValueError(f"{path}:{line} is not UTF-8 (byte {err.start}): save the file as UTF-8") from None
+    lines = text.split("\n")
+    return [(i, ln.rstrip("\r")) for i, ln in enumerate(lines, 1) if ln.strip()]
+
+
+def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
+    """(line number, record) of each non-blank line; every line must be one JSON object."""
+    records = []
+    for i, line in read_lines(path):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{i} is not valid JSON ({err.msg}): fix or remove that line") from None
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}:{i} is a JSON {type(record).__name__}, not an object with fields")
+        records.append((i, record))
+    return records
+
+
+def is_jsonl(path: str | Path) -> bool:
+    return Path(path).suffix.lower() == ".jsonl"
+
+
+def read_questions(path: str | Path, field: str = "question") -> list[str]:
+    """Questions from a text file (one per non-empty line, by definition) or JSONL (``field`` of each record).
+
+    Prompts that span lines (chat formats) belong in JSONL.
+    """
+    path = Path(path)
+    if is_jsonl(path):
         out = []
-        for i, ln in enumerate(lines, 1):
-            rec = json.loads(ln)
+        for i, rec in read_jsonl(path):
             if field not in rec:
                 raise ValueError(f"{path}:{i} has no field {field!r} (fields: {sorted(rec)}); pass --field")
             out.append(str(rec[field]))
-        lines = out
-    if not lines:
+    else:
+        out = [line for _, line in read_lines(path)]
+    if not out:
         raise ValueError(f"{path} holds no questions")
-    return lines
+    return out

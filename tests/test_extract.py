@@ -84,3 +84,28 @@ def test_keys_and_maps_are_reproducible(qwen, llama):
     m2 = fit_alignment(last_token_resid(qwen, prompts), last_token_resid(llama, prompts), model_identity(qwen),
                        model_identity(llama), k=4)
     assert torch.equal(m1.map_directions(a.directions), m2.map_directions(a.directions))
+
+
+def test_prompt_files_name_the_file_and_line_of_any_problem(tmp_path):
+    from mkt.prompts import read_questions
+
+    text = tmp_path / "q.txt"
+    text.write_text("first\u2028still the first\r\n\nsecond\n", encoding="utf-8")
+    assert read_questions(text) == ["first\u2028still the first", "second"]  # newlines only split
+    upper = tmp_path / "q.JSONL"
+    upper.write_text('{"question": "a"}\n{"question": "b\\nc"}\n')
+    assert read_questions(upper) == ["a", "b\nc"]  # JSONL by extension, any case; prompts may span lines
+    cases = [(b'{"question": "a"}\n{"question": \n', "q.jsonl:2 is not valid JSON"),
+             (b'{"question": "a"}\n["a list"]\n', "q.jsonl:2 is a JSON list, not an object"),
+             (b'{"question": "a"}\n{"prompt": "b"}\n', "q.jsonl:2 has no field 'question'")]
+    for data, message in cases:
+        bad = tmp_path / "q.jsonl"
+        bad.write_bytes(data)
+        with pytest.raises(ValueError, match=message):
+            read_questions(bad)
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("ok\ncaf\u00e9\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="latin.txt:2 is not UTF-8"):
+        read_questions(latin)
+    with pytest.raises(FileNotFoundError, match="no file at"):
+        read_questions(tmp_path / "none.txt")

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mkt.prompts import PromptTemplate
+from mkt.prompts import PromptTemplate, read_jsonl
 
 TEMPLATES: dict = json.loads((Path(__file__).parent / "templates.json").read_text())
 KINDS = ("gsm8k", "math", "agieval-math", "organism")
@@ -67,7 +67,7 @@ def load_jsonl(path: str | Path, kind: str | None = None, limit: int | None = No
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no task file at {path}")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = [record for _, record in read_jsonl(path)]
     if not records:
         raise ValueError(f"{path} holds no examples")
     kind = kind or _detect_kind(records[0], path)
