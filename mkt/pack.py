@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,9 +22,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mkt.errors import CorruptArtifactError
-from mkt.intervention import check_mode
+from mkt.intervention import MODES, check_mode
 from mkt.key import MasterKey
-from mkt.models import ModelIdentity, model_identity
+from mkt.models import RESID_HOOK, ModelIdentity, model_identity
 from mkt.steering import SCOPES
 
 PACK_FORMAT = "mkt.capability-pack"
@@ -34,6 +35,65 @@ TENSORS = "directions.safetensors"
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+KNOWN_HOOKS = (RESID_HOOK,)  # where mkt reads and writes keys
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+
+def _check_manifest(manifest, path: Path) -> ModelIdentity:
+    """Validate a manifest's fields (types, ranges, known values); unknown extra fields are kept.
+
+    Returns the Target identity. Raises ``CorruptArtifactError`` naming the first bad field.
+    """
+    def bad(field: str, why: str) -> CorruptArtifactError:
+        return CorruptArtifactError(f"{path}: field {field!r} {why}; rebuild the pack with `mkt transfer` or fix it")
+
+    if not isinstance(manifest, dict):
+        raise CorruptArtifactError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object")
+    for field in ("format", "format_version", "sha256", "target", "hook", "alpha", "mode", "scope"):
+        if field not in manifest:
+            raise bad(field, "is missing")
+    if manifest["format"] != PACK_FORMAT:
+        raise CorruptArtifactError(f"{path} is not an mkt capability pack manifest")
+    if manifest["format_version"] != PACK_VERSION:
+        raise CorruptArtifactError(
+            f"pack format version {manifest['format_version']} is not {PACK_VERSION}: "
+            "use the mkt version that wrote it or rebuild the pack"
+        )
+    target = manifest["target"]
+    if not isinstance(target, dict):
+        raise bad("target", "must be an object with name, architecture, n_layers, d_model, d_vocab")
+    for field in ("name", "architecture"):
+        if not isinstance(target.get(field), str):
+            raise bad(f"target.{field}", "must be a string")
+    for field in ("n_layers", "d_model", "d_vocab"):
+        if not _is_count(target.get(field)):
+            raise bad(f"target.{field}", f"must be a whole number >= 1, got {target.get(field)!r}")
+    if manifest["hook"] not in KNOWN_HOOKS:
+        raise bad("hook", f"is {manifest['hook']!r}, but mkt reads and writes keys at {KNOWN_HOOKS} only")
+    if not _is_number(manifest["alpha"]):
+        raise bad("alpha", f"must be a finite number, got {manifest['alpha']!r}")
+    if manifest["mode"] not in MODES:
+        raise bad("mode", f"must be one of {sorted(MODES)}, got {manifest['mode']!r}")
+    if manifest["scope"] not in SCOPES:
+        raise bad("scope", f"must be one of {SCOPES}, got {manifest['scope']!r}")
+    layers = manifest.get("layers")
+    if layers is not None and not (isinstance(layers, list) and all(isinstance(x, int) and not isinstance(x, bool)
+                                                                   and 0 <= x < target["n_layers"] for x in layers)):
+        raise bad("layers", f"must be null or a list of layer indices in 0..{target['n_layers'] - 1}")
+    if not isinstance(manifest.get("provenance", {}), dict):
+        raise bad("provenance", "must be an object")
+    if not isinstance(manifest.get("description", ""), str):
+        raise bad("description", "must be a string")
+    return ModelIdentity(**{f: target[f] for f in ("name", "architecture", "n_layers", "d_model", "d_vocab")})
 
 
 @dataclass
@@ -83,16 +143,10 @@ class CapabilityPack:
             if not p.exists():
                 raise CorruptArtifactError(f"{directory} is not a capability pack: {p.name} is missing")
         try:
-            manifest = json.loads(manifest_path.read_text())
-        except json.JSONDecodeError as err:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise CorruptArtifactError(f"{manifest_path} is not valid JSON ({err}): rewrite the pack") from None
-        if manifest.get("format") != PACK_FORMAT:
-            raise CorruptArtifactError(f"{manifest_path} is not an mkt capability pack manifest")
-        if manifest.get("format_version") != PACK_VERSION:
-            raise CorruptArtifactError(
-                f"pack format version {manifest.get('format_version')} is not {PACK_VERSION}: "
-                "use the mkt version that wrote it or rebuild the pack"
-            )
+        target = _check_manifest(manifest, manifest_path)
         digest = _sha256(tensor_path)
         if digest != manifest.get("sha256"):
             raise CorruptArtifactError(
@@ -103,7 +157,9 @@ class CapabilityPack:
             directions = load_file(str(tensor_path))["directions"]
         except (SafetensorError, KeyError, OSError) as err:
             raise CorruptArtifactError(f"{tensor_path} holds no readable 'directions' tensor ({err})") from None
-        target = ModelIdentity(**manifest["target"])
+        if not directions.is_floating_point():
+            raise CorruptArtifactError(f"{tensor_path}: directions are {directions.dtype}, not floating point; "
+                                       "rebuild the pack with `mkt transfer`")
         if tuple(directions.shape) != (target.n_layers, target.d_model):
             raise CorruptArtifactError(
                 f"directions are {tuple(directions.shape)} but the manifest's target has "
@@ -113,7 +169,7 @@ class CapabilityPack:
             raise CorruptArtifactError(f"{tensor_path} holds NaN or inf directions: the pack is corrupt; "
                                        "rebuild it with `mkt transfer`")
         key = MasterKey(directions, target, manifest["hook"], manifest.get("provenance", {}))
-        return cls(key, manifest["alpha"], manifest["mode"], manifest["scope"], manifest["layers"],
+        return cls(key, float(manifest["alpha"]), manifest["mode"], manifest["scope"], manifest.get("layers"),
                    manifest.get("description", ""))
 
     def check_fits(self, model) -> None:

@@ -77,3 +77,37 @@ def test_non_finite_keys_and_packs_are_refused(tmp_path, pack):
     (out / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(CorruptArtifactError, match="NaN or inf directions"):
         CapabilityPack.load(out)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: [m], "holds a JSON list, not a manifest object"),
+    (lambda m: {k: v for k, v in m.items() if k != "mode"}, "field 'mode' is missing"),
+    (lambda m: m | {"alpha": "0.2"}, "field 'alpha' must be a finite number"),
+    (lambda m: m | {"hook": "hook_attn_out"}, "field 'hook' is 'hook_attn_out', but mkt reads and writes keys at"),
+    (lambda m: m | {"target": m["target"] | {"n_layers": "3"}}, "field 'target.n_layers' must be a whole number"),
+    (lambda m: m | {"layers": [0, 7]}, "field 'layers' must be null or a list of layer indices in 0..2"),
+    (lambda m: m | {"scope": "everywhere"}, "field 'scope' must be one of"),
+])
+def test_manifest_schema_names_the_bad_field(tmp_path, pack, edit, message):
+    path = pack.save(tmp_path / "p")
+    manifest = json.loads((path / "manifest.json").read_text())
+    (path / "manifest.json").write_text(json.dumps(edit(manifest)))
+    with pytest.raises(CorruptArtifactError, match=message):
+        CapabilityPack.load(path)
+
+
+def test_manifest_tolerates_unknown_fields_and_refuses_integer_directions(tmp_path, pack):
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    path = pack.save(tmp_path / "p")
+    manifest = json.loads((path / "manifest.json").read_text())
+    extra = manifest | {"written_by": "a newer mkt", "target": manifest["target"] | {"revision": "abc"}}
+    (path / "manifest.json").write_text(json.dumps(extra))
+    assert torch.equal(CapabilityPack.load(path).key.directions, pack.key.directions)
+    save_file({"directions": torch.ones(3, 64, dtype=torch.int64)}, str(path / "directions.safetensors"))
+    extra["sha256"] = hashlib.sha256((path / "directions.safetensors").read_bytes()).hexdigest()
+    (path / "manifest.json").write_text(json.dumps(extra))
+    with pytest.raises(CorruptArtifactError, match="directions are torch.int64, not floating point"):
+        CapabilityPack.load(path)
