@@ -157,6 +157,9 @@ class SteeringHooks:
         span = self._span(act.shape[1])
         if span is None:
             return act
+        # the arithmetic in float32 whatever the model's dtype: a bf16 norm and rotation lose the
+        # small angles the paper's alphas make
+        h = act[:, span].float()
         out = act.clone()
-        out[:, span] = self.formula(act[:, span], self._unit(layer, act), self._alpha(act))
+        out[:, span] = self.formula(h, self._unit(layer, h), self._alpha(h)).to(act.dtype)
         return out

@@ -131,3 +131,20 @@ def test_per_prompt_directions_equal_separate_runs(qwen, key):
         assert batched[i].token_ids == alone.token_ids
     with pytest.raises(ValueError, match="per-prompt values"):
         generate(qwen, prompts[:3], 2, Steering(per_row, alpha=0.1))
+
+
+def test_steering_arithmetic_runs_in_float32_for_a_bf16_model(tiny_dirs, key):
+    from mkt.models import load_model
+
+    model = load_model(tiny_dirs["qwen2"], device="cpu", dtype="bfloat16")
+    ids, mask = tokenize_left_padded(model, PROMPTS)
+    name = "blocks.0.hook_resid_post"
+    with torch.no_grad():
+        _, plain = model.run_with_cache(ids, attention_mask=mask, names_filter=[name])
+        with key.apply(model, alpha=0.05, layers=[0]):
+            _, steered = model.run_with_cache(ids, attention_mask=mask, names_filter=[name])
+    h = plain[name][:, -1].float()
+    unit = key.directions[0] / key.directions[0].norm()
+    expected = norm_preserving(h, unit, 0.05).to(torch.bfloat16)
+    assert steered[name].dtype == torch.bfloat16
+    assert torch.equal(steered[name][:, -1], expected)  # rounded once, at the end
