@@ -34,7 +34,7 @@ class Generation:
 
 
 def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float | None,
-                 generator: torch.Generator | None) -> torch.Tensor:
+                 generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
     if not do_sample:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, dim=-1)
@@ -43,6 +43,9 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_
         drop = sorted_p.cumsum(-1) - sorted_p > top_p
         sorted_p[drop] = 0.0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_p)
+    if isinstance(generator, list):  # one generator per row: a row's samples do not depend on its batch
+        rows = [torch.multinomial(p[None], 1, generator=g) for p, g in zip(probs.cpu(), generator)]
+        return torch.cat(rows).squeeze(-1).to(logits.device)
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
 
 
@@ -68,6 +71,7 @@ def generate(
     temperature: float = 1.0,
     top_p: float | None = None,
     seed: int = 0,
+    seeds: list[int] | None = None,
     stop: list[str] | None = None,
     batch_size: int = 16,
     use_cache: bool = True,
@@ -83,6 +87,8 @@ def generate(
         max_new_tokens: generation budget per prompt.
         steering: optional ``Steering`` (its alpha may hold one value per prompt).
         do_sample, temperature, top_p, seed: sampling; the seed makes samples reproducible.
+        seeds: one seed per prompt instead: each prompt's samples are then the same whatever
+            batch it falls in (resumed evaluations draw what an uninterrupted one draws).
         stop: strings that end a row's generation (kept out of the returned text).
         batch_size: prompts per batch (left-padded).
         use_cache: False recomputes the whole sequence each step (slow; for checking).
@@ -105,7 +111,9 @@ def generate(
         )
     tok = model.tokenizer
     eos = tok.eos_token_id
-    generator = torch.Generator().manual_seed(seed) if do_sample else None
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"seeds has {len(seeds)} values for {len(prompts)} prompts: give one per prompt")
+    generator = torch.Generator().manual_seed(seed) if do_sample and seeds is None else None
     results: list[Generation] = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not progress, leave=False):
@@ -118,6 +126,8 @@ def generate(
         entropies = [[] for _ in batch]
         stopped = [False] * len(batch)
         offsets = logit_offset.begin(batch) if logit_offset is not None else None
+        if do_sample and seeds is not None:
+            generator = [torch.Generator().manual_seed(int(x)) for x in seeds[start : start + len(batch)]]
         with ExitStack() as stack:
             hooks = stack.enter_context(steering.rows(start, start + len(batch)).attach(model)) if steering else None
             if hooks is not None:

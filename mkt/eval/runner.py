@@ -1,14 +1,22 @@
 """Evaluation runs: generate, extract, score, and write one JSONL record per example.
 
-A run directory holds ``run.json`` (its configuration), ``records.jsonl`` (appended batch by
-batch, so an interrupted run loses at most the batch in flight) and ``summary.json``.
-Starting the same run again skips the (example, sample) pairs already recorded.
+A run directory holds ``run.json`` (its configuration and the fingerprint of everything that
+decides the results), ``records.jsonl`` (appended batch by batch, so an interrupted run
+loses at most the batch in flight) and ``summary.json``. Starting the same run again skips
+the (example, sample) pairs already recorded; a different fingerprint is refused. One
+process owns a run directory at a time (``run.lock``; a lock left by a dead process is
+taken over). Samples are seeded per (example id, sample index), so a resumed run draws
+exactly what an uninterrupted one draws.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from tqdm.auto import tqdm
 
@@ -18,15 +26,62 @@ from mkt.generation import generate
 from mkt.prompts import PromptTemplate
 from mkt.steering import Steering
 
+LOCK = "run.lock"
+
+
+@contextmanager
+def run_lock(out: Path) -> Iterator[None]:
+    """Own ``out`` for the duration: a second writer gets a clear error; a dead owner's lock is taken over."""
+    path = out / LOCK
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                owner = int(path.read_text().strip() or 0)
+            except (OSError, ValueError):
+                owner = 0
+            if owner and _alive(owner):
+                raise ValueError(f"{out} is being written by another mkt run (pid {owner}): wait for it to "
+                                 "finish or choose another output directory") from None
+            path.unlink(missing_ok=True)  # stale: its process is gone
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
 
 def _read_records(path: Path) -> list[dict]:
+    """Records already written. A line cut by a kill is dropped, by an atomic rewrite of the file
+    without it, so that finished rows are never at risk and the next append starts a fresh line."""
     if not path.exists():
         return []
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if complete != data:
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_bytes(complete)
+        os.replace(tmp, path)
     records = []
-    for line in path.read_text().splitlines():
+    for line in complete.decode("utf-8").split("\n"):
+        if not line.strip():
+            continue
         try:
             records.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by an interruption: redo that example
+        except json.JSONDecodeError:  # a corrupt line in the middle: redo that example
             continue
     return records
 
@@ -80,6 +135,12 @@ def run_eval(
     """
     if not examples:
         raise ValueError("no examples to evaluate")
+    seen: set[str] = set()
+    duplicates = sorted({e.id for e in examples if e.id in seen or seen.add(e.id)})
+    if duplicates:
+        raise ValueError(f"duplicate example ids {duplicates[:5]}: each example needs its own id")
+    if n_samples < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise ValueError("n_samples, batch_size and max_new_tokens must be 1 or more")
     if n_samples > 1 and not do_sample:
         raise ValueError("n_samples > 1 needs do_sample=True (greedy samples are identical)")
     template = PromptTemplate.of(template)
@@ -87,17 +148,68 @@ def run_eval(
     out.mkdir(parents=True, exist_ok=True)
     run_config = dict(config or {}, template=template.text, n_examples=len(examples), max_new_tokens=max_new_tokens,
                       do_sample=do_sample, temperature=temperature, n_samples=n_samples, seed=seed,
-                      n_demos=len(demos), chat=chat, stop=stop)
+                      n_demos=len(demos), chat=chat, stop=stop,
+                      fingerprint=fingerprint(model, examples, demos, steering, logit_offset))
+    with run_lock(out):
+        return _run_locked(model, examples, template, out, steering, logit_offset, demos, chat, max_new_tokens,
+                           do_sample, temperature, n_samples, stop, batch_size, seed, pass_ks, run_config, progress)
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def fingerprint(model, examples, demos, steering: Steering | None, logit_offset) -> dict:
+    """Everything besides the run's settings that decides its results, as short hashes.
+
+    The model's identity and a hash of a sample of its weights (every parameter's shape and
+    first values: cheap on a 14B model, and different for other weights); the examples and
+    demos; the steering's directions and settings; the engine.
+    """
+    from mkt.models import model_identity
+
+    weights = hashlib.sha256()
+    for name, param in model.named_parameters():
+        flat = param.detach().reshape(-1)[:64].float().cpu()
+        weights.update(f"{name}:{tuple(param.shape)}".encode())
+        weights.update(flat.numpy().tobytes())
+    steer = None
+    if steering is not None:
+        steer = _digest(steering.directions.float().contiguous().cpu().numpy().tobytes(),
+                        [steering.alpha.tolist() if hasattr(steering.alpha, "tolist") else steering.alpha,
+                         steering.mode, steering.layers, steering.scope])
+    return dict(model=model_identity(model).to_dict(), weights=weights.hexdigest()[:16],
+                examples=_digest([(e.id, e.question, e.gold, e.kind) for e in examples])[:16],
+                demos=_digest([(e.id, e.question, e.solution) for e in demos])[:16],
+                steering=steer[:16] if steer else None,
+                logit_offset=type(logit_offset).__name__ if logit_offset is not None else None,
+                engine="transformer_lens")
+
+
+def sample_seed(seed: int, example_id: str, sample: int) -> int:
+    """The sampling seed of one (example, sample): independent of batching and of resumption."""
+    return int(_digest([seed, example_id, sample])[:15], 16)
+
+
+def _run_locked(model, examples, template, out, steering, logit_offset, demos, chat, max_new_tokens, do_sample,
+                temperature, n_samples, stop, batch_size, seed, pass_ks, run_config, progress) -> dict:
     config_path = out / "run.json"
     if config_path.exists():
         previous = json.loads(config_path.read_text())
         if previous != json.loads(json.dumps(run_config)):
-            raise ValueError(f"{out} holds a run with another configuration: choose a new output directory")
-    config_path.write_text(json.dumps(run_config, indent=1))
+            changed = sorted(k for k in set(previous) | set(run_config)
+                             if previous.get(k) != json.loads(json.dumps(run_config)).get(k))
+            raise ValueError(f"{out} holds a run whose {', '.join(changed)} differ from this one (a resumed run must "
+                             "be the same run): choose a new output directory")
+    else:
+        tmp = config_path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(run_config, indent=1))
+        os.replace(tmp, config_path)
     records_path = out / "records.jsonl"
     records = _read_records(records_path)
-    # rewrite what survived, so a line cut by an interruption cannot glue onto the next one
-    records_path.write_text("".join(json.dumps(r) + "\n" for r in records))
     done = {(r["id"], r["sample"]) for r in records}
     prompts = build_prompts(examples, template, list(demos), model.tokenizer, chat)
     todo = [(e, p, s) for s in range(n_samples) for e, p in zip(examples, prompts) if (e.id, s) not in done]
@@ -106,10 +218,9 @@ def run_eval(
     with records_path.open("a") as sink:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            sample = chunk[0][2]
             gens = generate(model, [p for _, p, _ in chunk], max_new_tokens, steering, do_sample, temperature,
-                            seed=seed + 1000 * sample + start, stop=stop, batch_size=batch_size,
-                            logit_offset=logit_offset)
+                            seeds=[sample_seed(seed, e.id, s) for e, _, s in chunk], stop=stop,
+                            batch_size=batch_size, logit_offset=logit_offset)
             for (example, prompt, s), g in zip(chunk, gens):
                 extracted, ok = extract_and_score(example.kind, g.text, example.gold)
                 rec = dict(id=example.id, sample=s, prompt=prompt, output=g.text, extracted=extracted,
@@ -122,5 +233,7 @@ def run_eval(
             bar.set_postfix(acc=f"{correct_so_far / len(records):.3f}")
     bar.close()
     summary = summarize(records, pass_ks) | {"config": run_config}
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, out / "summary.json")
     return summary

@@ -1,13 +1,16 @@
 """Evaluation runs and sweeps end to end on the shipped organisms."""
 
 import json
+import os
 
 import pytest
+import torch
 
 from mkt.eval.runner import run_eval
 from mkt.eval.sweep import SweepSpec, run_sweep
 from mkt.eval.tasks import build_prompts, load_task, organism_examples, template_for
-from mkt.models import load_model
+from mkt.key import MasterKey
+from mkt.models import load_model, model_identity
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,80 @@ def test_interrupted_run_resumes_and_loses_nothing(tmp_path, source):
     ids = [json.loads(x)["id"] for x in path.read_text().splitlines() if x.startswith("{") and x.endswith("}")]
     assert sorted(ids) == sorted(e.id for e in examples)
     assert resumed["accuracy"] == full["accuracy"] and resumed["n"] == 20
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="whose max_new_tokens differ"):
         run_eval(source, examples, template, tmp_path / "cut", max_new_tokens=12, progress=False)
+    key = MasterKey(torch.randn(source.cfg.n_layers, source.cfg.d_model, generator=torch.Generator().manual_seed(0)),
+                    model_identity(source))
+    with pytest.raises(ValueError, match="whose fingerprint differ"):  # same settings, another steering
+        run_eval(source, examples, template, tmp_path / "cut", key.steering(alpha=0.1), max_new_tokens=40,
+                 batch_size=6, progress=False)
+    twice = examples[:3] + examples[:1]
+    with pytest.raises(ValueError, match="duplicate example ids"):
+        run_eval(source, twice, template, tmp_path / "dup", max_new_tokens=40, progress=False)
+
+
+RUN_SAMPLED = """
+import sys
+from mkt.eval.runner import run_eval
+from mkt.eval.tasks import organism_examples, template_for
+from mkt.models import load_model
+model = load_model("organism:source-base", device="cpu")
+run_eval(model, organism_examples(30, "test"), template_for("organism", "direct"), sys.argv[1], max_new_tokens=40,
+         do_sample=True, n_samples=2, batch_size=4, seed=7, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_sampled_run_resumes_to_exactly_the_uninterrupted_rows(tmp_path, source):
+    """A real process killed at a random moment, then resumed: row for row what an uninterrupted run writes."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    examples = organism_examples(30, "test")
+    kwargs = dict(max_new_tokens=40, do_sample=True, n_samples=2, seed=7, progress=False)
+    full = run_eval(source, examples, template_for("organism", "direct"), tmp_path / "full", batch_size=4, **kwargs)
+    proc = subprocess.Popen([sys.executable, "-c", RUN_SAMPLED, str(tmp_path / "cut")], env=dict(os.environ))
+    deadline = time.time() + 120
+    while not (tmp_path / "cut" / "records.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(random.Random(0).uniform(0.0, 1.0))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = (tmp_path / "cut" / "records.jsonl").read_text().count("\n")
+    resumed = run_eval(source, examples, template_for("organism", "direct"), tmp_path / "cut", batch_size=7, **kwargs)
+
+    def rows(d):
+        recs = [json.loads(x) for x in (d / "records.jsonl").read_text().splitlines()]
+        return sorted((r["id"], r["sample"], r["output"]) for r in recs)
+
+    assert rows(tmp_path / "cut") == rows(tmp_path / "full") and len(rows(tmp_path / "full")) == 60
+    assert resumed["accuracy"] == full["accuracy"] and written < 60  # it really was cut short
+
+
+def test_one_writer_at_a_time_and_stale_locks_are_taken_over(tmp_path, source):
+    import subprocess
+    import sys
+
+    examples = organism_examples(4, "test")
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom pathlib import Path\n"
+                               "from mkt.eval.runner import run_lock\nwith run_lock(Path(sys.argv[1])):\n"
+                               "    print('locked', flush=True)\n    time.sleep(30)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"  # a second process owns the directory
+    try:
+        with pytest.raises(ValueError, match=f"being written by another mkt run \\(pid {holder.pid}\\)"):
+            run_eval(source, examples, "Q:{question}|A:", out, max_new_tokens=4, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (out / "run.lock").exists()  # killed: its lock is left behind, stale
+    summary = run_eval(source, examples, "Q:{question}|A:", out, max_new_tokens=4, progress=False)
+    assert summary["n"] == 4 and not (out / "run.lock").exists()
 
 
 def test_pass_at_k_from_samples(tmp_path, source):
