@@ -33,6 +33,9 @@ def last_token_resid(
     Returns:
         float32 tensor on CPU, ``[n_prompts, len(layers), d_model]``.
     """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
+                        "character): pass [prompt]")
     if not prompts:
         raise ValueError("empty prompt set: pass at least one prompt")
     if batch_size < 1:

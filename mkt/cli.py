@@ -65,7 +65,8 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
                    help="norm-preserving rotation (paper) or additive push")
     p.add_argument("--scope", choices=["prompt-last", "prompt-last+generated"], default="prompt-last",
                    help="steer the last prompt token only (paper) or every generated token too")
-    p.add_argument("--layers", type=int, nargs="+", default=None, help="steer only these layers (default all)")
+    p.add_argument("--layers", type=nonnegative_int, nargs="+", default=None,
+                   help="steer only these layers (default all)")
 
 
 def cmd_extract(args) -> None:

@@ -98,6 +98,9 @@ def generate(
             ``advance(tokens)`` (the tokens chosen); see ``mkt.eval.baselines.LogitTransfer``.
         progress: show a progress bar.
     """
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
+                        "character): pass [prompt]")
     if not prompts:
         raise ValueError("empty prompt list: pass at least one prompt")
     if max_new_tokens < 1:

@@ -35,6 +35,9 @@ class PromptTemplate:
         return self.text.format(question=question)
 
     def format_all(self, questions: list[str]) -> list[str]:
+        if isinstance(questions, str):
+            raise TypeError("questions must be a list of strings, not one string (it would be read as one question "
+                            "per character): pass [question]")
         if not questions:
             raise ValueError("empty question set: pass at least one question")
         return [self.format(q) for q in questions]

@@ -148,3 +148,13 @@ def test_steering_arithmetic_runs_in_float32_for_a_bf16_model(tiny_dirs, key):
     expected = norm_preserving(h, unit, 0.05).to(torch.bfloat16)
     assert steered[name].dtype == torch.bfloat16
     assert torch.equal(steered[name][:, -1], expected)  # rounded once, at the end
+
+
+def test_a_single_string_is_not_taken_for_a_list_of_prompts(qwen):
+    from mkt.activations import last_token_resid
+    from mkt.prompts import PromptTemplate
+
+    for call in (lambda: generate(qwen, "Q:12+34|A:", 2), lambda: last_token_resid(qwen, "Q:12+34|A:"),
+                 lambda: PromptTemplate("Q:{question}|A:").format_all("12+34")):
+        with pytest.raises(TypeError, match="not one string"):
+            call()
