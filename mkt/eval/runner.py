@@ -64,19 +64,42 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_records(path: Path) -> list[dict]:
-    """Records already written. A line cut by a kill is dropped, by an atomic rewrite of the file
-    without it, so that finished rows are never at risk and the next append starts a fresh line."""
+def complete_lines(path: Path) -> str:
+    """The text of an append-only file up to its last newline.
+
+    A line cut by a kill is dropped by an atomic rewrite of the file without it, so finished
+    rows are never at risk and the next append starts on a fresh line.
+    """
     if not path.exists():
-        return []
+        return ""
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
     if complete != data:
-        tmp = path.with_suffix(".jsonl.tmp")
+        tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(complete)
         os.replace(tmp, path)
+    return complete.decode("utf-8")
+
+
+def write_config(path: Path, config: dict, what: str = "run") -> None:
+    """Write ``config`` (atomically) for a new run, or check that a resumed run has the same one."""
+    config = json.loads(json.dumps(config, default=str))
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != config:
+            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+            raise ValueError(f"{path.parent} holds a {what} whose {', '.join(changed)} differ from this one (a "
+                             f"resumed {what} must be the same {what}): choose a new output directory")
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(config, indent=1))
+    os.replace(tmp, path)
+
+
+def _read_records(path: Path) -> list[dict]:
+    """Records already written (see ``complete_lines``)."""
     records = []
-    for line in complete.decode("utf-8").split("\n"):
+    for line in complete_lines(path).split("\n"):
         if not line.strip():
             continue
         try:
@@ -155,7 +178,7 @@ def run_eval(
                            do_sample, temperature, n_samples, stop, batch_size, seed, pass_ks, run_config, progress)
 
 
-def _digest(*parts) -> str:
+def content_digest(*parts) -> str:
     h = hashlib.sha256()
     for part in parts:
         h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())
@@ -178,12 +201,12 @@ def fingerprint(model, examples, demos, steering: Steering | None, logit_offset)
         weights.update(flat.numpy().tobytes())
     steer = None
     if steering is not None:
-        steer = _digest(steering.directions.float().contiguous().cpu().numpy().tobytes(),
+        steer = content_digest(steering.directions.float().contiguous().cpu().numpy().tobytes(),
                         [steering.alpha.tolist() if hasattr(steering.alpha, "tolist") else steering.alpha,
                          steering.mode, steering.layers, steering.scope])
     return dict(model=model_identity(model).to_dict(), weights=weights.hexdigest()[:16],
-                examples=_digest([(e.id, e.question, e.gold, e.kind) for e in examples])[:16],
-                demos=_digest([(e.id, e.question, e.solution) for e in demos])[:16],
+                examples=content_digest([(e.id, e.question, e.gold, e.kind) for e in examples])[:16],
+                demos=content_digest([(e.id, e.question, e.solution) for e in demos])[:16],
                 steering=steer[:16] if steer else None,
                 logit_offset=type(logit_offset).__name__ if logit_offset is not None else None,
                 engine="transformer_lens")
@@ -191,23 +214,12 @@ def fingerprint(model, examples, demos, steering: Steering | None, logit_offset)
 
 def sample_seed(seed: int, example_id: str, sample: int) -> int:
     """The sampling seed of one (example, sample): independent of batching and of resumption."""
-    return int(_digest([seed, example_id, sample])[:15], 16)
+    return int(content_digest([seed, example_id, sample])[:15], 16)
 
 
 def _run_locked(model, examples, template, out, steering, logit_offset, demos, chat, max_new_tokens, do_sample,
                 temperature, n_samples, stop, batch_size, seed, pass_ks, run_config, progress) -> dict:
-    config_path = out / "run.json"
-    if config_path.exists():
-        previous = json.loads(config_path.read_text())
-        if previous != json.loads(json.dumps(run_config)):
-            changed = sorted(k for k in set(previous) | set(run_config)
-                             if previous.get(k) != json.loads(json.dumps(run_config)).get(k))
-            raise ValueError(f"{out} holds a run whose {', '.join(changed)} differ from this one (a resumed run must "
-                             "be the same run): choose a new output directory")
-    else:
-        tmp = config_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(run_config, indent=1))
-        os.replace(tmp, config_path)
+    write_config(out / "run.json", run_config)
     records_path = out / "records.jsonl"
     records = _read_records(records_path)
     done = {(r["id"], r["sample"]) for r in records}

@@ -4,7 +4,9 @@ The research code picks the best configuration on test accuracy; mkt never does.
 alpha of a grid is evaluated in one batched generation (one alpha per row). The best
 configuration is then tested against its subspace-matched null (``mkt.significance``):
 random Source directions through the same map, each with its alpha chosen on the same dev
-split. Results are written as ``sweep.csv``, ``sweep.json`` (best configuration, its test
+split. Rows are appended to ``sweep.csv`` configuration by configuration, so an interrupted
+sweep resumes where it stopped (``sweep_run.json`` holds what a resume must match; one
+process at a time). Results are written as ``sweep.csv``, ``sweep.json`` (best configuration, its test
 score, the baselines table and the significance report) and ``sweep.png``.
 """
 
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 from mkt.activations import last_token_resid
 from mkt.alignment import fit_alignment, transfer
 from mkt.eval.baselines import LogitTransfer
+from mkt.eval.runner import complete_lines, content_digest, fingerprint, run_lock, write_config
 from mkt.eval.stats import wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score, task_probe
 from mkt.extract import extract_model_key, extract_prompt_key
@@ -95,17 +98,57 @@ def run_sweep(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with run_lock(out):
+        return _sweep_locked(source, target, questions, dev, test, locked, unlocked, out, spec, source_unlocked_model,
+                             post_trained, progress)
+
+
+FIELDS = ("n", "k", "layers", "alpha", "dev_accuracy", "coverage")
+
+
+def _read_rows(path: Path) -> list[dict]:
+    """Rows of an earlier, interrupted sweep (a line cut by a kill is dropped)."""
+    lines = [ln for ln in complete_lines(path).split("\n") if ln.strip()]
+    if not lines:
+        return []
+    rows = list(csv.DictReader(lines))
+    return [dict(n=int(r["n"]), k=int(r["k"]), layers=r["layers"], alpha=float(r["alpha"]),
+                 dev_accuracy=float(r["dev_accuracy"]), coverage=float(r["coverage"])) for r in rows]
+
+
+def _sweep_locked(source, target, questions, dev, test, locked, unlocked, out: Path, spec: SweepSpec,
+                  source_unlocked_model, post_trained, progress) -> dict:
+    config = dict(spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
+                  locked=locked, unlocked=unlocked, source=model_identity(source).to_dict(),
+                  source_unlocked=model_identity(source_unlocked_model).to_dict() if source_unlocked_model else None,
+                  questions=content_digest(list(questions))[:16],
+                  fingerprint=fingerprint(target, list(dev) + list(test), [], None, None))
+    write_config(out / "sweep_run.json", config, "sweep")
+    csv_path = out / "sweep.csv"
     locked_t = PromptTemplate(locked)
     unlocked_t = PromptTemplate(unlocked) if unlocked else None
     dev_prompts = build_prompts(dev, locked_t)
     test_prompts = build_prompts(test, locked_t)
     src_id, tgt_id = model_identity(source), model_identity(target)
-    rows, keys = [], {}
+    rows, keys = _read_rows(csv_path), {}
+    rows = [r for r in rows if sum((x["n"], x["k"], x["layers"]) == (r["n"], r["k"], r["layers"]) for x in rows)
+            == len(spec.alphas)]  # a configuration is done when all its alphas are
+    done = {(r["n"], r["k"], r["layers"]) for r in rows}
+    with csv_path.open("w", newline="") as f:  # what survived, then append-only
+        writer = csv.DictWriter(f, fieldnames=list(FIELDS))
+        writer.writeheader()
+        writer.writerows(rows)
+    sink = csv_path.open("a", newline="")
+    writer = csv.DictWriter(sink, fieldnames=list(FIELDS))
     grid = [(n, k) for n in spec.ns for k in spec.ks]
+    for n in spec.ns:
+        if len(questions) < n:
+            raise ValueError(f"n={n} but only {len(questions)} questions were given")
     for n, k in tqdm(grid, desc="sweep n x k", disable=not progress):
         qs = questions[:n]
-        if len(qs) < n:
-            raise ValueError(f"n={n} but only {len(questions)} questions were given")
+        names = ["all" if layers is None else "-".join(map(str, layers)) for layers in spec.layer_subsets]
+        if all((n, k, name) in done for name in names):
+            continue  # finished before an interruption
         if n not in keys:
             keys[n] = (extract_model_key(source_unlocked_model, source, qs, locked_t, spec.aggregator)
                        if source_unlocked_model is not None
@@ -117,16 +160,17 @@ def run_sweep(
                                   src_id, tgt_id, k, spec.method, spec.center)
         target_key = transfer(keys[n], alignment)
         coverage = float(alignment.coverage(keys[n].directions).mean())
-        for layers in spec.layer_subsets:
-            for alpha, acc in _alpha_grid(target, target_key, dev, dev_prompts, spec, layers).items():
-                rows.append(dict(n=n, k=k, layers="all" if layers is None else "-".join(map(str, layers)),
-                                 alpha=alpha, dev_accuracy=acc, coverage=coverage))
+        for layers, name in zip(spec.layer_subsets, names):
+            if (n, k, name) in done:
+                continue
+            new = [dict(n=n, k=k, layers=name, alpha=alpha, dev_accuracy=acc, coverage=coverage)
+                   for alpha, acc in _alpha_grid(target, target_key, dev, dev_prompts, spec, layers).items()]
+            writer.writerows(new)
+            sink.flush()
+            rows += new
+    sink.close()
     if not rows:
         raise ValueError("every k of the grid exceeds the number of alignment prompts: lower --ks or raise --ns")
-    with (out / "sweep.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     best = max(rows, key=lambda r: (r["dev_accuracy"], -r["alpha"], -r["k"]))
     layers = None if best["layers"] == "all" else [int(x) for x in best["layers"].split("-")]
     qs = questions[: best["n"]]

@@ -234,3 +234,21 @@ def test_sweep_command_on_a_real_task_file(tmp_path, tiny_dirs, capsys):
     result = json.loads((tmp_path / "sweep.json").read_text())
     assert result["n_dev"] == 4 and result["n_test"] == 4 and result["best"]["k"] == 2
     assert "logit-space transfer" in result["baselines"]  # both tiny models share one tokenizer
+
+
+def test_an_interrupted_sweep_resumes_and_a_different_one_is_refused(tmp_path, source):
+    questions = [e.question for e in organism_examples(32, "train", seed=2)]
+    spec = SweepSpec(alphas=(0.05, 0.5), ks=(4, 8), ns=(16,), layer_subsets=(None,), max_new_tokens=40, null_seeds=0)
+    args = (source, source, questions, organism_examples(8, "dev"), organism_examples(8, "test"),
+            "Q:{question}|A:", "S:{question}|A:")
+    full = run_sweep(*args, tmp_path / "full", spec, progress=False)
+    run_sweep(*args, tmp_path / "cut", spec, progress=False)
+    path = tmp_path / "cut" / "sweep.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:4]) + "\n" + lines[4][:5])  # killed while writing the k=8 rows
+    resumed = run_sweep(*args, tmp_path / "cut", spec, progress=False)
+    assert resumed["best"] == full["best"] and resumed["test"] == full["test"]
+    assert sorted(path.read_text().splitlines()) == sorted((tmp_path / "full" / "sweep.csv").read_text().splitlines())
+    other = SweepSpec(alphas=(0.05,), ks=(4,), ns=(16,), layer_subsets=(None,), max_new_tokens=40, null_seeds=0)
+    with pytest.raises(ValueError, match="holds a sweep whose spec differ"):
+        run_sweep(*args, tmp_path / "cut", other, progress=False)
