@@ -220,9 +220,20 @@ class SubspaceAlignment:
                                        "tampered); fit the alignment again")
         if any(not torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
             raise CorruptArtifactError(f"{path} holds NaN or inf: the alignment is corrupt; fit it again")
+        source, target = (_identity(meta.get(side), f"{path}: {side}") for side in ("source", "target"))
+        layer_map = meta.get("layer_map")
+        if not (isinstance(layer_map, list) and len(layer_map) == target.n_layers
+                and all(isinstance(x, int) and 0 <= x < source.n_layers for x in layer_map)):
+            raise CorruptArtifactError(f"{path}: field 'layer_map' must list a source layer for each of the "
+                                       f"{target.n_layers} target layers; fit the alignment again")
+        for name, ok in (("method", meta.get("method") in METHODS), ("k", isinstance(meta.get("k"), int)),
+                          ("n", isinstance(meta.get("n"), int)), ("center", isinstance(meta.get("center"), bool)),
+                          ("diagnostics", isinstance(meta.get("diagnostics", {}), dict))):
+            if not ok:
+                raise CorruptArtifactError(f"{path}: field {name!r} is missing or of the wrong type; fit it again")
         return cls(
-            source=ModelIdentity(**meta["source"]), target=ModelIdentity(**meta["target"]),
-            layer_map=meta["layer_map"], method=meta["method"], k=meta["k"], n=meta["n"],
+            source=source, target=target,
+            layer_map=layer_map, method=meta["method"], k=meta["k"], n=meta["n"],
             center=meta["center"], diagnostics=meta["diagnostics"],
             **{n: tensors.get(n) for n in TENSOR_FIELDS},
         )
@@ -232,6 +243,18 @@ class SubspaceAlignment:
             source=self.source.name, target=self.target.name, method=self.method, k=self.k, n=self.n,
             center=self.center, layer_map=self.layer_map, **self.diagnostics,
         )
+
+
+def _identity(record, where: str) -> ModelIdentity:
+    """A model identity read from a file: the known fields, type-checked; extra fields ignored."""
+    if not isinstance(record, dict):
+        raise CorruptArtifactError(f"{where} must be an object with name, architecture, n_layers, d_model, d_vocab")
+    counts = ("n_layers", "d_model", "d_vocab")
+    if not all(isinstance(record.get(f), str) for f in ("name", "architecture")) or not all(
+            isinstance(record.get(f), int) and not isinstance(record.get(f), bool) and record[f] >= 1 for f in counts):
+        raise CorruptArtifactError(f"{where}: name and architecture must be strings, {', '.join(counts)} whole "
+                                   "numbers >= 1")
+    return ModelIdentity(**{f: record[f] for f in ("name", "architecture", *counts)})
 
 
 def _check_pair(x_s: Tensor, x_t: Tensor, source: ModelIdentity, target: ModelIdentity) -> None:

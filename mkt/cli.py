@@ -71,9 +71,11 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_extract(args) -> None:
     from mkt.extract import extract_model_key, extract_prompt_key
+    from mkt.models import check_layers
     from mkt.pack import CapabilityPack
 
     model = _load(args, args.model)
+    check_layers(args.layers, model.cfg.n_layers)  # before the slow work
     qs = _questions(args)
     if args.unlocked_model:
         key = extract_model_key(_load(args, args.unlocked_model), model, qs, args.locked, args.aggregator,
@@ -109,10 +111,12 @@ def cmd_align(args) -> None:
 
 def cmd_transfer(args) -> None:
     from mkt.extract import extract_prompt_key
+    from mkt.models import check_layers
     from mkt.pack import CapabilityPack
     from mkt.pipeline import ORACLE_NOTE, run_transfer
 
     source, target = _load(args, args.source), _load(args, args.target)
+    check_layers(args.layers, target.cfg.n_layers)  # before the slow work: the pack would refuse them at the end
     qs = _questions(args)
     unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
     report = run_transfer(

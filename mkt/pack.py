@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from mkt.errors import CorruptArtifactError
 from mkt.intervention import MODES, check_mode
 from mkt.key import MasterKey
-from mkt.models import RESID_HOOK, ModelIdentity, model_identity
+from mkt.models import RESID_HOOK, ModelIdentity, check_layers, model_identity
 from mkt.steering import SCOPES
 
 PACK_FORMAT = "mkt.capability-pack"
@@ -109,6 +109,8 @@ class CapabilityPack:
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        if self.layers is not None:
+            self.layers = check_layers(self.layers, self.key.n_layers)
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}: use one of {SCOPES}")
         if not torch.isfinite(torch.tensor(float(self.alpha))):

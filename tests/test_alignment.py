@@ -189,3 +189,26 @@ def test_non_finite_alignments_are_refused_when_made_saved_and_loaded(tmp_path):
     save_file(load_file(str(path)), str(tmp_path / "v1.safetensors"), metadata={"mkt": json.dumps(old)})
     with pytest.raises(CorruptArtifactError, match="format version 1, not 2"):
         SubspaceAlignment.load(tmp_path / "v1.safetensors")
+
+
+def test_alignment_metadata_is_validated(tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    xs, xt = _acts(10)
+    path = fit_alignment(xs, xt, SRC, TGT, k=4).save(tmp_path / "a.safetensors")
+    with safe_open(str(path), "pt") as f:
+        meta = json.loads(f.metadata()["mkt"])
+    tensors = load_file(str(path))
+    for edit, message in ((lambda m: m | {"layer_map": [0, 1]}, "field 'layer_map' must list"),
+                          (lambda m: m | {"k": "4"}, "field 'k' is missing or of the wrong type"),
+                          (lambda m: m | {"target": [1, 2]}, "target must be an object"),
+                          (lambda m: m | {"source": m["source"] | {"n_layers": 0}}, "whole numbers >= 1")):
+        save_file(tensors, str(tmp_path / "e.safetensors"), metadata={"mkt": json.dumps(edit(meta))})
+        with pytest.raises(CorruptArtifactError, match=message):
+            SubspaceAlignment.load(tmp_path / "e.safetensors")
+    extra = meta | {"source": meta["source"] | {"revision": "main"}, "written_by": "a newer mkt"}
+    save_file(tensors, str(tmp_path / "x.safetensors"), metadata={"mkt": json.dumps(extra)})
+    assert SubspaceAlignment.load(tmp_path / "x.safetensors").source == SRC  # unknown fields tolerated

@@ -111,3 +111,10 @@ def test_manifest_tolerates_unknown_fields_and_refuses_integer_directions(tmp_pa
     (path / "manifest.json").write_text(json.dumps(extra))
     with pytest.raises(CorruptArtifactError, match="directions are torch.int64, not floating point"):
         CapabilityPack.load(path)
+
+
+def test_pack_layers_are_checked_when_made(pack):
+    from mkt.errors import IncompatibleModelError
+
+    with pytest.raises(IncompatibleModelError, match="unknown layer index \\[5\\]"):
+        CapabilityPack(pack.key, layers=[0, 5])
