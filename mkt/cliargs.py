@@ -23,43 +23,25 @@ def _number(text: str, kind):
     return value
 
 
-def positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+def _ranged(kind, accept, rule: str, name: str):
+    """An argparse type: a ``kind`` number for which ``accept(value)`` holds, else "must be <rule>"."""
+
+    def parse(text: str):
+        value = _number(text, kind)
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {value}")
+        return value
+
+    parse.__name__ = name
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def finite_float(text: str) -> float:
-    return _number(text, float)
-
-
-def positive_float(text: str) -> float:
-    value = _number(text, float)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def fraction(text: str) -> float:
-    value = _number(text, float)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value}")
-    return value
+positive_int = _ranged(int, lambda v: v >= 1, "1 or more", "positive_int")
+nonnegative_int = _ranged(int, lambda v: v >= 0, "0 or more", "nonnegative_int")
+finite_float = _ranged(float, lambda v: True, "finite", "finite_float")
+positive_float = _ranged(float, lambda v: v > 0, "greater than 0", "positive_float")
+nonnegative_float = _ranged(float, lambda v: v >= 0, "0 or more", "nonnegative_float")
+fraction = _ranged(float, lambda v: 0 <= v < 1, "in [0, 1)", "fraction")
 
 
 def dtype_name(text: str) -> str:
