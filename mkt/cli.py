@@ -199,6 +199,18 @@ def _examples(args, split: str, limit: int | None, seed: int = 0):
     return load_task(args.task, args.kind, limit, split=split, seed=seed)
 
 
+def _demos(args, n_evaluated: int):
+    """Few-shot demos that are not evaluated: the organism's dev split, or a task file's last items."""
+    if args.task == "organism":
+        return _examples(args, "dev", args.few_shot, seed=1)
+    pool = _examples(args, "test", None)
+    rest = pool[n_evaluated:]
+    if len(rest) < args.few_shot:
+        raise ValueError(f"--few-shot {args.few_shot} needs that many items of {args.task} that are not evaluated, "
+                         f"but only {len(rest)} remain after the {n_evaluated} evaluated: lower --limit or --few-shot")
+    return rest[-args.few_shot:]
+
+
 def cmd_eval(args) -> None:
     from mkt.eval.baselines import LogitTransfer
     from mkt.eval.runner import run_eval
@@ -210,7 +222,7 @@ def cmd_eval(args) -> None:
     examples = _examples(args, "test", args.limit)
     kind = examples[0].kind
     template = template_for(kind, args.template)
-    demos = _examples(args, "dev", args.few_shot, seed=1) if args.few_shot else []
+    demos = _demos(args, len(examples)) if args.few_shot else []
     steering, logit_offset, config = None, None, dict(model=args.model, task=args.task, kind=kind)
     if args.pack:
         pack = CapabilityPack.load(args.pack)
@@ -428,7 +440,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task format (detected from the file's fields when omitted)")
     p.add_argument("--template", default="direct",
                    help="'direct', 'step_by_step', or a literal template with {question} (default direct)")
-    p.add_argument("--few-shot", type=nonnegative_int, default=0, help="number of worked demos to prepend (default 0)")
+    p.add_argument("--few-shot", type=nonnegative_int, default=0,
+                   help="worked demos to prepend (default 0): the organism dev split, or the task file's last N items, "
+                   "which must lie beyond --limit")
     p.add_argument("--chat", action="store_true", help="wrap prompts in the tokenizer's chat template")
     p.add_argument("--pack", default=None, help="capability pack to steer with")
     p.add_argument("--alpha", type=finite_float, default=None, help="override the pack's alpha")

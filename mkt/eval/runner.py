@@ -162,6 +162,10 @@ def run_eval(
     duplicates = sorted({e.id for e in examples if e.id in seen or seen.add(e.id)})
     if duplicates:
         raise ValueError(f"duplicate example ids {duplicates[:5]}: each example needs its own id")
+    leaked = {d.question for d in demos} & {e.question for e in examples}
+    if leaked:
+        raise ValueError(f"{len(leaked)} few-shot demo(s) are also evaluated items (their solutions would sit in "
+                         "the prompt): take demos from a split or file disjoint from the evaluated items")
     if n_samples < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError("n_samples, batch_size and max_new_tokens must be 1 or more")
     if n_samples > 1 and not do_sample:

@@ -252,3 +252,22 @@ def test_an_interrupted_sweep_resumes_and_a_different_one_is_refused(tmp_path, s
     other = SweepSpec(alphas=(0.05,), ks=(4,), ns=(16,), layer_subsets=(None,), max_new_tokens=40, null_seeds=0)
     with pytest.raises(ValueError, match="holds a sweep whose spec differ"):
         run_sweep(*args, tmp_path / "cut", other, progress=False)
+
+
+def test_few_shot_demos_never_come_from_the_evaluated_items(tmp_path, source, capsys):
+    from mkt.cli import main
+
+    examples = organism_examples(6, "test")
+    with pytest.raises(ValueError, match="few-shot demo\\(s\\) are also evaluated items"):
+        run_eval(source, examples, "Q:{question}|A:", tmp_path / "leak", demos=examples[:2], max_new_tokens=4,
+                 progress=False)
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps({"question": f"{i}+{i}", "answer": f"#### {2 * i}"}) + "\n"
+                            for i in range(10, 20)))
+    assert main(["eval", "--model", "organism:source-base", "--task", str(task), "--few-shot", "2",
+                 "--max-new-tokens", "4", "--out", str(tmp_path / "all"), "--device", "cpu"]) == 2
+    assert "only 0 remain after the 10 evaluated" in capsys.readouterr().err
+    assert main(["eval", "--model", "organism:source-base", "--task", str(task), "--few-shot", "2", "--limit", "6",
+                 "--max-new-tokens", "4", "--out", str(tmp_path / "six"), "--device", "cpu"]) == 0
+    prompts = [json.loads(x)["prompt"] for x in (tmp_path / "six" / "records.jsonl").read_text().splitlines()]
+    assert len(prompts) == 6 and all("18+18" in p and "19+19" in p for p in prompts)  # demos: the last two items
