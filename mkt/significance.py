@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from mkt.alignment import SubspaceAlignment, transfer
 from mkt.controls import isotropic_null, subspace_matched_null
@@ -94,18 +93,13 @@ def _score(probe: Probe, texts: list[str], metrics: Sequence[str]) -> dict[str, 
 
 
 def _generate_rows(model, prompts: list[str], directions: torch.Tensor | None, alpha: torch.Tensor | None,
-                   decoding: Decoding, desc: str, progress: bool) -> list[str]:
+                   decoding: Decoding, progress: bool) -> list[str]:
     steering = None
     if directions is not None:
         steering = Steering(directions, alpha=alpha, mode=decoding.mode, layers=decoding.layers, scope=decoding.scope)
-    texts = []
-    chunk = max(decoding.batch_size, 1) * 8  # bounded memory for the per-row directions' hooks
-    for start in tqdm(range(0, len(prompts), chunk), desc=desc, disable=not progress, leave=False):
-        part = steering.rows(start, start + chunk) if steering is not None else None
-        gens = generate(model, prompts[start : start + chunk], decoding.max_new_tokens, part,
-                        stop=decoding.stop, batch_size=decoding.batch_size)
-        texts += [g.text for g in gens]
-    return texts
+    gens = generate(model, prompts, decoding.max_new_tokens, steering, stop=decoding.stop,
+                    batch_size=decoding.batch_size, progress=progress)
+    return [g.text for g in gens]
 
 
 def evaluate_conditions(
@@ -145,7 +139,7 @@ def evaluate_conditions(
     cond_index = torch.arange(len(names)).repeat_interleave(n_alpha * n_dev)
     alpha = torch.tensor(list(alphas), dtype=torch.float32).repeat_interleave(n_dev).repeat(len(names))
     texts = _generate_rows(model, dev.prompts * (len(names) * n_alpha), stacked[cond_index], alpha, decoding,
-                           "dev: conditions x alphas", progress)
+                           progress)
 
     def rank(curve: dict, a: float) -> tuple:  # the one selection rule: metrics in order, then the smaller alpha
         return (*(curve[a][m] for m in metrics), -a)
@@ -166,8 +160,7 @@ def evaluate_conditions(
     n_test = len(test.prompts)
     cond_index = torch.tensor([names.index(dev_name) for _, dev_name, _, _ in entries]).repeat_interleave(n_test)
     alpha = torch.tensor([a for _, _, a, _ in entries], dtype=torch.float32).repeat_interleave(n_test)
-    texts = _generate_rows(model, test.prompts * len(entries), stacked[cond_index], alpha, decoding,
-                           "test: conditions", progress)
+    texts = _generate_rows(model, test.prompts * len(entries), stacked[cond_index], alpha, decoding, progress)
     groups = groups or {}
     return {
         name: Condition(name, groups.get(name, "method"), a, _score(test, texts[i * n_test : (i + 1) * n_test], metrics),
@@ -179,7 +172,7 @@ def evaluate_conditions(
 def evaluate_unsteered(model, probe: Probe, metrics: Sequence[str], name: str = "baseline",
                        decoding: Decoding = Decoding()) -> Condition:
     """A condition with no steering (the baseline, or a prompting ceiling on other prompts)."""
-    texts = _generate_rows(model, probe.prompts, None, None, decoding, name, False)
+    texts = _generate_rows(model, probe.prompts, None, None, decoding, False)
     return Condition(name, "baseline", None, _score(probe, texts, metrics))
 
 

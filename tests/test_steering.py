@@ -16,16 +16,22 @@ def key(qwen):
     return MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
 
 
-def test_hook_output_is_the_formula_at_the_last_prompt_token(qwen, key):
-    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+def _layer0_plain_and_steered(model, key, alpha):
+    """Block 0's residual on PROMPTS without and with the key applied at layer 0 only."""
+    ids, mask = tokenize_left_padded(model, PROMPTS)
     name = "blocks.0.hook_resid_post"
     with torch.no_grad():
-        _, plain = qwen.run_with_cache(ids, attention_mask=mask, names_filter=[name])
-        with key.apply(qwen, alpha=0.4, layers=[0]):
-            _, steered = qwen.run_with_cache(ids, attention_mask=mask, names_filter=[name])
+        _, plain = model.run_with_cache(ids, attention_mask=mask, names_filter=[name])
+        with key.apply(model, alpha=alpha, layers=[0]):
+            _, steered = model.run_with_cache(ids, attention_mask=mask, names_filter=[name])
+    return plain[name], steered[name]
+
+
+def test_hook_output_is_the_formula_at_the_last_prompt_token(qwen, key):
+    plain, steered = _layer0_plain_and_steered(qwen, key, 0.4)
     unit = key.directions[0] / key.directions[0].norm()
-    assert torch.allclose(steered[name][:, -1], norm_preserving(plain[name][:, -1], unit, 0.4), atol=1e-5)
-    assert torch.equal(steered[name][:, :-1], plain[name][:, :-1])
+    assert torch.allclose(steered[:, -1], norm_preserving(plain[:, -1], unit, 0.4), atol=1e-5)
+    assert torch.equal(steered[:, :-1], plain[:, :-1])
 
 
 def test_prompt_last_steering_leaves_earlier_logits_untouched(qwen, key):
@@ -137,17 +143,11 @@ def test_steering_arithmetic_runs_in_float32_for_a_bf16_model(tiny_dirs, key):
     from mkt.models import load_model
 
     model = load_model(tiny_dirs["qwen2"], device="cpu", dtype="bfloat16")
-    ids, mask = tokenize_left_padded(model, PROMPTS)
-    name = "blocks.0.hook_resid_post"
-    with torch.no_grad():
-        _, plain = model.run_with_cache(ids, attention_mask=mask, names_filter=[name])
-        with key.apply(model, alpha=0.05, layers=[0]):
-            _, steered = model.run_with_cache(ids, attention_mask=mask, names_filter=[name])
-    h = plain[name][:, -1].float()
+    plain, steered = _layer0_plain_and_steered(model, key, 0.05)
     unit = key.directions[0] / key.directions[0].norm()
-    expected = norm_preserving(h, unit, 0.05).to(torch.bfloat16)
-    assert steered[name].dtype == torch.bfloat16
-    assert torch.equal(steered[name][:, -1], expected)  # rounded once, at the end
+    expected = norm_preserving(plain[:, -1].float(), unit, 0.05).to(torch.bfloat16)
+    assert steered.dtype == torch.bfloat16
+    assert torch.equal(steered[:, -1], expected)  # rounded once, at the end
 
 
 def test_a_single_string_is_not_taken_for_a_list_of_prompts(qwen):

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,13 +133,15 @@ def _sweep_locked(source, target, questions, dev, test, locked, unlocked, out: P
     test_prompts = build_prompts(test, locked_t)
     src_id, tgt_id = model_identity(source), model_identity(target)
     rows, keys = _read_rows(csv_path), {}
-    rows = [r for r in rows if sum((x["n"], x["k"], x["layers"]) == (r["n"], r["k"], r["layers"]) for x in rows)
-            == len(spec.alphas)]  # a configuration is done when all its alphas are
+    counts = Counter((r["n"], r["k"], r["layers"]) for r in rows)
+    rows = [r for r in rows if counts[(r["n"], r["k"], r["layers"])] == len(spec.alphas)]  # all its alphas: done
     done = {(r["n"], r["k"], r["layers"]) for r in rows}
-    with csv_path.open("w", newline="") as f:  # what survived, then append-only
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with tmp.open("w", newline="") as f:  # what survived, replaced atomically, then append-only
         writer = csv.DictWriter(f, fieldnames=list(FIELDS))
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, csv_path)
     sink = csv_path.open("a", newline="")
     writer = csv.DictWriter(sink, fieldnames=list(FIELDS))
     grid = [(n, k) for n in spec.ns for k in spec.ks]
