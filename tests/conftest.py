@@ -64,3 +64,25 @@ def qwen(tiny_models):
 @pytest.fixture(scope="session")
 def llama(tiny_models):
     return tiny_models["llama"]
+
+
+TOKENIZERS = SHARED / "tokenizers"
+
+
+@pytest.fixture(scope="session")
+def real_tiny_dir(tmp_path_factory):
+    """``real_tiny_dir(arch)``: a tiny random model of a real architecture with its family's real
+    tokenizer (mkt.tiny_models), written once per session; skips when ../shared/tokenizers is absent."""
+    from mkt.tiny_models import save_tiny_model
+
+    if not TOKENIZERS.is_dir():
+        pytest.skip("../shared/tokenizers is absent: the real-tokenizer tests need it")
+    root = tmp_path_factory.mktemp("real_tiny")
+    made: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = save_tiny_model(arch, TOKENIZERS, root / arch)
+        return made[arch]
+
+    return get
