@@ -51,7 +51,8 @@ def last_token_resid(
             ids, attention_mask=mask, names_filter=names,
             stop_at_layer=stop if stop < model.cfg.n_layers else None,
         )
-        chunks.append(torch.stack([cache[n][:, -1, :] for n in names], dim=1).float().cpu())
+        # each block's states to the CPU before stacking: a model split over devices keeps them apart
+        chunks.append(torch.stack([cache[n][:, -1, :].float().cpu() for n in names], dim=1))
     acts = torch.cat(chunks)
     if not torch.isfinite(acts).all():
         bad = (~torch.isfinite(acts)).any(dim=(0, 2)).nonzero().flatten().tolist()

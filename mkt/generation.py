@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from mkt.models import tokenize_left_padded
+from mkt.models import eos_token_ids, tokenize_left_padded
 from mkt.steering import Steering
 
 
@@ -49,6 +49,16 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, temperature: float, top_
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
 
 
+def stop_position(text: str, stop: list[str] | None, start: int = 0) -> int | None:
+    """Where ``text`` must be cut: the earliest place any stop string begins at or after ``start``.
+
+    Matched on the decoded text wherever a stop string ends, also inside a token (a token
+    ``".\n\nQuestion"`` holds the stop ``"\nQuestion"``).
+    """
+    found = [i for i in (text.find(s, start) for s in stop or []) if i >= 0]
+    return min(found) if found else None
+
+
 def _budget(model, prompt_len: int, max_new_tokens: int) -> int:
     """New tokens that fit in the model's context after a prompt of ``prompt_len`` tokens."""
     n_ctx = getattr(model.cfg, "n_ctx", None)
@@ -73,6 +83,7 @@ def generate(
     seed: int = 0,
     seeds: list[int] | None = None,
     stop: list[str] | None = None,
+    eos_ids: list[int] | None = None,
     batch_size: int = 16,
     use_cache: bool = True,
     record_entropy: bool = False,
@@ -89,7 +100,10 @@ def generate(
         do_sample, temperature, top_p, seed: sampling; the seed makes samples reproducible.
         seeds: one seed per prompt instead: each prompt's samples are then the same whatever
             batch it falls in (resumed evaluations draw what an uninterrupted one draws).
-        stop: strings that end a row's generation (kept out of the returned text).
+        stop: strings that end a row's generation wherever they appear in the decoded text (the
+            text is cut where the first one begins).
+        eos_ids: token ids that end a row; default every EOS of the tokenizer and of the
+            model's generation config (:func:`mkt.models.eos_token_ids`).
         batch_size: prompts per batch (left-padded).
         use_cache: False recomputes the whole sequence each step (slow; for checking).
         record_entropy: keep the next-token entropy of every step.
@@ -113,7 +127,9 @@ def generate(
             f"{len(prompts)} prompts: give one per prompt"
         )
     tok = model.tokenizer
-    eos = tok.eos_token_id
+    eos_set = set(eos_token_ids(model) if eos_ids is None else eos_ids)
+    filler = min(eos_set) if eos_set else (tok.pad_token_id or 0)  # what finished rows feed the model
+    longest_stop = max((len(x) for x in stop or []), default=0)
     if seeds is not None and len(seeds) != len(prompts):
         raise ValueError(f"seeds has {len(seeds)} values for {len(prompts)} prompts: give one per prompt")
     generator = torch.Generator().manual_seed(seed) if do_sample and seeds is None else None
@@ -128,6 +144,7 @@ def generate(
         new = [[] for _ in batch]
         entropies = [[] for _ in batch]
         stopped = [False] * len(batch)
+        texts = [""] * len(batch)
         offsets = logit_offset.begin(batch) if logit_offset is not None else None
         if do_sample and seeds is not None:
             generator = [torch.Generator().manual_seed(int(x)) for x in seeds[start : start + len(batch)]]
@@ -158,15 +175,18 @@ def generate(
                         continue
                     if record_entropy:
                         entropies[i].append(float(ent[j]))
-                    if t == eos:
+                    if t in eos_set:
                         done[i], stopped[i] = True, True
                         continue
                     new[i].append(t)
-                    if stop and any(tok.decode(new[i]).endswith(s) for s in stop):
-                        done[i], stopped[i] = True, True
+                    if stop:  # search only where a stop could newly end: the tail after the last check
+                        seen = len(texts[i])
+                        texts[i] = tok.decode(new[i], skip_special_tokens=True)
+                        if stop_position(texts[i], stop, max(0, seen - longest_stop)) is not None:
+                            done[i], stopped[i] = True, True
                 if done.all() or step_index == budget - 1:  # no forward whose logits nobody reads
                     break
-                nxt = nxt.masked_fill(done[live].to(nxt.device), eos if eos is not None else 0)
+                nxt = nxt.masked_fill(done[live].to(nxt.device), filler)
                 if offsets is not None:
                     offsets.advance(nxt)
                 ids = torch.cat([ids, nxt[:, None]], dim=1)
@@ -185,8 +205,8 @@ def generate(
                     logits = model(ids, attention_mask=mask)
         for i, p in enumerate(batch):
             text = tok.decode(new[i], skip_special_tokens=True)
-            for s in stop or []:
-                if text.endswith(s):
-                    text = text[: -len(s)]
+            cut = stop_position(text, stop)
+            if cut is not None:
+                text = text[:cut]
             results.append(Generation(p, text, new[i], stopped[i], entropies[i]))
     return results

@@ -121,18 +121,32 @@ def check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
     return sorted(set(layers))
 
 
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of one prompt exactly as the model family expects them: one BOS at most.
+
+    A prompt is encoded with the tokenizer's own special-token rule (the BOS of Llama and
+    Gemma, none for Qwen), except when the text already begins with the BOS string, as
+    chat templates of Llama 3, Gemma and OLMo write it: then nothing is added, which is what
+    ``apply_chat_template(..., tokenize=True)`` gives. (TransformerLens' ``to_tokens``
+    prepends its own BOS on top, hence two.)
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    has_bos = bool(bos) and text.startswith(bos)
+    return list(tokenizer(text, add_special_tokens=not has_bos)["input_ids"])
+
+
 def tokenize_left_padded(
     model, prompts: list[str]
 ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """Token ids and attention mask of ``prompts``, left-padded.
 
-    Each prompt is tokenized alone with the model's own BOS handling, then padded on the
-    left, so position -1 is every row's last real token and the mask comes from the
-    lengths (never from pad ids, which may equal BOS).
+    Each prompt is encoded alone (:func:`encode`), then padded on the left, so position -1
+    is every row's last real token and the mask comes from the lengths (never from pad
+    ids, which may equal BOS).
     """
     if not prompts:
         raise ValueError("empty prompt list: pass at least one prompt")
-    rows = [model.to_tokens(p, move_to_device=False, truncate=False)[0] for p in prompts]
+    rows = [encode(model.tokenizer, p) for p in prompts]
     n_ctx = getattr(model.cfg, "n_ctx", None)
     too_long = [i for i, r in enumerate(rows) if n_ctx and len(r) > n_ctx]
     if too_long:  # truncation would cut the end of the prompt, where keys are read and applied
@@ -141,6 +155,9 @@ def tokenize_left_padded(
             f"prompt {i} is {len(rows[i])} tokens but the model's context is {n_ctx} "
             f"({len(too_long)} prompt(s) too long): shorten the prompts or the template"
         )
+    empty = [i for i, r in enumerate(rows) if not r]
+    if empty:
+        raise MktError(f"prompt {empty[0]} encodes to no tokens: pass a non-empty prompt")
     width = max(len(r) for r in rows)
     pad = model.tokenizer.pad_token_id
     if pad is None:
@@ -148,10 +165,26 @@ def tokenize_left_padded(
     ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, width - len(r) :] = r
+        ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
         mask[i, width - len(r) :] = 1
     device = model.cfg.device
     return ids.to(device), mask.to(device)
+
+
+def eos_token_ids(model) -> list[int]:
+    """Every id that ends a generation: the tokenizer's EOS and the generation config's list.
+
+    Chat models end a turn with a token other than the tokenizer's EOS (Llama 3.1 Instruct
+    ``<|eot_id|>``, Gemma ``<end_of_turn>``, Qwen ``<|im_end|>`` and ``<|endoftext|>``); their
+    ``generation_config.json`` lists them all.
+    """
+    ids: list[int] = []
+    config = getattr(getattr(model, "original_model", None), "generation_config", None)
+    listed = getattr(config, "eos_token_id", None)
+    for x in [model.tokenizer.eos_token_id] + (listed if isinstance(listed, (list, tuple)) else [listed]):
+        if x is not None and int(x) not in ids:
+            ids.append(int(x))
+    return ids
 
 
 def single_token_id(model, text: str) -> int:
