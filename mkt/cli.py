@@ -59,6 +59,36 @@ def _questions(args) -> list[str]:
     return qs[: args.max_questions] if args.max_questions else qs
 
 
+def _two_format_args(p: argparse.ArgumentParser, templates: str = "--locked/--unlocked") -> None:
+    g = p.add_argument_group("prompt formats: each model is asked in its own")
+    g.add_argument("--source-chat", action="store_true",
+                   help=f"put the Source's templates ({templates}) inside the Source tokenizer's chat template")
+    g.add_argument("--target-chat", action="store_true",
+                   help="put the Target's templates inside the Target tokenizer's chat template")
+    g.add_argument("--target-locked", default=None,
+                   help="the Target's own Locked template (default: the Source's); the map pairs the two "
+                   "models' Locked states question by question")
+    g.add_argument("--target-unlocked", default=None, help="the Target's own Unlocked template (default: the Source's)")
+
+
+def _check_chat(model, wanted: bool, flag: str) -> None:
+    """Refuse a chat format for a tokenizer without a chat template, before any slow work."""
+    if wanted and not getattr(model.tokenizer, "chat_template", None):
+        raise ValueError(f"{flag}: this model's tokenizer has no chat template; drop {flag} and give a plain template")
+
+
+def _formats(args, locked: str, unlocked: str | None):
+    """(Source Locked, Source Unlocked, Target Locked, Target Unlocked) formats from the arguments."""
+    from mkt.prompts import PromptFormat, PromptTemplate
+
+    def fmt(text, chat):
+        return PromptFormat(PromptTemplate(text), chat=chat) if text else None
+
+    target_unlocked = args.target_unlocked or unlocked
+    return (fmt(locked, args.source_chat), fmt(unlocked, args.source_chat),
+            fmt(args.target_locked or locked, args.target_chat), fmt(target_unlocked, args.target_chat))
+
+
 def _apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=finite_float, default=0.1, help="intervention strength stored in the pack (default 0.1)")
     p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving",
@@ -74,14 +104,19 @@ def cmd_extract(args) -> None:
     from mkt.models import check_layers
     from mkt.pack import CapabilityPack
 
+    from mkt.prompts import PromptFormat, PromptTemplate
+
     model = _load(args, args.model)
     check_layers(args.layers, model.cfg.n_layers)  # before the slow work
+    _check_chat(model, args.chat, "--chat")
     qs = _questions(args)
+    locked = PromptFormat(PromptTemplate(args.locked), chat=args.chat)
     if args.unlocked_model:
-        key = extract_model_key(_load(args, args.unlocked_model), model, qs, args.locked, args.aggregator,
+        key = extract_model_key(_load(args, args.unlocked_model), model, qs, locked, args.aggregator,
                                 args.batch_size, progress=True)
     elif args.unlocked:
-        key = extract_prompt_key(model, qs, args.locked, args.unlocked, args.aggregator, args.batch_size, progress=True)
+        unlocked = PromptFormat(PromptTemplate(args.unlocked), chat=args.chat)
+        key = extract_prompt_key(model, qs, locked, unlocked, args.aggregator, args.batch_size, progress=True)
     else:
         raise SystemExit("mkt extract: give --unlocked TEMPLATE (prompt-induced) or --unlocked-model M (model-induced)")
     pack = CapabilityPack(key, args.alpha, args.mode, args.scope, args.layers)
@@ -93,14 +128,15 @@ def cmd_align(args) -> None:
     from mkt.alignment import fit_alignment
     from mkt.models import model_identity
     from mkt.pipeline import alignment_prompts
-    from mkt.prompts import PromptTemplate
 
+    locked, unlocked, target_locked, target_unlocked = _formats(args, args.locked, args.unlocked)  # bad templates: now
     source, target = _load(args, args.source), _load(args, args.target)
+    _check_chat(source, args.source_chat, "--source-chat"), _check_chat(target, args.target_chat, "--target-chat")
     qs = _questions(args)
-    unlocked = PromptTemplate(args.unlocked) if args.unlocked else None
-    prompts = alignment_prompts(qs, PromptTemplate(args.locked), unlocked, args.alignment_set)
-    x_s = last_token_resid(source, prompts, batch_size=args.batch_size, progress=True)
-    x_t = last_token_resid(target, prompts, batch_size=args.batch_size, progress=True)
+    x_s = last_token_resid(source, alignment_prompts(qs, locked, unlocked, args.alignment_set, source.tokenizer),
+                           batch_size=args.batch_size, progress=True)
+    x_t = last_token_resid(target, alignment_prompts(qs, target_locked, target_unlocked, args.alignment_set,
+                                                     target.tokenizer), batch_size=args.batch_size, progress=True)
     al = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), args.k, args.method, args.center,
                        ridge=args.ridge)
     al.save(args.out)
@@ -115,13 +151,16 @@ def cmd_transfer(args) -> None:
     from mkt.pack import CapabilityPack
     from mkt.pipeline import ORACLE_NOTE, run_transfer
 
+    locked, unlocked, target_locked, target_unlocked = _formats(args, args.locked, args.unlocked)  # bad templates: now
     source, target = _load(args, args.source), _load(args, args.target)
     check_layers(args.layers, target.cfg.n_layers)  # before the slow work: the pack would refuse them at the end
+    _check_chat(source, args.source_chat, "--source-chat"), _check_chat(target, args.target_chat, "--target-chat")
     qs = _questions(args)
     unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
     report = run_transfer(
-        source, target, qs, qs, args.locked, args.unlocked, unlocked_model, args.aggregator, args.k, args.method,
+        source, target, qs, qs, locked, unlocked, unlocked_model, args.aggregator, args.k, args.method,
         args.center, args.ridge, args.alignment_set, args.heldout_fraction, args.seed, args.batch_size, progress=True,
+        target_locked=target_locked, target_unlocked=target_unlocked,
     )
     out = CapabilityPack(report.target_key, args.alpha, args.mode, args.scope, args.layers).save(args.out)
     # what a later significance test needs: the Source key and the map its nulls go through
@@ -133,8 +172,8 @@ def cmd_transfer(args) -> None:
         print(f"  ORACLE: {ORACLE_NOTE}")
     print("  coverage of the key per target layer: " + " ".join(f"{c:.2f}" for c in s["coverage"]))
     print("  held-out relative error per layer:    " + " ".join(f"{e:.2f}" for e in s["heldout_error"]))
-    if args.unlocked and not args.unlocked_model:  # a diagnostic, never the method: it looks at the Target's own key
-        own = extract_prompt_key(target, qs, args.locked, args.unlocked, args.aggregator, args.batch_size)
+    if target_unlocked is not None and not args.unlocked_model:  # a diagnostic, never the method: the Target's own key
+        own = extract_prompt_key(target, qs, target_locked, target_unlocked, args.aggregator, args.batch_size)
         s["cosine_with_own_key"] = report.target_key.cosine(own).tolist()
         print("  cos(transferred, Target's own key):   " + " ".join(f"{c:+.2f}" for c in s["cosine_with_own_key"])
               + "  (diagnostic; test the effect against its null with `mkt eval --null-seeds` or `mkt sweep`)")
@@ -157,6 +196,11 @@ def cmd_generate(args) -> None:
         prompts = read_questions(args.prompts, args.field)
     else:
         raise SystemExit("mkt generate: give --prompt TEXT or --prompts FILE")
+    if args.chat:
+        from mkt.prompts import apply_chat
+
+        _check_chat(model, True, "--chat")
+        prompts = [apply_chat(model.tokenizer, p) for p in prompts]
     steering = None
     if args.pack:
         pack = CapabilityPack.load(args.pack)
@@ -218,11 +262,13 @@ def cmd_eval(args) -> None:
     from mkt.key import random_like
     from mkt.pack import CapabilityPack
 
-    model = _load(args, args.model)
     examples = _examples(args, "test", args.limit)
     kind = examples[0].kind
     template = template_for(kind, args.template)
     demos = _demos(args, len(examples)) if args.few_shot else []
+    _decoding_defaults(args, kind)
+    model = _load(args, args.model)
+    _check_chat(model, args.chat, "--chat")
     steering, logit_offset, config = None, None, dict(model=args.model, task=args.task, kind=kind)
     if args.pack:
         pack = CapabilityPack.load(args.pack)
@@ -236,7 +282,9 @@ def cmd_eval(args) -> None:
     if args.logit_transfer_from:
         source = _load(args, args.logit_transfer_from)
         unlocked = template_for(kind, args.logit_transfer_template)
-        mapping = dict(zip(build_prompts(examples, template), build_prompts(examples, unlocked)))
+        # the prompts exactly as the run builds them (demos, chat template), each to its Unlocked variant
+        mapping = dict(zip(build_prompts(examples, template, demos, model.tokenizer, args.chat),
+                           build_prompts(examples, unlocked, demos, source.tokenizer, args.chat)))
         logit_offset = LogitTransfer(source, model, mapping.__getitem__)
         config.update(logit_transfer_from=args.logit_transfer_from)
     if args.null_seeds:  # before the slow evaluation: a pack without its Source key and map cannot be tested
@@ -251,7 +299,19 @@ def cmd_eval(args) -> None:
     print(f"accuracy {summary['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}) on {summary['n']} examples, "
           f"mean {summary['mean_tokens']:.1f} tokens {extra}; wrote {args.out}")
     if args.null_seeds:
-        _eval_against_null(args, model, examples, template, *significance)
+        _eval_against_null(args, model, examples, template, demos, *significance)
+
+
+def _decoding_defaults(args, kind: str) -> None:
+    """The task's budget and stop strings where the user gave none (``--stop none`` for no stops)."""
+    from mkt.eval.tasks import default_max_new_tokens, default_stop
+
+    if args.max_new_tokens is None:
+        args.max_new_tokens = default_max_new_tokens(kind)
+    if args.stop is None:
+        args.stop = default_stop(kind)
+    elif args.stop == ["none"]:
+        args.stop = []
 
 
 def _pack_significance_inputs(args):
@@ -268,7 +328,7 @@ def _pack_significance_inputs(args):
     return CapabilityPack.load(root / "source-key").key, SubspaceAlignment.load(root / "alignment.safetensors")
 
 
-def _eval_against_null(args, model, examples, template, source_key, alignment) -> None:
+def _eval_against_null(args, model, examples, template, demos, source_key, alignment) -> None:
     """Alpha chosen on dev for the key and every null draw, effects on the evaluated examples."""
     from mkt.eval.tasks import build_prompts, task_probe
     from mkt.pack import CapabilityPack
@@ -281,7 +341,7 @@ def _eval_against_null(args, model, examples, template, source_key, alignment) -
         dev, examples = examples[: args.dev_size], examples[args.dev_size :]
         if not examples:
             raise ValueError(f"--dev-size {args.dev_size} leaves no example to score: lower it or raise --limit")
-    dev_prompts, test_prompts = build_prompts(dev, template), build_prompts(examples, template)
+    dev_prompts, test_prompts = (build_prompts(x, template, demos, model.tokenizer, args.chat) for x in (dev, examples))
     sig = assess_transfer(
         model, source_key, alignment, task_probe(dev, dev_prompts), task_probe(examples, test_prompts), ("correct",),
         n_null=args.null_seeds, progress=True, seed=args.seed,
@@ -298,7 +358,6 @@ def cmd_sweep(args) -> None:
     from mkt.eval.sweep import SweepSpec, run_sweep
     from mkt.eval.tasks import template_for
 
-    source, target = _load(args, args.source), _load(args, args.target)
     if args.task == "organism":
         dev, test = _examples(args, "dev", args.dev_size), _examples(args, "test", args.test_size)
         pool = [e.question for e in _examples(args, "train", max(args.ns), seed=2)]
@@ -307,17 +366,26 @@ def cmd_sweep(args) -> None:
         dev, test = examples[: args.dev_size], examples[args.dev_size : args.dev_size + args.test_size]
         pool = [e.question for e in examples[args.dev_size + args.test_size :]]
     kind = test[0].kind
-    locked = template_for(kind, args.locked).text
-    unlocked = template_for(kind, args.unlocked).text if args.unlocked else None
+    style = dict(locked=template_for(kind, args.locked).text,
+                 unlocked=template_for(kind, args.unlocked).text if args.unlocked else None)
+    if args.target_locked:
+        args.target_locked = template_for(kind, args.target_locked).text
+    if args.target_unlocked:
+        args.target_unlocked = template_for(kind, args.target_unlocked).text
+    locked, unlocked, target_locked, target_unlocked = _formats(args, style["locked"], style["unlocked"])
+    _decoding_defaults(args, kind)
     questions = _questions(args) if args.questions else pool
     layer_subsets = tuple(None if s == "all" else tuple(int(x) for x in s.split("-")) for s in args.layers)
     spec = SweepSpec(tuple(args.alphas), tuple(args.ks), tuple(args.ns), layer_subsets, args.alignment_set,
                      args.method, args.center, args.aggregator, args.mode, args.max_new_tokens, args.batch_size,
-                     args.null_seeds)
+                     args.null_seeds, tuple(args.stop))
+    source, target = _load(args, args.source), _load(args, args.target)
+    _check_chat(source, args.source_chat, "--source-chat"), _check_chat(target, args.target_chat, "--target-chat")
     post = _load(args, args.post_model) if args.post_model else None
     unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
-    result = run_sweep(source, target, questions, dev, test, locked,
-                       None if unlocked_model else unlocked, args.out, spec, unlocked_model, post)
+    result = run_sweep(source, target, questions, dev, test, locked, None if unlocked_model else unlocked, args.out,
+                       spec, unlocked_model, post, target_locked=target_locked,
+                       target_unlocked=None if unlocked_model and not args.target_unlocked else target_unlocked)
     b = result["best"]
     print(f"best on dev: n={b['n']} k={b['k']} layers={b['layers']} alpha={b['alpha']} "
           f"(dev accuracy {b['dev_accuracy']:.3f})")
@@ -375,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="extract a MasterKey from one model and save it as a pack")
     p.add_argument("--model", required=True, help=MODEL_HELP + "; the Locked variant for model-induced keys")
     _key_args(p), _apply_args(p), _model_args(p)
+    p.add_argument("--chat", action="store_true", help="put the templates inside the model's chat template")
     p.add_argument("--out", required=True, help="pack directory to write")
     p.set_defaults(func=cmd_extract)
 
@@ -397,14 +466,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--locked", required=True, help="Locked template with {question}")
     p.add_argument("--unlocked", default=None, help="Unlocked template (needed for --alignment-set oracle-unlocked)")
     p.add_argument("--max-questions", type=positive_int, default=None, help="use only the first N questions")
-    align_args(p), _model_args(p)
+    align_args(p), _two_format_args(p), _model_args(p)
     p.add_argument("--out", required=True, help="alignment file to write (.safetensors)")
     p.set_defaults(func=cmd_align)
 
     p = sub.add_parser("transfer", help="extract on the Source, align, and write a pack for the Target")
     p.add_argument("--source", required=True, help=MODEL_HELP + "; the Locked variant for model-induced keys")
     p.add_argument("--target", required=True, help=MODEL_HELP)
-    _key_args(p), align_args(p), _apply_args(p), _model_args(p)
+    _key_args(p), align_args(p), _two_format_args(p), _apply_args(p), _model_args(p)
     p.add_argument("--heldout-fraction", type=fraction, default=0.2,
                    help="share of questions kept out of the alignment fit to measure its error (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out split")
@@ -422,7 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--stop", type=stop_string, nargs="+", default=None, help="stop strings")
+    p.add_argument("--stop", type=stop_string, nargs="+", default=None,
+                   help="stop strings, matched anywhere in the decoded text (generation also stops on every EOS id "
+                   "of the tokenizer and generation_config.json)")
+    p.add_argument("--chat", action="store_true", help="put each prompt inside the model's chat template")
     p.add_argument("--out", default=None, help="JSONL file to write (default stdout)")
     _model_args(p)
     p.set_defaults(func=cmd_generate)
@@ -458,12 +530,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "pack must come from `mkt transfer`); each draw and the key get alpha chosen on dev")
     p.add_argument("--dev-size", type=positive_int, default=32,
                    help="dev examples that choose alpha for --null-seeds (a task file's first N; default 32)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="generation budget (default 256)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None,
+                   help="generation budget (default: the paper's, 512 for GSM8K-style and 1024 for MATH-style tasks)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
     p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature")
     p.add_argument("--n-samples", type=positive_int, default=1, help="samples per example for pass@k (implies --sample)")
     p.add_argument("--pass-k", type=positive_int, nargs="+", default=[1], help="k values of pass@k to report")
-    p.add_argument("--stop", type=stop_string, nargs="+", default=None, help="stop strings")
+    p.add_argument("--stop", type=stop_string, nargs="+", default=None,
+                   help="stop strings, matched anywhere in the decoded text (default: the task's, e.g. '\\nQuestion:' "
+                   "for GSM8K, so a base model's next imagined question is not scored; 'none' for no stop string)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out", required=True, help="run directory (an interrupted run resumes)")
     _model_args(p)
@@ -496,9 +571,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving", help="intervention")
     p.add_argument("--dev-size", type=positive_int, default=64, help="dev examples (default 64)")
     p.add_argument("--test-size", type=positive_int, default=200, help="test examples (default 200)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=64, help="generation budget (default 64)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None,
+                   help="generation budget (default: the task's, 512 for GSM8K-style and 1024 for MATH-style tasks)")
+    p.add_argument("--stop", type=stop_string, nargs="+", default=None,
+                   help="stop strings (default: the task's, e.g. '\\nQuestion:'; 'none' for none)")
     p.add_argument("--out", required=True, help="directory for sweep.csv, sweep.json, sweep.png")
-    _model_args(p)
+    _two_format_args(p, "--locked/--unlocked"), _model_args(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("analyze", help="run an analysis (ablation, logit_lens, entropy, similarity, atomic)")

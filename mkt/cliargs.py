@@ -62,6 +62,7 @@ def device_name(text: str) -> str:
 
 
 def stop_string(text: str) -> str:
+    """A stop string; ``\\n`` and ``\\t`` typed in a shell mean a newline and a tab."""
     if not text:
         raise argparse.ArgumentTypeError("an empty stop string would end every generation at once: drop it")
-    return text
+    return text.replace("\\n", "\n").replace("\\t", "\t")

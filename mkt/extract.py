@@ -13,7 +13,7 @@ from mkt.aggregators import aggregate
 from mkt.errors import IncompatibleModelError, MktError
 from mkt.key import MasterKey
 from mkt.models import model_identity
-from mkt.prompts import PromptTemplate
+from mkt.prompts import PromptFormat, PromptTemplate
 
 
 def _nonzero(directions: torch.Tensor) -> torch.Tensor:
@@ -28,21 +28,25 @@ def _nonzero(directions: torch.Tensor) -> torch.Tensor:
 def extract_prompt_key(
     model,
     questions: list[str],
-    locked: str | PromptTemplate,
-    unlocked: str | PromptTemplate,
+    locked: str | PromptTemplate | PromptFormat,
+    unlocked: str | PromptTemplate | PromptFormat,
     aggregator: str = "mean",
     batch_size: int = 32,
     progress: bool = False,
 ) -> MasterKey:
-    """Key from the same model under two templates (e.g. plain vs "think step by step")."""
-    locked, unlocked = PromptTemplate.of(locked), PromptTemplate.of(unlocked)
-    h_locked = last_token_resid(model, locked.format_all(questions), batch_size=batch_size, progress=progress)
-    h_unlocked = last_token_resid(model, unlocked.format_all(questions), batch_size=batch_size, progress=progress)
+    """Key from the same model under two formats (e.g. plain vs "think step by step"), each a
+    template or a ``PromptFormat`` in the model's chat template."""
+    locked, unlocked = PromptFormat.of(locked), PromptFormat.of(unlocked)
+    tok = model.tokenizer
+    h_locked = last_token_resid(model, locked.render_all(tok, questions), batch_size=batch_size, progress=progress)
+    h_unlocked = last_token_resid(model, unlocked.render_all(tok, questions), batch_size=batch_size,
+                                  progress=progress)
     return MasterKey(
         _nonzero(aggregate(h_unlocked - h_locked, aggregator)),
         model_identity(model),
         provenance=dict(variant="prompt", n=len(questions), aggregator=aggregator,
-                        locked_template=locked.text, unlocked_template=unlocked.text),
+                        locked_template=locked.template.text, unlocked_template=unlocked.template.text,
+                        locked_format=locked.describe(), unlocked_format=unlocked.describe()),
     )
 
 
@@ -50,27 +54,28 @@ def extract_model_key(
     unlocked_model,
     locked_model,
     questions: list[str],
-    template: str | PromptTemplate,
+    template: str | PromptTemplate | PromptFormat,
     aggregator: str = "mean",
     batch_size: int = 32,
     progress: bool = False,
 ) -> MasterKey:
-    """Key from two variants of one architecture (post-trained minus base) on one template."""
+    """Key from two variants of one architecture (post-trained minus base) on one format."""
     a, b = model_identity(unlocked_model), model_identity(locked_model)
     if not a.fits(b):
         raise IncompatibleModelError(
             f"model-induced keys need two variants of the same architecture: {a.name!r} has "
             f"{a.n_layers}x{a.d_model}, {b.name!r} has {b.n_layers}x{b.d_model}"
         )
-    template = PromptTemplate.of(template)
-    prompts = template.format_all(questions)
+    template = PromptFormat.of(template)
+    prompts = template.render_all(locked_model.tokenizer, questions)
     h_unlocked = last_token_resid(unlocked_model, prompts, batch_size=batch_size, progress=progress)
     h_locked = last_token_resid(locked_model, prompts, batch_size=batch_size, progress=progress)
     return MasterKey(
         _nonzero(aggregate(h_unlocked - h_locked, aggregator)),
         b,
         provenance=dict(variant="model", n=len(questions), aggregator=aggregator,
-                        unlocked_model=a.name, locked_model=b.name, template=template.text),
+                        unlocked_model=a.name, locked_model=b.name, template=template.template.text,
+                        format=template.describe()),
     )
 
 

@@ -45,7 +45,11 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     if isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+        from mkt.cliargs import DTYPES
+
+        if dtype.lower() not in DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(DTYPES)}")
+        dtype = getattr(torch, DTYPES[dtype.lower()])
     if device is None and device_map is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     kwargs = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code)

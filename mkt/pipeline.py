@@ -12,7 +12,7 @@ from mkt.alignment import SubspaceAlignment, fit_alignment, transfer
 from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.key import MasterKey
 from mkt.models import model_identity
-from mkt.prompts import PromptTemplate
+from mkt.prompts import PromptFormat, PromptTemplate
 
 ALIGNMENT_SETS = ("locked", "oracle-unlocked")
 ORACLE_NOTE = ("oracle: the map was fitted on the Target's own Unlocked states, so it needs the capability "
@@ -45,9 +45,11 @@ class TransferReport:
         )
 
 
-def alignment_prompts(questions: list[str], locked: PromptTemplate, unlocked: PromptTemplate | None,
-                      alignment_set: str) -> list[str]:
-    """The paper's protocol (``locked``: Locked prompts only), or Locked + Unlocked prompts.
+def alignment_prompts(questions: list[str], locked: PromptTemplate | PromptFormat,
+                      unlocked: PromptTemplate | PromptFormat | None, alignment_set: str,
+                      tokenizer=None) -> list[str]:
+    """The paper's protocol (``locked``: Locked prompts only), or Locked + Unlocked prompts, in
+    one model's format (``tokenizer``: that model's, needed for chat formats).
 
     ``oracle-unlocked`` runs the Target on Unlocked prompts too, so least squares maps
     whatever separates the two groups in the Source onto what separates them in the
@@ -59,11 +61,11 @@ def alignment_prompts(questions: list[str], locked: PromptTemplate, unlocked: Pr
                          "Target's own Unlocked states, an oracle rather than a transfer")
     if alignment_set not in ALIGNMENT_SETS:
         raise ValueError(f"unknown alignment set {alignment_set!r}: use one of {ALIGNMENT_SETS}")
-    prompts = locked.format_all(questions)
+    prompts = PromptFormat.of(locked).render_all(tokenizer, questions)
     if alignment_set == "oracle-unlocked":
         if unlocked is None:
             raise ValueError("the oracle-unlocked alignment set needs an Unlocked template")
-        prompts += unlocked.format_all(questions)
+        prompts += PromptFormat.of(unlocked).render_all(tokenizer, questions)
     return prompts
 
 
@@ -72,8 +74,8 @@ def run_transfer(
     target,
     key_questions: list[str],
     align_questions: list[str],
-    locked: str,
-    unlocked: str | None = None,
+    locked: str | PromptFormat,
+    unlocked: str | PromptFormat | None = None,
     source_unlocked_model=None,
     aggregator: str = "mean",
     k: int = 32,
@@ -86,6 +88,8 @@ def run_transfer(
     batch_size: int = 32,
     progress: bool = False,
     source_key: MasterKey | None = None,
+    target_locked: str | PromptFormat | None = None,
+    target_unlocked: str | PromptFormat | None = None,
 ) -> TransferReport:
     """Extract a key on ``source``, align ``source`` to ``target`` and transfer the key.
 
@@ -94,11 +98,18 @@ def run_transfer(
     then only serves the ``oracle-unlocked`` alignment set). A share
     ``heldout_fraction`` of the alignment questions is kept out of the fit to measure
     the map's error. Pass ``source_key`` to reuse an extracted key.
+
+    ``locked`` / ``unlocked`` are the Source's formats (a template, or a ``PromptFormat`` in its
+    chat template); ``target_locked`` / ``target_unlocked`` the Target's (default: the same).
+    Each model reads the alignment questions in its own format, so a Llama Target never reads
+    a Qwen Source's chat markup as text.
     """
     if not (ridge >= 0 and ridge == ridge and ridge != float("inf")):  # checked before any forward pass
         raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
-    locked_t = PromptTemplate.of(locked)
-    unlocked_t = PromptTemplate.of(unlocked) if unlocked is not None else None
+    locked_t = PromptFormat.of(locked)
+    unlocked_t = PromptFormat.of(unlocked) if unlocked is not None else None
+    target_locked_t = PromptFormat.of(target_locked) if target_locked is not None else locked_t
+    target_unlocked_t = PromptFormat.of(target_unlocked) if target_unlocked is not None else unlocked_t
     if source_key is None:
         if source_unlocked_model is not None:
             source_key = extract_model_key(source_unlocked_model, source, key_questions, locked_t,
@@ -115,15 +126,19 @@ def run_transfer(
     n_held = int(round(heldout_fraction * len(order)))
     fit_q = [align_questions[i] for i in order[n_held:]]
     held_q = [align_questions[i] for i in order[:n_held]]
-    prompts = alignment_prompts(fit_q, locked_t, unlocked_t, alignment_set)
-    x_s = last_token_resid(source, prompts, batch_size=batch_size, progress=progress)
-    x_t = last_token_resid(target, prompts, batch_size=batch_size, progress=progress)
+    def source_prompts(qs: list[str]) -> list[str]:  # each model reads the questions in its own format
+        return alignment_prompts(qs, locked_t, unlocked_t, alignment_set, source.tokenizer)
+
+    def target_prompts(qs: list[str]) -> list[str]:
+        return alignment_prompts(qs, target_locked_t, target_unlocked_t, alignment_set, target.tokenizer)
+
+    x_s = last_token_resid(source, source_prompts(fit_q), batch_size=batch_size, progress=progress)
+    x_t = last_token_resid(target, target_prompts(fit_q), batch_size=batch_size, progress=progress)
     alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center,
                               ridge=ridge)
     if held_q:
-        held = alignment_prompts(held_q, locked_t, unlocked_t, alignment_set)
-        err = alignment.relative_error(last_token_resid(source, held, batch_size=batch_size),
-                                       last_token_resid(target, held, batch_size=batch_size))
+        err = alignment.relative_error(last_token_resid(source, source_prompts(held_q), batch_size=batch_size),
+                                       last_token_resid(target, target_prompts(held_q), batch_size=batch_size))
         alignment.diagnostics["heldout_relative_error"] = err.tolist()
     target_key = transfer(source_key, alignment)
     if alignment_set == "oracle-unlocked":

@@ -43,6 +43,61 @@ class PromptTemplate:
         return [self.format(q) for q in questions]
 
 
+def apply_chat(tokenizer, user: str, system: str | None = None, **template_kwargs) -> str:
+    """``user`` (and an optional system message) inside the tokenizer's chat template, ending
+    where the assistant's answer begins (the generation prompt)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("this tokenizer has no chat template: use a plain template (drop the chat option)")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **template_kwargs)
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How one model is asked a question: a template, used as is or as the user turn of the
+    model's own chat template.
+
+    Two models in a transfer each have their own format: a Qwen Source asked in ChatML and a
+    Llama Target asked in its header format, or a base Target asked plainly. Rendering needs
+    the model's tokenizer, which owns the chat template.
+
+    Args:
+        template: the text with ``{question}``.
+        chat: wrap it in the tokenizer's chat template (with the generation prompt).
+        system: an optional system message (chat only).
+        chat_kwargs: extra arguments of the chat template as (name, value) pairs, e.g.
+            ``(("enable_thinking", False),)`` for Qwen3.
+    """
+
+    template: PromptTemplate
+    chat: bool = False
+    system: str | None = None
+    chat_kwargs: tuple = ()
+
+    def __post_init__(self) -> None:
+        if self.system is not None and not self.chat:
+            raise ValueError("a system message needs the chat template: pass chat=True or put it in the template")
+
+    @classmethod
+    def of(cls, fmt: "str | PromptTemplate | PromptFormat") -> "PromptFormat":
+        return fmt if isinstance(fmt, PromptFormat) else cls(PromptTemplate.of(fmt))
+
+    def render(self, tokenizer, question: str) -> str:
+        text = self.template.format(question)
+        return apply_chat(tokenizer, text, self.system, **dict(self.chat_kwargs)) if self.chat else text
+
+    def render_all(self, tokenizer, questions: list[str]) -> list[str]:
+        texts = self.template.format_all(questions)
+        if not self.chat:
+            return texts
+        return [apply_chat(tokenizer, t, self.system, **dict(self.chat_kwargs)) for t in texts]
+
+    def describe(self) -> dict:
+        """A JSON-able record of the format (for provenance and run configurations)."""
+        return dict(template=self.template.text, chat=self.chat, system=self.system,
+                    chat_kwargs=dict(self.chat_kwargs))
+
+
 def read_lines(path: str | Path) -> list[tuple[int, str]]:
     """(line number, text) of each non-blank line of a UTF-8 file, split on newlines only.
 

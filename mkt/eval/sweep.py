@@ -33,7 +33,7 @@ from mkt.generation import generate
 from mkt.key import MasterKey, random_like
 from mkt.models import model_identity
 from mkt.pipeline import alignment_prompts
-from mkt.prompts import PromptTemplate
+from mkt.prompts import PromptFormat
 from mkt.significance import Decoding, assess_transfer
 from mkt.steering import Steering
 
@@ -54,12 +54,13 @@ class SweepSpec:
     max_new_tokens: int = 64
     batch_size: int = 64
     null_seeds: int = 20  # subspace-matched null draws for the best configuration (0: skip)
+    stop: tuple[str, ...] = ()  # stop strings (the task's defaults from the CLI)
 
 
 def _accuracy(model, examples: list[Example], prompts: list[str], spec: SweepSpec,
               steering: Steering | None = None, logit_offset=None) -> float:
     gens = generate(model, prompts, spec.max_new_tokens, steering, batch_size=spec.batch_size,
-                    logit_offset=logit_offset)
+                    logit_offset=logit_offset, stop=list(spec.stop))
     return sum(extract_and_score(e.kind, g.text, e.gold)[1] for e, g in zip(examples, gens)) / len(examples)
 
 
@@ -68,7 +69,7 @@ def _alpha_grid(model, key: MasterKey, examples, prompts, spec: SweepSpec, layer
     rows = [p for _ in spec.alphas for p in prompts]
     alpha = torch.tensor([a for a in spec.alphas for _ in prompts])
     steering = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=list(layers) if layers else None)
-    gens = generate(model, rows, spec.max_new_tokens, steering, batch_size=spec.batch_size)
+    gens = generate(model, rows, spec.max_new_tokens, steering, batch_size=spec.batch_size, stop=list(spec.stop))
     out = {}
     for i, a in enumerate(spec.alphas):
         chunk = gens[i * len(prompts) : (i + 1) * len(prompts)]
@@ -82,26 +83,33 @@ def run_sweep(
     questions: list[str],
     dev: list[Example],
     test: list[Example],
-    locked: str,
-    unlocked: str | None,
+    locked: str | PromptFormat,
+    unlocked: str | PromptFormat | None,
     out_dir: str | Path,
     spec: SweepSpec = SweepSpec(),
     source_unlocked_model=None,
     post_trained=None,
     progress: bool = True,
+    target_locked: str | PromptFormat | None = None,
+    target_unlocked: str | PromptFormat | None = None,
 ) -> dict:
     """Sweep alpha x k x n x layers on ``dev``; evaluate the best on ``test`` with the baselines.
 
     Args:
         questions: unlabeled queries; the first n serve the key and the alignment.
-        locked, unlocked: templates; ``unlocked`` None with ``source_unlocked_model`` for a
-            model-induced key.
+        locked, unlocked: the Source's formats (templates, or ``PromptFormat`` in its chat
+            template); ``unlocked`` None with ``source_unlocked_model`` for a model-induced key.
+        target_locked, target_unlocked: the Target's own formats (default: the Source's); the
+            dev and test prompts are the Target's Locked format.
         post_trained: an optional post-trained Target-sized model for the baselines table.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    formats = (PromptFormat.of(locked), PromptFormat.of(unlocked) if unlocked is not None else None)
+    formats += (PromptFormat.of(target_locked) if target_locked is not None else formats[0],
+                PromptFormat.of(target_unlocked) if target_unlocked is not None else formats[1])
     with run_lock(out):
-        return _sweep_locked(source, target, questions, dev, test, locked, unlocked, out, spec, source_unlocked_model,
+        return _sweep_locked(source, target, questions, dev, test, formats, out, spec, source_unlocked_model,
                              post_trained, progress)
 
 
@@ -118,19 +126,27 @@ def _read_rows(path: Path) -> list[dict]:
                  dev_accuracy=float(r["dev_accuracy"]), coverage=float(r["coverage"])) for r in rows]
 
 
-def _sweep_locked(source, target, questions, dev, test, locked, unlocked, out: Path, spec: SweepSpec,
+def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec: SweepSpec,
                   source_unlocked_model, post_trained, progress) -> dict:
+    locked_t, unlocked_t, target_locked_t, target_unlocked_t = formats
     config = dict(spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
-                  locked=locked, unlocked=unlocked, source=model_identity(source).to_dict(),
+                  formats=[f.describe() if f is not None else None for f in formats],
+                  source=model_identity(source).to_dict(),
                   source_unlocked=model_identity(source_unlocked_model).to_dict() if source_unlocked_model else None,
                   questions=content_digest(list(questions))[:16],
                   fingerprint=fingerprint(target, list(dev) + list(test), [], None, None))
     write_config(out / "sweep_run.json", config, "sweep")
     csv_path = out / "sweep.csv"
-    locked_t = PromptTemplate(locked)
-    unlocked_t = PromptTemplate(unlocked) if unlocked else None
-    dev_prompts = build_prompts(dev, locked_t)
-    test_prompts = build_prompts(test, locked_t)
+    dev_prompts = build_prompts(dev, target_locked_t, tokenizer=target.tokenizer)
+    test_prompts = build_prompts(test, target_locked_t, tokenizer=target.tokenizer)
+
+    def fit(qs: list[str], k: int):  # each model reads the alignment questions in its own format
+        x_s = last_token_resid(source, alignment_prompts(qs, locked_t, unlocked_t, spec.alignment_set,
+                                                         source.tokenizer))
+        x_t = last_token_resid(target, alignment_prompts(qs, target_locked_t, target_unlocked_t, spec.alignment_set,
+                                                         target.tokenizer))
+        return fit_alignment(x_s, x_t, src_id, tgt_id, k, spec.method, spec.center)
+
     src_id, tgt_id = model_identity(source), model_identity(target)
     rows, keys = _read_rows(csv_path), {}
     counts = Counter((r["n"], r["k"], r["layers"]) for r in rows)
@@ -157,11 +173,10 @@ def _sweep_locked(source, target, questions, dev, test, locked, unlocked, out: P
             keys[n] = (extract_model_key(source_unlocked_model, source, qs, locked_t, spec.aggregator)
                        if source_unlocked_model is not None
                        else extract_prompt_key(source, qs, locked_t, unlocked_t, spec.aggregator))
-        prompts = alignment_prompts(qs, locked_t, unlocked_t, spec.alignment_set)
-        if k > len(prompts):
+        n_align = len(qs) * (2 if spec.alignment_set == "oracle-unlocked" else 1)
+        if k > n_align:
             continue  # k cannot exceed the alignment prompts
-        alignment = fit_alignment(last_token_resid(source, prompts), last_token_resid(target, prompts),
-                                  src_id, tgt_id, k, spec.method, spec.center)
+        alignment = fit(qs, k)
         target_key = transfer(keys[n], alignment)
         coverage = float(alignment.coverage(keys[n].directions).mean())
         for layers, name in zip(spec.layer_subsets, names):
@@ -177,12 +192,9 @@ def _sweep_locked(source, target, questions, dev, test, locked, unlocked, out: P
         raise ValueError("every k of the grid exceeds the number of alignment prompts: lower --ks or raise --ns")
     best = max(rows, key=lambda r: (r["dev_accuracy"], -r["alpha"], -r["k"]))
     layers = None if best["layers"] == "all" else [int(x) for x in best["layers"].split("-")]
-    qs = questions[: best["n"]]
-    prompts = alignment_prompts(qs, locked_t, unlocked_t, spec.alignment_set)
-    alignment = fit_alignment(last_token_resid(source, prompts), last_token_resid(target, prompts),
-                              src_id, tgt_id, best["k"], spec.method, spec.center)
+    alignment = fit(questions[: best["n"]], best["k"])
     best_key = transfer(keys[best["n"]], alignment)
-    table = baselines_table(target, test, test_prompts, spec, best_key, best["alpha"], layers, locked_t, unlocked_t,
+    table = baselines_table(target, test, test_prompts, spec, best_key, best["alpha"], layers, target_unlocked_t,
                             source, post_trained)
     result = dict(best=best, test=table[key_label(spec)], baselines=table,
                   spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
@@ -198,7 +210,8 @@ def _sweep_locked(source, target, questions, dev, test, locked, unlocked, out: P
             target, keys[best["n"]], alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts),
             ("correct",),
             n_null=spec.null_seeds, alphas=spec.alphas, progress=progress,
-            decoding=Decoding(spec.max_new_tokens, mode=spec.mode, layers=layers, batch_size=spec.batch_size),
+            decoding=Decoding(spec.max_new_tokens, list(spec.stop), mode=spec.mode, layers=layers,
+                              batch_size=spec.batch_size),
         )
         result["significance"] = sig.summary()
         result["significance_table"] = sig.table()
@@ -214,7 +227,7 @@ def key_label(spec: SweepSpec) -> str:
     return "transferred key (best on dev)"
 
 
-def baselines_table(target, test, test_prompts, spec, key, alpha, layers, locked_t, unlocked_t, source=None,
+def baselines_table(target, test, test_prompts, spec, key, alpha, layers, unlocked_t, source=None,
                     post_trained=None) -> dict:
     """Test accuracy (with 95% interval) of the key and every baseline, in one table."""
     def entry(acc: float) -> dict:
@@ -224,7 +237,8 @@ def baselines_table(target, test, test_prompts, spec, key, alpha, layers, locked
     table = {"Target, plain prompt": entry(_accuracy(target, test, test_prompts, spec)),
              key_label(spec): entry(_accuracy(target, test, test_prompts, spec, steer))}
     if unlocked_t is not None:
-        table["Target, step-by-step prompt"] = entry(_accuracy(target, test, build_prompts(test, unlocked_t), spec))
+        unlocked_prompts = build_prompts(test, unlocked_t, tokenizer=target.tokenizer)
+        table["Target, step-by-step prompt"] = entry(_accuracy(target, test, unlocked_prompts, spec))
     if post_trained is not None:
         table["post-trained model, plain prompt"] = entry(_accuracy(post_trained, test, test_prompts, spec))
     rand = random_like(key, seed=0)
@@ -232,7 +246,7 @@ def baselines_table(target, test, test_prompts, spec, key, alpha, layers, locked
         target, test, test_prompts, spec, Steering(rand.directions, alpha=alpha, mode=spec.mode, layers=layers)))
     if source is not None and unlocked_t is not None:
         try:
-            mapping = dict(zip(test_prompts, build_prompts(test, unlocked_t)))
+            mapping = dict(zip(test_prompts, unlocked_prompts))
             table["logit-space transfer"] = entry(_accuracy(
                 target, test, test_prompts, spec, logit_offset=LogitTransfer(source, target, mapping.__getitem__)))
         except ValueError as err:  # tokenizers differ: the baseline does not apply

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from mkt.prompts import PromptTemplate, read_jsonl
+from mkt.prompts import PromptFormat, PromptTemplate, apply_chat, read_jsonl
 
 TEMPLATES: dict = json.loads((Path(__file__).parent / "templates.json").read_text())
 KINDS = ("gsm8k", "math", "agieval-math", "organism")
@@ -121,27 +121,41 @@ def load_task(name_or_path: str, kind: str | None = None, limit: int | None = No
 def template_for(kind: str, style: str) -> PromptTemplate:
     """The ``direct`` or ``step_by_step`` template of a task kind, or a literal template."""
     table = TEMPLATES[scorer_kind(kind)]
-    if style in table and style != "demo_answer":
+    if style in ("direct", "step_by_step"):
         return PromptTemplate(table[style])
     return PromptTemplate(style)  # a literal template with {question}
 
 
-def build_prompts(examples: list[Example], template: PromptTemplate, demos: list[Example] = (),
-                  tokenizer=None, chat: bool = False) -> list[str]:
-    """Prompts with optional few-shot demos and the tokenizer's chat template.
+def default_stop(kind: str) -> list[str]:
+    """Stop strings for base-model prompts of a task kind: a base model that has answered goes
+    on to write the next "Question: ..." of an imagined few-shot page, whose numbers the
+    scorer would otherwise read as the answer."""
+    return list(TEMPLATES[scorer_kind(kind)]["stop"])
 
-    Demos are formatted with the same template, followed by their worked solution.
+
+def default_max_new_tokens(kind: str) -> int:
+    """The paper's budgets: 512 new tokens for chain-of-thought on GSM8K-style tasks, 1024 for
+    MATH-style solutions (a shorter budget cuts real chain-of-thought before its answer)."""
+    return int(TEMPLATES[scorer_kind(kind)]["max_new_tokens"])
+
+
+def build_prompts(examples: list[Example], template: PromptTemplate | PromptFormat, demos: list[Example] = (),
+                  tokenizer=None, chat: bool = False) -> list[str]:
+    """Prompts with optional few-shot demos, in the model's chat template when asked.
+
+    Demos are formatted with the same template, followed by their worked solution; with a
+    chat format the whole few-shot text is the user turn.
     """
     if not examples:
         raise ValueError("no examples to build prompts for")
+    fmt = PromptFormat.of(template)
     answer_fmt = TEMPLATES[scorer_kind(examples[0].kind)]["demo_answer"]
-    prefix = "".join(template.format(d.question) + answer_fmt.format(answer=d.solution) for d in demos)
-    prompts = [prefix + template.format(e.question) for e in examples]
-    if chat:
-        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise ValueError("this tokenizer has no chat template: drop chat=True (--chat)")
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                 add_generation_prompt=True) for p in prompts]
+    prefix = "".join(fmt.template.format(d.question) + answer_fmt.format(answer=d.solution) for d in demos)
+    prompts = [prefix + fmt.template.format(e.question) for e in examples]
+    if chat or fmt.chat:
+        if tokenizer is None:
+            raise ValueError("a chat format needs the model's tokenizer (tokenizer=model.tokenizer)")
+        prompts = [apply_chat(tokenizer, p, fmt.system, **dict(fmt.chat_kwargs)) for p in prompts]
     return prompts
 
 
