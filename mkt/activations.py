@@ -1,4 +1,4 @@
-"""Reading the residual stream at the last prompt token."""
+"""Reading a model's hook points at prompt positions (the last token by default)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mkt.errors import NonFiniteError
-from mkt.models import check_layers, resid_hook_name, tokenize_left_padded
+from mkt.models import RESID_HOOK, check_hook, check_layers, resid_hook_name, tokenize_left_padded
+from mkt.positions import check_position, pool, position_weights
 
 
 @torch.no_grad()
-def last_token_resid(
+def prompt_states(
     model,
     prompts: list[str],
     layers: list[int] | None = None,
+    hook: str = RESID_HOOK,
+    position: str = "last",
     batch_size: int = 32,
     progress: bool = False,
 ) -> Float[Tensor, "n_prompts n_layers d_model"]:
-    """Residual stream after each block (``blocks.{l}.hook_resid_post``) at the last token.
+    """States at ``blocks.{l}.{hook}`` of each prompt, read at ``position``.
 
     Batched with left padding and the attention mask, caching only the hooks needed.
 
@@ -27,6 +30,9 @@ def last_token_resid(
         model: a TransformerBridge.
         prompts: the prompts, already formatted.
         layers: which blocks (default all); the result's layer axis follows this list.
+        hook: the hook point within each block (``mkt.models.HOOK_POINTS``).
+        position: ``last`` (the paper's), ``mean`` over the prompt, or ``last-N``
+            (``mkt.positions``).
         batch_size: prompts per forward pass.
         progress: show a progress bar.
 
@@ -40,9 +46,11 @@ def last_token_resid(
         raise ValueError("empty prompt set: pass at least one prompt")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_hook(hook), check_position(position)
     layers = check_layers(layers, model.cfg.n_layers)
-    names = [resid_hook_name(layer) for layer in layers]
+    names = [resid_hook_name(layer, hook) for layer in layers]
     stop = max(layers) + 1
+    bos = getattr(model.tokenizer, "bos_token_id", None)
     chunks = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="activations", disable=not progress, leave=False):
@@ -51,8 +59,9 @@ def last_token_resid(
             ids, attention_mask=mask, names_filter=names,
             stop_at_layer=stop if stop < model.cfg.n_layers else None,
         )
+        weights = position_weights(mask.cpu(), ids.cpu(), bos, position)
         # each block's states to the CPU before stacking: a model split over devices keeps them apart
-        chunks.append(torch.stack([cache[n][:, -1, :].float().cpu() for n in names], dim=1))
+        chunks.append(torch.stack([pool(cache[n].cpu(), weights) for n in names], dim=1))
     acts = torch.cat(chunks)
     if not torch.isfinite(acts).all():
         bad = (~torch.isfinite(acts)).any(dim=(0, 2)).nonzero().flatten().tolist()
@@ -61,3 +70,11 @@ def last_token_resid(
             "overflows in its dtype; load it in float32 or bfloat16 instead of float16"
         )
     return acts
+
+
+def last_token_resid(
+    model, prompts: list[str], layers: list[int] | None = None, batch_size: int = 32, progress: bool = False
+) -> Float[Tensor, "n_prompts n_layers d_model"]:
+    """The residual stream after each block (``blocks.{l}.hook_resid_post``) at the last token:
+    the paper's reading, :func:`prompt_states` with its defaults."""
+    return prompt_states(model, prompts, layers, batch_size=batch_size, progress=progress)

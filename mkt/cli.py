@@ -19,6 +19,18 @@ from mkt.cliargs import (
     positive_int,
     stop_string,
 )
+from mkt.models import HOOK_POINTS  # building the parser imports torch anyway (the analyses' arguments)
+from mkt.steering import SCOPES
+
+
+def position_name(text: str) -> str:
+    from mkt.positions import check_position
+
+    try:
+        return check_position(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
 
 MODEL_HELP = "HF hub name, local HF directory, or a built-in organism as organism:NAME (e.g. organism:source-base)"
 
@@ -49,6 +61,10 @@ def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlocked-model", default=None,
                    help="post-trained variant of the Source (model-induced key; the Source is the Locked variant)")
     p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="mean difference or first PC (default mean)")
+    p.add_argument("--hook", choices=list(HOOK_POINTS), default="hook_resid_post",
+                   help="hook point of each block where the key is read and written (default hook_resid_post, the paper's)")
+    p.add_argument("--position", type=position_name, default="last",
+                   help="prompt positions the key is read at: last (the paper's), mean, or last-N (default last)")
     p.add_argument("--max-questions", type=positive_int, default=None, help="use only the first N questions")
 
 
@@ -93,8 +109,9 @@ def _apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=finite_float, default=0.1, help="intervention strength stored in the pack (default 0.1)")
     p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving",
                    help="norm-preserving rotation (paper) or additive push")
-    p.add_argument("--scope", choices=["prompt-last", "prompt-last+generated"], default="prompt-last",
-                   help="steer the last prompt token only (paper) or every generated token too")
+    p.add_argument("--scope", choices=list(SCOPES), default="prompt-last",
+                   help="steer the last prompt token only (prompt-last, the paper's), also every generated token "
+                   "(prompt-last+generated), every prompt token (prompt-all), or every token (all)")
     p.add_argument("--layers", type=nonnegative_int, nargs="+", default=None,
                    help="steer only these layers (default all)")
 
@@ -103,7 +120,6 @@ def cmd_extract(args) -> None:
     from mkt.extract import extract_model_key, extract_prompt_key
     from mkt.models import check_layers
     from mkt.pack import CapabilityPack
-
     from mkt.prompts import PromptFormat, PromptTemplate
 
     model = _load(args, args.model)
@@ -113,10 +129,11 @@ def cmd_extract(args) -> None:
     locked = PromptFormat(PromptTemplate(args.locked), chat=args.chat)
     if args.unlocked_model:
         key = extract_model_key(_load(args, args.unlocked_model), model, qs, locked, args.aggregator,
-                                args.batch_size, progress=True)
+                                args.batch_size, True, args.hook, args.position)
     elif args.unlocked:
         unlocked = PromptFormat(PromptTemplate(args.unlocked), chat=args.chat)
-        key = extract_prompt_key(model, qs, locked, unlocked, args.aggregator, args.batch_size, progress=True)
+        key = extract_prompt_key(model, qs, locked, unlocked, args.aggregator, args.batch_size, True, args.hook,
+                                 args.position)
     else:
         raise SystemExit("mkt extract: give --unlocked TEMPLATE (prompt-induced) or --unlocked-model M (model-induced)")
     pack = CapabilityPack(key, args.alpha, args.mode, args.scope, args.layers)
@@ -160,7 +177,7 @@ def cmd_transfer(args) -> None:
     report = run_transfer(
         source, target, qs, qs, locked, unlocked, unlocked_model, args.aggregator, args.k, args.method,
         args.center, args.ridge, args.alignment_set, args.heldout_fraction, args.seed, args.batch_size, progress=True,
-        target_locked=target_locked, target_unlocked=target_unlocked,
+        target_locked=target_locked, target_unlocked=target_unlocked, hook=args.hook, position=args.position,
     )
     out = CapabilityPack(report.target_key, args.alpha, args.mode, args.scope, args.layers).save(args.out)
     # what a later significance test needs: the Source key and the map its nulls go through
@@ -173,7 +190,8 @@ def cmd_transfer(args) -> None:
     print("  coverage of the key per target layer: " + " ".join(f"{c:.2f}" for c in s["coverage"]))
     print("  held-out relative error per layer:    " + " ".join(f"{e:.2f}" for e in s["heldout_error"]))
     if target_unlocked is not None and not args.unlocked_model:  # a diagnostic, never the method: the Target's own key
-        own = extract_prompt_key(target, qs, target_locked, target_unlocked, args.aggregator, args.batch_size)
+        own = extract_prompt_key(target, qs, target_locked, target_unlocked, args.aggregator, args.batch_size,
+                                 hook=args.hook, position=args.position)
         s["cosine_with_own_key"] = report.target_key.cosine(own).tolist()
         print("  cos(transferred, Target's own key):   " + " ".join(f"{c:+.2f}" for c in s["cosine_with_own_key"])
               + "  (diagnostic; test the effect against its null with `mkt eval --null-seeds` or `mkt sweep`)")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import torch
 
-from mkt.activations import last_token_resid
+from mkt.activations import prompt_states
 from mkt.aggregators import aggregate
 from mkt.errors import IncompatibleModelError, MktError
 from mkt.key import MasterKey
-from mkt.models import model_identity
+from mkt.models import RESID_HOOK, model_identity
 from mkt.prompts import PromptFormat, PromptTemplate
 
 
@@ -33,18 +33,23 @@ def extract_prompt_key(
     aggregator: str = "mean",
     batch_size: int = 32,
     progress: bool = False,
+    hook: str = RESID_HOOK,
+    position: str = "last",
 ) -> MasterKey:
     """Key from the same model under two formats (e.g. plain vs "think step by step"), each a
-    template or a ``PromptFormat`` in the model's chat template."""
+    template or a ``PromptFormat`` in the model's chat template; read at ``hook`` of each block
+    and at ``position`` (``last``, ``mean`` or ``last-N``; see ``mkt.activations.prompt_states``)."""
     locked, unlocked = PromptFormat.of(locked), PromptFormat.of(unlocked)
     tok = model.tokenizer
-    h_locked = last_token_resid(model, locked.render_all(tok, questions), batch_size=batch_size, progress=progress)
-    h_unlocked = last_token_resid(model, unlocked.render_all(tok, questions), batch_size=batch_size,
-                                  progress=progress)
+
+    def states(prompts):
+        return prompt_states(model, prompts, None, hook, position, batch_size, progress)
+
+    h_locked, h_unlocked = states(locked.render_all(tok, questions)), states(unlocked.render_all(tok, questions))
     return MasterKey(
         _nonzero(aggregate(h_unlocked - h_locked, aggregator)),
-        model_identity(model),
-        provenance=dict(variant="prompt", n=len(questions), aggregator=aggregator,
+        model_identity(model), hook,
+        provenance=dict(variant="prompt", n=len(questions), aggregator=aggregator, position=position,
                         locked_template=locked.template.text, unlocked_template=unlocked.template.text,
                         locked_format=locked.describe(), unlocked_format=unlocked.describe()),
     )
@@ -58,8 +63,11 @@ def extract_model_key(
     aggregator: str = "mean",
     batch_size: int = 32,
     progress: bool = False,
+    hook: str = RESID_HOOK,
+    position: str = "last",
 ) -> MasterKey:
-    """Key from two variants of one architecture (post-trained minus base) on one format."""
+    """Key from two variants of one architecture (post-trained minus base) on one format, read
+    at ``hook`` and ``position`` as in :func:`extract_prompt_key`."""
     a, b = model_identity(unlocked_model), model_identity(locked_model)
     if not a.fits(b):
         raise IncompatibleModelError(
@@ -68,12 +76,12 @@ def extract_model_key(
         )
     template = PromptFormat.of(template)
     prompts = template.render_all(locked_model.tokenizer, questions)
-    h_unlocked = last_token_resid(unlocked_model, prompts, batch_size=batch_size, progress=progress)
-    h_locked = last_token_resid(locked_model, prompts, batch_size=batch_size, progress=progress)
+    h_unlocked = prompt_states(unlocked_model, prompts, None, hook, position, batch_size, progress)
+    h_locked = prompt_states(locked_model, prompts, None, hook, position, batch_size, progress)
     return MasterKey(
         _nonzero(aggregate(h_unlocked - h_locked, aggregator)),
-        b,
-        provenance=dict(variant="model", n=len(questions), aggregator=aggregator,
+        b, hook,
+        provenance=dict(variant="model", n=len(questions), aggregator=aggregator, position=position,
                         unlocked_model=a.name, locked_model=b.name, template=template.template.text,
                         format=template.describe()),
     )
@@ -94,8 +102,8 @@ def extract_contrast_key(
     for name, prompts in (("positive", positive), ("negative", negative)):
         if isinstance(prompts, str) or not prompts:
             raise ValueError(f"the {name} prompts must be a non-empty list of strings")
-    h_pos = last_token_resid(model, list(positive), batch_size=batch_size, progress=progress)
-    h_neg = last_token_resid(model, list(negative), batch_size=batch_size, progress=progress)
+    h_pos = prompt_states(model, list(positive), batch_size=batch_size, progress=progress)
+    h_neg = prompt_states(model, list(negative), batch_size=batch_size, progress=progress)
     return MasterKey(
         _nonzero(h_pos.mean(0) - h_neg.mean(0)),
         model_identity(model),

@@ -104,7 +104,7 @@ class MasterKey:
 
     def steering(self, alpha: float | Tensor = 0.1, mode: str = "norm-preserving",
                  layers: list[int] | None = None, scope: str = "prompt-last") -> Steering:
-        return Steering(self.directions, alpha=alpha, mode=mode, layers=layers, scope=scope)
+        return Steering(self.directions, alpha=alpha, mode=mode, layers=layers, scope=scope, hook=self.hook)
 
     @contextmanager
     def apply(self, model, alpha: float | Tensor = 0.1, mode: str = "norm-preserving",

@@ -13,10 +13,20 @@ from torch import Tensor
 from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
 
 RESID_HOOK = "hook_resid_post"
+# where keys are read and written in each block (TransformerLens names): the residual stream
+# before, between and after the block's attention and MLP, and the two sublayers' outputs
+HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+
+
+def check_hook(hook: str) -> str:
+    if hook not in HOOK_POINTS:
+        raise ValueError(f"unknown hook point {hook!r}: use one of {HOOK_POINTS}")
+    return hook
 
 
 def resid_hook_name(layer: int, hook: str = RESID_HOOK) -> str:
-    """TransformerLens name of the residual stream after block ``layer``."""
+    """TransformerLens name of hook point ``hook`` of block ``layer`` (default: the residual
+    stream after the block)."""
     return f"blocks.{layer}.{hook}"
 
 

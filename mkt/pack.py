@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from mkt.errors import CorruptArtifactError
 from mkt.intervention import MODES, check_mode
 from mkt.key import MasterKey
-from mkt.models import RESID_HOOK, ModelIdentity, check_layers, model_identity
+from mkt.models import HOOK_POINTS, ModelIdentity, check_layers, model_identity
 from mkt.steering import SCOPES
 
 PACK_FORMAT = "mkt.capability-pack"
@@ -37,7 +37,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-KNOWN_HOOKS = (RESID_HOOK,)  # where mkt reads and writes keys
+KNOWN_HOOKS = HOOK_POINTS  # where mkt reads and writes keys
 
 
 def _is_number(x) -> bool:

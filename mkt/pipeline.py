@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 
-from mkt.activations import last_token_resid
+from mkt.activations import prompt_states
 from mkt.alignment import SubspaceAlignment, fit_alignment, transfer
 from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.key import MasterKey
-from mkt.models import model_identity
+from mkt.models import RESID_HOOK, model_identity
 from mkt.prompts import PromptFormat, PromptTemplate
 
 ALIGNMENT_SETS = ("locked", "oracle-unlocked")
@@ -90,6 +90,8 @@ def run_transfer(
     source_key: MasterKey | None = None,
     target_locked: str | PromptFormat | None = None,
     target_unlocked: str | PromptFormat | None = None,
+    hook: str = RESID_HOOK,
+    position: str = "last",
 ) -> TransferReport:
     """Extract a key on ``source``, align ``source`` to ``target`` and transfer the key.
 
@@ -102,7 +104,8 @@ def run_transfer(
     ``locked`` / ``unlocked`` are the Source's formats (a template, or a ``PromptFormat`` in its
     chat template); ``target_locked`` / ``target_unlocked`` the Target's (default: the same).
     Each model reads the alignment questions in its own format, so a Llama Target never reads
-    a Qwen Source's chat markup as text.
+    a Qwen Source's chat markup as text. The key and the map are read at the same ``hook`` and
+    ``position`` (``mkt.activations.prompt_states``).
     """
     if not (ridge >= 0 and ridge == ridge and ridge != float("inf")):  # checked before any forward pass
         raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
@@ -113,10 +116,10 @@ def run_transfer(
     if source_key is None:
         if source_unlocked_model is not None:
             source_key = extract_model_key(source_unlocked_model, source, key_questions, locked_t,
-                                           aggregator, batch_size, progress)
+                                           aggregator, batch_size, progress, hook, position)
         elif unlocked_t is not None:
             source_key = extract_prompt_key(source, key_questions, locked_t, unlocked_t, aggregator,
-                                            batch_size, progress)
+                                            batch_size, progress, hook, position)
         else:
             raise ValueError("give an Unlocked template (prompt-induced) or an Unlocked model (model-induced)")
     if not 0 <= heldout_fraction < 1:
@@ -132,13 +135,16 @@ def run_transfer(
     def target_prompts(qs: list[str]) -> list[str]:
         return alignment_prompts(qs, target_locked_t, target_unlocked_t, alignment_set, target.tokenizer)
 
-    x_s = last_token_resid(source, source_prompts(fit_q), batch_size=batch_size, progress=progress)
-    x_t = last_token_resid(target, target_prompts(fit_q), batch_size=batch_size, progress=progress)
+    position = source_key.provenance.get("position", position)  # the map is read where the key was
+
+    def states(model, prompts):
+        return prompt_states(model, prompts, None, source_key.hook, position, batch_size, progress)
+
+    x_s, x_t = states(source, source_prompts(fit_q)), states(target, target_prompts(fit_q))
     alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center,
                               ridge=ridge)
     if held_q:
-        err = alignment.relative_error(last_token_resid(source, source_prompts(held_q), batch_size=batch_size),
-                                       last_token_resid(target, target_prompts(held_q), batch_size=batch_size))
+        err = alignment.relative_error(states(source, source_prompts(held_q)), states(target, target_prompts(held_q)))
         alignment.diagnostics["heldout_relative_error"] = err.tolist()
     target_key = transfer(source_key, alignment)
     if alignment_set == "oracle-unlocked":

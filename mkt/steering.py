@@ -3,7 +3,9 @@
 Positions are counted on the left-padded sequence: the prompt occupies ``[0, P)`` and
 generated tokens ``[P, ...)``. The paper's intervention (scope ``prompt-last``) changes
 only position ``P - 1`` during the prefill, and its effect reaches generated tokens
-through the KV cache; scope ``prompt-last+generated`` also steers every generated token.
+through the KV cache; ``prompt-last+generated`` also steers every generated token;
+``prompt-all`` steers every prompt token (left padding included: it is masked out of
+attention, so changing it changes nothing); ``all`` steers every token, prompt and generated.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from torch import Tensor
 
 from mkt.errors import IncompatibleModelError, NonFiniteError
 from mkt.intervention import MODES, check_mode
-from mkt.models import check_layers, resid_hook_name
+from mkt.models import RESID_HOOK, check_hook, check_layers, resid_hook_name
 
-SCOPES = ("prompt-last", "prompt-last+generated")
+SCOPES = ("prompt-last", "prompt-last+generated", "prompt-all", "all")
 
 
 @dataclass
@@ -35,7 +37,8 @@ class Steering:
         alpha: strength, a float or one value per prompt (``[n_prompts]``).
         mode: ``norm-preserving`` (the paper's rotation) or ``additive``.
         layers: the layers to steer (default all).
-        scope: ``prompt-last`` (paper) or ``prompt-last+generated``.
+        scope: ``prompt-last`` (paper), ``prompt-last+generated``, ``prompt-all`` or ``all``.
+        hook: the hook point within each block (``mkt.models.HOOK_POINTS``; the key's own).
     """
 
     directions: Float[Tensor, "layer d"] | Float[Tensor, "row layer d"]
@@ -43,10 +46,12 @@ class Steering:
     mode: str = "norm-preserving"
     layers: list[int] | None = None
     scope: str = "prompt-last"
+    hook: str = RESID_HOOK
     _units: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         check_mode(self.mode)
+        check_hook(self.hook)
         if self.scope not in SCOPES:
             raise ValueError(f"unknown scope {self.scope!r}: use one of {SCOPES}")
         if self.directions.ndim not in (2, 3):
@@ -94,7 +99,7 @@ class Steering:
                 f"width {d_model}: transfer the key into this model first (mkt.transfer)"
             )
         hooks = SteeringHooks(self)
-        fwd = [(resid_hook_name(layer), partial(hooks.hook, layer=layer)) for layer in self.layers]
+        fwd = [(resid_hook_name(layer, self.hook), partial(hooks.hook, layer=layer)) for layer in self.layers]
         with model.hooks(fwd_hooks=fwd):
             yield hooks
 
@@ -110,7 +115,8 @@ class SteeringHooks:
     def __init__(self, steering: Steering) -> None:
         self.steering = steering
         self.formula = MODES[steering.mode]
-        self.generated = steering.scope == "prompt-last+generated"
+        self.generated = steering.scope in ("prompt-last+generated", "all")
+        self.whole_prompt = steering.scope in ("prompt-all", "all")
         self.prompt_len: int | None = None
         self.offset = 0
         self._units: dict[tuple, Tensor] = {}
@@ -123,7 +129,7 @@ class SteeringHooks:
                 return slice(0, 1) if self.generated else None
         else:
             prompt_len, offset = self.prompt_len, self.offset
-        lo = max(prompt_len - 1 - offset, 0)
+        lo = 0 if self.whole_prompt else max(prompt_len - 1 - offset, 0)
         hi = min(n_pos if self.generated else prompt_len - offset, n_pos)
         return slice(lo, hi) if lo < hi else None
 

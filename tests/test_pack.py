@@ -83,7 +83,7 @@ def test_non_finite_keys_and_packs_are_refused(tmp_path, pack):
     (lambda m: [m], "holds a JSON list, not a manifest object"),
     (lambda m: {k: v for k, v in m.items() if k != "mode"}, "field 'mode' is missing"),
     (lambda m: m | {"alpha": "0.2"}, "field 'alpha' must be a finite number"),
-    (lambda m: m | {"hook": "hook_attn_out"}, "field 'hook' is 'hook_attn_out', but mkt reads and writes keys at"),
+    (lambda m: m | {"hook": "hook_z"}, "field 'hook' is 'hook_z', but mkt reads and writes keys at"),
     (lambda m: m | {"target": m["target"] | {"n_layers": "3"}}, "field 'target.n_layers' must be a whole number"),
     (lambda m: m | {"layers": [0, 7]}, "field 'layers' must be null or a list of layer indices in 0..2"),
     (lambda m: m | {"scope": "everywhere"}, "field 'scope' must be one of"),

@@ -164,3 +164,52 @@ def test_extraction_steering_and_packs_run_on_every_architecture(real, arch, tmp
     prompts = locked.render_all(model.tokenizer, QUESTIONS[:3])
     gens = generate(model, prompts, max_new_tokens=4, steering=loaded.steering())
     assert all(1 <= g.n_tokens <= 4 for g in gens)
+
+
+def _gsm8k_file(path, n: int = 14):
+    rows = [dict(id=f"q{i}", question=f"Tom has {i} apples and buys {i + 3} more. How many now?",
+                 answer=f"He has {i} + {i + 3} = {2 * i + 3} apples.\n#### {2 * i + 3}") for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_eval_combines_few_shot_chat_logit_transfer_and_a_pack(real_tiny_dir, tmp_path):
+    from mkt.cli import main
+
+    task = _gsm8k_file(tmp_path / "gsm.jsonl")
+    target, source = str(real_tiny_dir("qwen3")), str(real_tiny_dir("qwen2"))  # one vocabulary: logit transfer applies
+    qfile = tmp_path / "q.txt"
+    qfile.write_text("\n".join(QUESTIONS) + "\n")
+    assert main(["extract", "--model", target, "--questions", str(qfile), "--locked", LOCKED, "--unlocked", UNLOCKED,
+                 "--chat", "--out", str(tmp_path / "pack"), "--device", "cpu"]) == 0
+    out = tmp_path / "run"
+    assert main(["eval", "--model", target, "--task", str(task), "--limit", "4", "--few-shot", "2", "--chat",
+                 "--logit-transfer-from", source, "--pack", str(tmp_path / "pack"), "--max-new-tokens", "6",
+                 "--out", str(out), "--device", "cpu"]) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    config = json.loads((out / "run.json").read_text())
+    assert len(records) == 4 and config["stop"] == ["\nQuestion:"] and config["n_demos"] == 2
+    for r in records:
+        assert r["prompt"].startswith("<|im_start|>user\n") and r["prompt"].count("<|im_start|>user") == 1
+        # the demos are the file's last items, with their worked solutions, and are not evaluated
+        assert "#### " not in r["prompt"] and "The answer is 27." in r["prompt"] and "The answer is 29." in r["prompt"]
+        assert r["id"] not in ("q12", "q13")
+
+
+def test_model_induced_keys_in_extract_and_sweep(real_tiny_dir, tmp_path):
+    from mkt.cli import main
+    from mkt.tiny_models import save_tiny_model
+    from tests.conftest import TOKENIZERS
+
+    base = str(real_tiny_dir("llama"))
+    post = str(save_tiny_model("llama", TOKENIZERS, tmp_path / "llama-post", seed=7))
+    task = _gsm8k_file(tmp_path / "gsm.jsonl", 20)
+    assert main(["sweep", "--source", base, "--unlocked-model", post, "--target", str(real_tiny_dir("olmo2")),
+                 "--task", str(task), "--alphas", "0.5", "--ks", "2", "--ns", "8", "--dev-size", "3",
+                 "--test-size", "3", "--null-seeds", "0", "--max-new-tokens", "4", "--target-chat",
+                 "--out", str(tmp_path / "sweep"), "--device", "cpu"]) == 0
+    result = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert result["best"]["n"] == 8 and result["best"]["k"] == 2
+    run = json.loads((tmp_path / "sweep" / "sweep_run.json").read_text())
+    assert run["formats"][2]["chat"] is True and run["formats"][0]["chat"] is False
+    assert run["spec"]["stop"] == ["\nQuestion:"]

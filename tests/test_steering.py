@@ -76,7 +76,7 @@ def test_per_row_alpha_equals_separate_runs(qwen, key):
             assert torch.allclose(rows[i], one[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("scope", ["prompt-last", "prompt-last+generated"])
+@pytest.mark.parametrize("scope", ["prompt-last", "prompt-last+generated", "prompt-all", "all"])
 def test_kv_cache_and_no_cache_generation_agree(qwen, key, scope):
     steering = key.steering(alpha=0.6, scope=scope)
     cached = generate(qwen, PROMPTS, max_new_tokens=6, steering=steering)
