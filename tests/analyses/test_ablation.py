@@ -221,12 +221,12 @@ def test_real_model_runs_with_its_pack_and_prompts_and_refuses_without(arch, rea
     model = str(real_tiny_dir(arch))
     questions = [f"What is {a} plus {b}?" for a, b in [(2, 3), (10, 7), (41, 1), (5, 5), (8, 13), (100, 9)]]
     qs = write_lines(tmp_path / "q.txt", questions)
-    locked = write_lines(tmp_path / "locked.txt", [f"Question: {q}\nAnswer:" for q in questions])
-    unlocked = write_lines(tmp_path / "unlocked.txt", [f"Question: {q}\nAnswer: Let's think step by step."
+    locked = write_lines(tmp_path / "locked.txt", [f"Question: {q} Answer:" for q in questions])
+    unlocked = write_lines(tmp_path / "unlocked.txt", [f"Question: {q} Answer: Let's think step by step."
                                                        for q in questions])
     pack = str(tmp_path / "pack")
-    assert main(["extract", "--model", model, "--questions", qs, "--locked", "Question: {question}\nAnswer:",
-                 "--unlocked", "Question: {question}\nAnswer: Let's think step by step.", "--out", pack]) == 0
+    assert main(["extract", "--model", model, "--questions", qs, "--locked", "Question: {question} Answer:",
+                 "--unlocked", "Question: {question} Answer: Let's think step by step.", "--out", pack]) == 0
     out = tmp_path / "out"
     common = ["analyze", "ablation", "--model", model, "--alphas", "0.5", "--null-seeds", "1", "--out", str(out)]
     assert main(common + ["--pack", pack, "--prompts", locked, "--unlocked-prompts", unlocked]) == 0
