@@ -256,6 +256,7 @@ class Sufficiency:
     matched_random_mean: np.ndarray  # [layer]: random directions, each at its own KL-matched alpha
     matched_random_max: np.ndarray
     matched_random_kl: np.ndarray  # [layer], mean over seeds
+    alpha_cap: float  # the largest alpha tried when matching
 
 
 def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[float], ref_alpha: float,
@@ -295,7 +296,7 @@ def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[flo
     rnd, m_rnd = grid[..., 1:], matched[:, 1:]
     return Sufficiency(list(alphas), list(WINDOWS), grid[..., 0], rnd.mean(-1), rnd.max(-1), kl_target,
                        matched[:, 0, 0], matched[:, 0, 2], matched[:, 0, 1], m_rnd[..., 1].mean(-1),
-                       m_rnd[..., 1].max(-1), m_rnd[..., 2].mean(-1))
+                       m_rnd[..., 1].max(-1), m_rnd[..., 2].mean(-1), alpha_range[1])
 
 
 @dataclass
@@ -432,11 +433,12 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
     ax.plot(x, s.matched_key, "o-", color="C0", label="key, layer l only")
     ax.plot(x, s.matched_random_mean, "o:", color="C3", label=f"random, layer l only (mean of {len(result.null_seeds)})")
     ax.plot(x, s.matched_random_max, "v", color="C3", alpha=0.6, label="random, max")
-    short = s.matched_kl < 0.9 * s.kl_target
-    for i in np.flatnonzero(short):
-        ax.annotate(f"KL {s.matched_kl[i]:.2g}\n(cap)", (x[i], s.matched_key[i]), fontsize=7, color="C0")
-    ax.set_title(f"one layer, alpha matched on KL at the decision token ({s.kl_target:.3g} nats = key at all layers)",
-                 fontsize=9)
+    for values, kls, color in ((s.matched_key, s.matched_kl, "C0"), (s.matched_random_mean, s.matched_random_kl, "C3")):
+        for i in np.flatnonzero(kls < 0.9 * s.kl_target):  # the target was out of reach below the alpha cap
+            ax.annotate(f"KL {kls[i]:.2g}", (x[i], values[i]), xytext=(3, -10), textcoords="offset points",
+                        fontsize=7, color=color)
+    ax.set_title(f"one layer, alpha matched on KL at the decision token ({s.kl_target:.3g} nats = key at all layers;\n"
+                 f"labels: the KL reached where the target is out of reach at alpha <= {s.alpha_cap:g})", fontsize=9)
 
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
         ax.axhline(result.all_layers, color="green", ls="--", lw=1, label=f"key at all layers, alpha {result.alpha:g}")
