@@ -176,7 +176,7 @@ def logit_lens_sharpening(model, prompts: list[str], key, alpha: float, token_id
 def plot_logit_lens(result: LogitLensResult, path: str | Path) -> None:
     plt = pyplot()
 
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.6))
     x = result.relative_depth
     label_key = f"key at every layer (alpha {result.alpha:g})"
     label_rnd = f"random directions, same strength ({len(result.null_seeds)}, mean)"
@@ -189,12 +189,11 @@ def plot_logit_lens(result: LogitLensResult, path: str | Path) -> None:
         ax.plot(x, yd, "x--", color="C2", label="direct path: no-key residual + injected vectors")
         ax.set_xlabel("relative depth of layer read")
     a.set_ylabel("logit-lens entropy (nats)")
-    a.legend(fontsize=8)
     b.fill_between(x, result.token_prob_random, result.token_prob_random_max, color="C3", alpha=0.15,
                    label="random, mean to max")
     b.set_ylabel(f"P({' or '.join(result.tokens)})")
     b.set_ylim(0, 1)
-    b.legend(fontsize=8)
+    fig.legend(*b.get_legend_handles_labels(), loc="lower center", ncol=5, fontsize=8)
     n = len(x)
     for inject in range(n - 1):
         color = plt.cm.viridis(inject / max(1, n - 2))
@@ -207,7 +206,7 @@ def plot_logit_lens(result: LogitLensResult, path: str | Path) -> None:
     c.set_title(f"single-site injection, alpha {result.site_alpha:g} (dotted: random)", fontsize=10)
     c.legend(fontsize=7)
     fig.suptitle(f"Logit lens at the last prompt token: {result.model}, {result.n_prompts} prompts", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
