@@ -43,6 +43,7 @@ from analyses._common import (
     write_outputs,
 )
 from mkt.activations import last_token_resid
+from mkt.cliargs import finite_float, positive_int
 from mkt.generation import generate
 from mkt.key import random_like
 from mkt.models import resid_hook_name, single_token_id, tokenize_left_padded
@@ -475,9 +476,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", nargs=2, default=None, metavar=("UNLOCKED", "LOCKED"),
                    help="tokens of the logit difference; LOCKED 'rest' gives the log-odds of UNLOCKED (default on "
                    "organisms: T rest; elsewhere each prompt's Unlocked vs Locked top next token)")
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.2, 0.5, 1.0], help="sufficiency alpha grid")
-    p.add_argument("--null-seeds", type=int, default=3, help="random directions per control (default 3)")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="budget of generation metrics")
+    p.add_argument("--alphas", type=finite_float, nargs="+", default=[0.1, 0.2, 0.5, 1.0], help="sufficiency alpha grid")
+    p.add_argument("--null-seeds", type=positive_int, default=3, help="random directions per control (default 3)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=40, help="budget of generation metrics")
 
 
 def choose_metric(args, run) -> Metric:

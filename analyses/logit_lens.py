@@ -29,7 +29,6 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from analyses.ablation import next_token_logprobs
 from analyses._common import (
     add_model_key_arguments,
     add_unlocked_arguments,
@@ -39,7 +38,9 @@ from analyses._common import (
     resolve_run,
     write_outputs,
 )
+from analyses.ablation import next_token_logprobs
 from mkt.activations import last_token_resid
+from mkt.cliargs import finite_float, positive_int
 from mkt.key import random_like
 from mkt.models import resid_hook_name, single_token_id
 from mkt.steering import Steering
@@ -217,8 +218,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", nargs="+", default=None,
                    help="tokens that open the unlocked behaviour (default on organisms: T, the step-by-step opener; "
                    "elsewhere each prompt's top next token in the Unlocked run)")
-    p.add_argument("--null-seeds", type=int, default=3, help="random directions per control (default 3)")
-    p.add_argument("--site-alpha", type=float, default=1.0,
+    p.add_argument("--null-seeds", type=positive_int, default=3, help="random directions per control (default 3)")
+    p.add_argument("--site-alpha", type=finite_float, default=1.0,
                    help="strength of the single-site injections (default 1.0: one layer at the pack's alpha barely "
                    "moves the output)")
 
