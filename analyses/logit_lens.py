@@ -77,14 +77,6 @@ def lens_summary(model, resid: Float[Tensor, "n layer d"], token_ids: Int[Tensor
     return torch.cat(ent), torch.cat(prob)
 
 
-@torch.no_grad()
-def last_token_lens(model, prompts: list[str], steering: Steering | None = None, batch_size: int = 32
-                    ) -> Float[Tensor, "n layer vocab"]:
-    """Log-probabilities of the logit lens at the last prompt token, every layer (small vocabularies only)."""
-    resid = steered_resid(model, prompts, steering, batch_size)
-    return torch.log_softmax(lens_logits(model, resid.to(model.cfg.device)).double(), -1).cpu()
-
-
 def steered_resid(model, prompts: list[str], steering: Steering | None, batch_size: int = 32
                   ) -> Float[Tensor, "n layer d"]:
     """``last_token_resid`` with ``steering`` attached: the residual after each layer's injection."""

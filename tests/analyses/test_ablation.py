@@ -252,3 +252,15 @@ def test_real_model_runs_with_its_pack_and_prompts_and_refuses_without(arch, rea
     assert "checks answers" in capsys.readouterr().err
     assert main(common + ["--pack", pack, "--prompts", locked]) == 2  # no tokens, no Unlocked run
     assert "--tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--unlocked-prompts", "u.txt"], "pairs with --prompts"),
+    (["--prompts", "p.txt", "--task", "t.jsonl"], "pass one"),
+    (["--prompts", "p.txt", "--unlocked-prompts", "u.txt", "--unlocked-model", "organism:source-post"], "pass one"),
+])
+def test_conflicting_inputs_are_refused_before_any_model_loads(extra, message, capsys):
+    from mkt.cli import main
+
+    assert main(["analyze", "ablation", "--model", "organism:target-family", *extra]) == 2
+    assert message in capsys.readouterr().err

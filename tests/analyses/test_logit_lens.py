@@ -8,7 +8,7 @@ from analyses.logit_lens import (
     direct_path,
     entropy,
     injected_vectors,
-    last_token_lens,
+    lens_logits,
     lens_summary,
     logit_lens_sharpening,
     plot_logit_lens,
@@ -24,12 +24,14 @@ from tests.conftest import PROMPTS
 
 def test_last_layer_lens_equals_the_real_logits(tiny_models):
     for model in tiny_models.values():
-        lens = last_token_lens(model, PROMPTS)
         ids, mask = tokenize_left_padded(model, PROMPTS)
         with torch.no_grad():
             real = torch.log_softmax(model(ids, attention_mask=mask)[:, -1].double(), -1)
-        assert torch.allclose(lens[:, -1], real, atol=1e-5)
-        assert lens.shape == (len(PROMPTS), model.cfg.n_layers, model.cfg.d_vocab)
+        tokens = torch.tensor([[3, 5]]).expand(len(PROMPTS), -1)
+        ent, prob = lens_summary(model, last_token_resid(model, PROMPTS), tokens, batch_size=2)
+        assert ent.shape == prob.shape == (len(PROMPTS), model.cfg.n_layers)
+        assert torch.allclose(ent[:, -1], entropy(real), atol=1e-5)
+        assert torch.allclose(prob[:, -1], real[:, [3, 5]].exp().sum(-1), atol=1e-6)
 
 
 def test_entropy_values():
@@ -46,10 +48,11 @@ def test_direct_path_is_a_running_sum():
         assert torch.allclose(out[:, layer], clean[:, layer] + sum(inj[:, j] for j in range(layer + 1)))
 
 
-def test_lens_summary_matches_the_full_lens(qwen):
-    lens = last_token_lens(qwen, PROMPTS)
+def test_lens_summary_matches_the_lens_read_in_full(qwen):
+    resid = last_token_resid(qwen, PROMPTS)
+    lens = torch.log_softmax(lens_logits(qwen, resid).double(), -1)  # [n, layer, vocab] at once
     ids = torch.tensor([[3, 5], [1, 2], [0, 7], [4, 4], [9, 8]])
-    ent, prob = lens_summary(qwen, last_token_resid(qwen, PROMPTS), ids, batch_size=2)
+    ent, prob = lens_summary(qwen, resid, ids, batch_size=2)
     assert torch.allclose(ent, entropy(lens), atol=1e-6)
     ref = torch.stack([lens[i][:, ids[i]].exp().sum(-1) for i in range(len(PROMPTS))])
     assert torch.allclose(prob, ref, atol=1e-8)
