@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -19,7 +20,11 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
     p.add_argument("--pack", default=None,
                    help="capability pack for the model (required for a non-organism model; default on organisms: the "
                    "organism Source's key transferred by the paper's Locked-only protocol, as in the demo)")
-    p.add_argument("--prompts", default=None, help="prompt file: .jsonl (prompts may span lines) or UTF-8 text, one per line (default: organism test prompts)")
+    p.add_argument("--prompts", default=None, help="prompt file: .jsonl (prompts may span lines) or UTF-8 text, one per "
+                   "line (default on organisms: organism test prompts; a non-organism model needs --prompts or --task)")
+    p.add_argument("--task", default=None,
+                   help="task JSONL (gsm8k, MATH or AGIEval-math fields; mkt.eval.tasks.load_task): its questions in the "
+                   "task's direct template are the prompts, and its answers score accuracy")
     p.add_argument("--field", default="question", help="JSONL field of --prompts")
     p.add_argument("--n", type=positive_int, default=100, help="number of prompts (default 100)")
     p.add_argument("--alpha", type=finite_float, default=None, help="intervention strength (default: the pack's)")
@@ -55,16 +60,97 @@ def organism_key(target, target_name: str):
     return report.target_key
 
 
-def resolve(args, default_alpha: float = 0.2):
-    """(model, key, alpha, prompts, problems-or-None) from the shared arguments."""
+def add_unlocked_arguments(p: argparse.ArgumentParser) -> None:
+    """How to get the Unlocked run (the capability present) that necessity, patching and decision tokens need."""
+    g = p.add_argument_group("the Unlocked run (default on organisms: the cue prompt S:...; with --task: the task's "
+                             "step_by_step template)")
+    g.add_argument("--unlocked-prompts", default=None,
+                   help="Unlocked prompts, paired line by line with --prompts (same file format, --field)")
+    g.add_argument("--unlocked-template", default=None,
+                   help="with --task: the Unlocked template, a kind's style name or a literal template with {question} "
+                   "(default step_by_step)")
+    g.add_argument("--unlocked-model", default=None,
+                   help="model-induced Unlocked run: this (post-trained) model on the Locked prompts, e.g. "
+                   "organism:source-post for --model organism:source-base")
+
+
+@dataclass
+class AnalysisRun:
+    """What an analysis runs on: the model, its key, the Locked prompts and, when known, the Unlocked run.
+
+    ``problems`` (organisms) or ``examples`` (``--task``) hold the answers; with neither, no
+    metric may check answers. The Unlocked run is ``unlocked_model`` on ``prompts`` (model-induced)
+    or ``model`` on ``unlocked_prompts`` (prompt-induced), or absent.
+    """
+
+    model: object
+    key: object
+    alpha: float
+    prompts: list[str]
+    problems: list | None = None
+    examples: list | None = None
+    unlocked_prompts: list[str] | None = None
+    unlocked_model: object | None = None
+    unlocked_label: str = ""
+
+    @property
+    def is_organism(self) -> bool:
+        return self.problems is not None
+
+    @property
+    def has_unlocked(self) -> bool:
+        return self.unlocked_prompts is not None or self.unlocked_model is not None
+
+    def unlocked_run(self) -> tuple[object, list[str]]:
+        """(model, prompts) of the Unlocked run."""
+        if not self.has_unlocked:
+            raise ValueError("no Unlocked run: pass --unlocked-prompts, --unlocked-model, or --task (its step_by_step "
+                             "template)")
+        return (self.unlocked_model or self.model), (self.unlocked_prompts or self.prompts)
+
+    def scorers(self) -> dict[str, Callable[[int, str], float]]:
+        """Answer-checking metrics available on these prompts: none without organism problems or a task."""
+        if self.problems is not None:
+            from mkt.organisms.task import score_answer
+
+            probs = self.problems
+            return {"accuracy": lambda i, text: float(score_answer(text, probs[i]).correct),
+                    "step_by_step": lambda i, text: float(score_answer(text, probs[i]).clean_step_by_step)}
+        if self.examples is not None:
+            from mkt.eval.tasks import extract_and_score
+
+            ex = self.examples
+            return {"accuracy": lambda i, text: float(extract_and_score(ex[i].kind, text, ex[i].gold)[1])}
+        return {}
+
+
+def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
+    """The ``AnalysisRun`` of the shared arguments; a real model never falls back to organism data.
+
+    A non-organism model needs ``--pack`` (its key) and ``--prompts`` or ``--task`` (its
+    prompts); both are checked before any model loads.
+    """
     from mkt.models import load_model
     from mkt.organisms.task import problems
     from mkt.pack import CapabilityPack
     from mkt.prompts import read_questions
 
-    if not args.pack and not str(args.model).startswith("organism:"):
+    organism = str(args.model).startswith("organism:")
+    if not args.pack and not organism:
         raise ValueError(f"{args.model} is not an organism, so there is no default key for it: pass --pack "
                          "(made by `mkt transfer` or `mkt extract` for this model)")
+    task = getattr(args, "task", None)
+    if not organism and not (args.prompts or task):
+        raise ValueError(f"{args.model} is not an organism, so there are no default prompts for it: pass --prompts "
+                         "FILE or --task FILE")
+    if args.prompts and task:
+        raise ValueError("--prompts and --task both give the prompts: pass one")
+    unlocked_prompts_file = getattr(args, "unlocked_prompts", None)
+    unlocked_model_name = getattr(args, "unlocked_model", None)
+    if unlocked_prompts_file and not args.prompts:
+        raise ValueError("--unlocked-prompts pairs with --prompts: pass both")
+    if unlocked_prompts_file and unlocked_model_name:
+        raise ValueError("--unlocked-prompts and --unlocked-model are two Unlocked runs: pass one")
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     if args.pack:
         pack = CapabilityPack.load(args.pack)
@@ -73,10 +159,42 @@ def resolve(args, default_alpha: float = 0.2):
     else:
         key, alpha = organism_key(model, args.model), default_alpha
     alpha = alpha if args.alpha is None else args.alpha
+    run = AnalysisRun(model, key, alpha, [])
     if args.prompts:
-        return model, key, alpha, read_questions(args.prompts, args.field)[: args.n], None
-    probs = problems(args.n, "test")
-    return model, key, alpha, [p.prompt(False) for p in probs], probs
+        run.prompts = read_questions(args.prompts, args.field)[: args.n]
+        if unlocked_prompts_file:
+            run.unlocked_prompts = read_questions(unlocked_prompts_file, args.field)[: args.n]
+            if len(run.unlocked_prompts) != len(run.prompts):
+                raise ValueError(f"--unlocked-prompts holds {len(run.unlocked_prompts)} prompts but --prompts "
+                                 f"{len(run.prompts)}: they pair line by line")
+            run.unlocked_label = "Unlocked prompts"
+    elif task:
+        from mkt.eval.tasks import build_prompts, load_task, template_for
+
+        run.examples = load_task(task, limit=args.n)
+        kind = run.examples[0].kind
+        run.prompts = build_prompts(run.examples, template_for(kind, "direct"))
+        if hasattr(args, "unlocked_template") and not unlocked_model_name:
+            style = args.unlocked_template or "step_by_step"
+            run.unlocked_prompts = build_prompts(run.examples, template_for(kind, style))
+            run.unlocked_label = f"{style} template"
+    else:
+        run.problems = problems(args.n, "test")
+        run.prompts = [p.prompt(False) for p in run.problems]
+        if hasattr(args, "unlocked_prompts") and not unlocked_model_name:
+            run.unlocked_prompts = [p.prompt(True) for p in run.problems]
+            run.unlocked_label = "cue prompt"
+    if unlocked_model_name:
+        run.unlocked_model = load_model(unlocked_model_name, device=args.device, dtype=args.dtype)
+        key.check_fits(run.unlocked_model)  # its states are compared with the key's model's, layer by layer
+        run.unlocked_label = f"model {unlocked_model_name}"
+    return run
+
+
+def resolve(args, default_alpha: float = 0.2):
+    """(model, key, alpha, prompts, problems-or-None) from the shared arguments (see ``resolve_run``)."""
+    run = resolve_run(args, default_alpha)
+    return run.model, run.key, run.alpha, run.prompts, run.problems
 
 
 def to_jsonable(obj):

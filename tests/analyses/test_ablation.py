@@ -1,15 +1,28 @@
+import json
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
 from analyses.ablation import (
-    generation_metric,
+    Metric,
+    bisect_increasing,
+    decision_metric,
+    decision_token_metric,
+    kl_divergence,
     layer_ablation,
-    logit_diff_metric,
+    next_token_logprobs,
+    patch_condition,
     plot_ablation,
+    project_out,
+    projection_condition,
+    survival,
+    token_pair_metric,
 )
-from mkt.key import MasterKey
-from mkt.models import model_identity, tokenize_left_padded
+from mkt.activations import last_token_resid
+from mkt.key import MasterKey, random_like
+from mkt.models import model_identity, resid_hook_name, tokenize_left_padded
 from tests.conftest import PROMPTS
 
 
@@ -19,36 +32,235 @@ def key(qwen):
     return MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
 
 
-def test_ablation_matches_an_independent_computation(qwen, key, tmp_path):
-    metric = logit_diff_metric(qwen, PROMPTS, "T", "#")
-    result = layer_ablation(key, metric, 0.8, qwen.cfg.n_layers, metric_name="ld", progress=False)
-    a, b = (qwen.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("T", "#"))
-    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+def logits_of(model, prompts, **apply):
+    ids, mask = tokenize_left_padded(model, prompts)
     with torch.no_grad():
-        plain = qwen(ids, attention_mask=mask)[:, -1]
-        with key.apply(qwen, alpha=0.8, layers=[1]):
-            only1 = qwen(ids, attention_mask=mask)[:, -1]
-        with key.apply(qwen, alpha=0.8, layers=[0, 2]):
-            but1 = qwen(ids, attention_mask=mask)[:, -1]
-    assert result.no_key == pytest.approx((plain[:, a] - plain[:, b]).mean().item(), abs=1e-5)
-    assert result.only_layer[1] == pytest.approx((only1[:, a] - only1[:, b]).mean().item(), abs=1e-5)
-    assert result.all_but_layer[1] == pytest.approx((but1[:, a] - but1[:, b]).mean().item(), abs=1e-5)
-    assert np.allclose(result.relative_depth, [0, 0.5, 1])
-    plot_ablation(result, tmp_path / "a.png")
+        if not apply:
+            return model(ids, attention_mask=mask)[:, -1].double()
+        key = apply.pop("key")
+        with key.apply(model, **apply):
+            return model(ids, attention_mask=mask)[:, -1].double()
+
+
+# ---- pure math against independent computations ----------------------------------------------------------
+
+
+def test_project_out_is_the_orthogonal_projector():
+    g = torch.Generator().manual_seed(0)
+    h, d = torch.randn(3, 5, 8, generator=g, dtype=torch.float64), torch.randn(8, generator=g, dtype=torch.float64)
+    projector = torch.eye(8, dtype=torch.float64) - torch.outer(d, d) / d.dot(d)
+    out = project_out(h, 3.7 * d)  # the norm of the direction does not matter
+    assert torch.allclose(out, h @ projector)
+    assert torch.allclose(out @ d, torch.zeros(3, 5, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(project_out(out, d), out)
+
+
+def test_kl_divergence_matches_torch():
+    g = torch.Generator().manual_seed(0)
+    logp = torch.log_softmax(torch.randn(4, 10, generator=g, dtype=torch.float64), -1)
+    logq = torch.log_softmax(torch.randn(4, 10, generator=g, dtype=torch.float64), -1)
+    ref = torch.nn.functional.kl_div(logq, logp, log_target=True, reduction="none").sum(-1)
+    assert torch.allclose(kl_divergence(logp, logq), ref)
+    assert torch.allclose(kl_divergence(logp, logp), torch.zeros(4, dtype=torch.float64))
+
+
+def test_decision_metric_values():
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 1.0]], dtype=torch.float64)
+    logp = torch.log_softmax(logits, -1)
+    a, b = torch.tensor([0, 1]), torch.tensor([2, 0])
+    assert torch.allclose(decision_metric(logp, a, b), torch.tensor([3.0, 3.0], dtype=torch.float64))
+    p = logp.exp()[torch.arange(2), a]
+    assert torch.allclose(decision_metric(logp, a, None), torch.log(p / (1 - p)))
+
+
+def test_survival_and_bisection():
+    assert survival(1.0, 0.0, 4.0) == 0.25 and survival(4.0, 0.0, 4.0) == 1.0 and np.isnan(survival(1.0, 2.0, 2.0))
+    x, fx = bisect_increasing(lambda a: a**2, 4.0, 0.01, 16.0, steps=30)
+    assert x == pytest.approx(2.0, rel=1e-6) and fx == pytest.approx(4.0, rel=1e-6)
+    assert bisect_increasing(lambda a: min(a, 1.0), 5.0, 0.01, 16.0) == (16.0, 1.0)  # out of reach: the cap, flagged by f
+    assert bisect_increasing(lambda a: a, 0.0, 0.01, 16.0) == (0.01, 0.01)
+
+
+# ---- hooks: what they write, read back through mkt's own activation reader --------------------------------
+
+
+def test_projection_removes_the_direction_at_the_last_token_or_everywhere(qwen, key):
+    last = projection_condition(key.directions, "last")(qwen, slice(0, len(PROMPTS)))
+    with last:
+        resid = last_token_resid(qwen, PROMPTS)
+    units = key.directions / key.directions.norm(dim=-1, keepdim=True)
+    assert (resid * units).sum(-1).abs().max() < 1e-4  # every layer, every prompt
+    clean = last_token_resid(qwen, PROMPTS)
+    assert (clean * units).sum(-1).abs().min() > 1e-3  # ... which the clean run does have
+    names = [resid_hook_name(layer) for layer in range(qwen.cfg.n_layers)]
+    ids, mask = tokenize_left_padded(qwen, PROMPTS)
+    for scope, expect_zero_before_last in (("last", False), ("all", True)):
+        with torch.no_grad(), projection_condition(key.directions, scope)(qwen, slice(0, 5)):
+            _, cache = qwen.run_with_cache(ids, attention_mask=mask, names_filter=names)
+        along = torch.stack([cache[n] @ units[i] for i, n in enumerate(names)])  # [layer, batch, pos]
+        assert along[..., -1].abs().max() < 1e-4
+        assert (along[..., :-1][:, mask[:, :-1].bool()].abs().max() < 1e-4) == expect_zero_before_last
+
+
+def test_patching_writes_each_rows_donor_across_batches(qwen):
+    donor = torch.randn(len(PROMPTS), qwen.cfg.d_model, generator=torch.Generator().manual_seed(3))
+    patched = next_token_logprobs(qwen, PROMPTS, patch_condition(1, donor), batch_size=2)  # 3 batches
+    for i, prompt in enumerate(PROMPTS):
+        alone = next_token_logprobs(qwen, [prompt], patch_condition(1, donor[i : i + 1]))
+        assert torch.allclose(patched[i], alone[0], atol=1e-5)
+    with patch_condition(1, donor)(qwen, slice(0, 5)):
+        assert torch.allclose(last_token_resid(qwen, PROMPTS, layers=[1])[:, 0], donor, atol=1e-6)
+
+
+# ---- the analysis against an independent computation ---------------------------------------------------
+
+
+def test_sufficiency_and_necessity_match_independent_computations(qwen, key, tmp_path):
+    metric = token_pair_metric(qwen, len(PROMPTS), "T", "#")
+    a, b = (qwen.tokenizer(t, add_special_tokens=False)["input_ids"][0] for t in ("T", "#"))
+
+    def ld(logits):
+        return (logits[:, a] - logits[:, b]).mean().item()
+
+    unlocked = [p.replace("Q:", "S:") for p in PROMPTS]
+    r = layer_ablation(qwen, PROMPTS, key, metric, 0.5, [0.5, 1.5], [0], unlocked_prompts=unlocked,
+                       unlocked_label="cue", progress=False)
+    s = r.sufficiency
+    assert s.key.shape == (3, 3, 2) and s.matched_key.shape == (3,)
+    assert r.no_key == pytest.approx(ld(logits_of(qwen, PROMPTS)), abs=1e-5)
+    assert r.all_layers == pytest.approx(ld(logits_of(qwen, PROMPTS, key=key, alpha=0.5)), abs=1e-5)
+    assert s.key[0, 1, 1] == pytest.approx(ld(logits_of(qwen, PROMPTS, key=key, alpha=1.5, layers=[1])), abs=1e-5)
+    assert s.key[1, 1, 0] == pytest.approx(ld(logits_of(qwen, PROMPTS, key=key, alpha=0.5, layers=[0, 1])), abs=1e-5)
+    assert s.key[2, 1, 0] == pytest.approx(ld(logits_of(qwen, PROMPTS, key=key, alpha=0.5, layers=[1, 2])), abs=1e-5)
+    null = random_like(key, 0)
+    assert s.random_mean[0, 2, 0] == pytest.approx(ld(logits_of(qwen, PROMPTS, key=null, alpha=0.5, layers=[2])),
+                                                   abs=1e-5)
+    # the KL target is the key at all layers; each single layer is pushed to it (or to the alpha cap)
+    clean = torch.log_softmax(logits_of(qwen, PROMPTS), -1)
+
+    def kl(logits):
+        return (clean.exp() * (clean - torch.log_softmax(logits, -1))).sum(-1).mean().item()
+
+    assert s.kl_target == pytest.approx(kl(logits_of(qwen, PROMPTS, key=key, alpha=0.5)), rel=1e-6)
+    for layer in range(3):
+        at = logits_of(qwen, PROMPTS, key=key, alpha=float(s.matched_alpha[layer]), layers=[layer])
+        assert s.matched_kl[layer] == pytest.approx(kl(at), rel=1e-5)
+        assert s.matched_key[layer] == pytest.approx(ld(at), abs=1e-5)
+        assert s.matched_kl[layer] == pytest.approx(s.kl_target, rel=0.25) or s.matched_alpha[layer] == s.alpha_cap
+
+    # necessity: the key projected out of the cue run by an explicit projector matrix
+    units = key.directions / key.directions.norm(dim=-1, keepdim=True)
+
+    def project(act, hook, layer):
+        out = act.clone()
+        out[:, -1] = act[:, -1] @ (torch.eye(act.shape[-1]) - torch.outer(units[layer], units[layer]))
+        return out
+
+    ids, mask = tokenize_left_padded(qwen, unlocked)
+    with torch.no_grad(), qwen.hooks(fwd_hooks=[(resid_hook_name(i), partial(project, layer=i)) for i in range(3)]):
+        ablated = qwen(ids, attention_mask=mask)[:, -1].double()
+    n = r.necessity
+    assert n.runs[0] == "cue" and n.ablated.shape == (2, 2)
+    assert n.unlocked[0] == pytest.approx(ld(logits_of(qwen, unlocked)), abs=1e-5)
+    assert n.ablated[0, 0] == pytest.approx(ld(ablated), abs=1e-4)
+    assert n.survival[0, 0] == pytest.approx((n.ablated[0, 0] - n.locked) / (n.unlocked[0] - n.locked))
+    # patching at the last layer replaces the whole final residual: it reproduces the Unlocked run
+    assert r.patching.patched[-1] == pytest.approx(r.patching.unlocked, abs=1e-4)
+    plot_ablation(r, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 10_000
 
 
-def test_log_odds_against_the_rest(qwen):
-    metric = logit_diff_metric(qwen, PROMPTS, "T", "rest")
-    t = qwen.tokenizer("T", add_special_tokens=False)["input_ids"][0]
-    ids, mask = tokenize_left_padded(qwen, PROMPTS)
-    with torch.no_grad():
-        p = torch.softmax(qwen(ids, attention_mask=mask)[:, -1].double(), -1)[:, t]
-    assert metric(None) == pytest.approx(torch.log(p / (1 - p)).mean().item(), abs=1e-6)
+def test_decision_token_metric_contrasts_the_top_tokens(qwen):
+    unlocked = [p.replace("Q:", "S:") for p in PROMPTS]
+    locked_logp, unlocked_logp = next_token_logprobs(qwen, PROMPTS), next_token_logprobs(qwen, unlocked)
+    metric = decision_token_metric(locked_logp, unlocked_logp)
+    rows = torch.arange(len(PROMPTS))
+    a, b = unlocked_logp.argmax(-1), locked_logp.argmax(-1)
+    assert metric(qwen, unlocked) == pytest.approx((unlocked_logp[rows, a] - unlocked_logp[rows, b]).mean().item())
+    assert metric(qwen, unlocked) >= 0 >= metric(qwen, PROMPTS)  # each run prefers its own top token
+    with pytest.raises(ValueError, match="--tokens"):
+        decision_token_metric(locked_logp, locked_logp)
 
 
-def test_generation_metric(qwen, key):
-    metric = generation_metric(qwen, PROMPTS, lambda i, text: float(len(text) > 0), max_new_tokens=3)
-    assert 0.0 <= metric(None) <= 1.0
+def test_generation_metric_and_token_errors(qwen):
+    metric = Metric("len", score=lambda i, text: float(len(text) > 0), max_new_tokens=3)
+    assert 0.0 <= metric(qwen, PROMPTS) <= 1.0
     with pytest.raises(ValueError, match="not one"):
-        logit_diff_metric(qwen, PROMPTS, "T1", "#")
+        token_pair_metric(qwen, 5, "T1", "#")
+
+
+# ---- organisms and real models through the command line ------------------------------------------------
+
+
+@pytest.mark.slow
+def test_own_key_on_an_organism_single_layer_suffices_and_projection_is_necessary(tmp_path):
+    from mkt.cli import main
+
+    assert main(["analyze", "ablation", "--model", "organism:source-base", "--n", "24", "--alphas", "0.2", "1.0",
+                 "--null-seeds", "1", "--out", str(tmp_path)]) == 0
+    r = json.loads((tmp_path / "ablation.json").read_text())
+    s, n = r["sufficiency"], r["necessity"]
+    assert np.array(s["key"]).shape == (3, 4, 2)
+    assert r["all_layers"] > r["no_key"] + 3
+    assert max(np.array(s["key"])[0, :, 1]) > r["no_key"] + 3  # one layer at alpha 1 is enough for the own key
+    assert n["runs"][0] == "cue prompt"
+    assert n["survival"][0][1] < 0.5 < n["random_survival"][0][1]  # the cue's effect needs the key, not any direction
+    assert (tmp_path / "ablation.png").exists()
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_real_model_runs_with_its_pack_and_prompts_and_refuses_without(arch, real_tiny_dir, tmp_path, capsys):
+    from mkt.cli import main
+
+    model = str(real_tiny_dir(arch))
+    questions = [f"What is {a} plus {b}?" for a, b in [(2, 3), (10, 7), (41, 1), (5, 5), (8, 13), (100, 9)]]
+    qs = write_lines(tmp_path / "q.txt", questions)
+    locked = write_lines(tmp_path / "locked.txt", [f"Question: {q} Answer:" for q in questions])
+    unlocked = write_lines(tmp_path / "unlocked.txt", [f"Question: {q} Answer: Let's think step by step."
+                                                       for q in questions])
+    pack = str(tmp_path / "pack")
+    assert main(["extract", "--model", model, "--questions", qs, "--locked", "Question: {question} Answer:",
+                 "--unlocked", "Question: {question} Answer: Let's think step by step.", "--out", pack]) == 0
+    out = tmp_path / "out"
+    common = ["analyze", "ablation", "--model", model, "--alphas", "0.5", "--null-seeds", "1", "--out", str(out)]
+    assert main(common + ["--pack", pack, "--prompts", locked, "--unlocked-prompts", unlocked]) == 0
+    r = json.loads((out / "ablation.json").read_text())
+    n_layers = len(r["relative_depth"])
+    assert np.array(r["sufficiency"]["key"]).shape == (3, n_layers, 1)
+    assert np.array(r["patching"]["patched"]).shape == (n_layers,)
+    assert r["metric"].startswith("logit(Unlocked top token)") and r["n_prompts"] == 6
+    assert np.isfinite(np.array(r["necessity"]["ablated"])).all()
+    assert (out / "ablation.png").stat().st_size > 10_000
+    # a task file: accuracy needs its answers; the Unlocked run is its step_by_step template
+    task = write_lines(tmp_path / "task.jsonl", [json.dumps({"question": q, "answer": f"x #### {a + b}"})
+                                                 for q, (a, b) in zip(questions, [(2, 3), (10, 7), (41, 1)])])
+    assert main(common + ["--pack", pack, "--task", task, "--metric", "accuracy", "--max-new-tokens", "4"]) == 0
+    r = json.loads((out / "ablation.json").read_text())
+    assert r["metric"] == "accuracy" and r["necessity"]["runs"][0] == "step_by_step template"
+    capsys.readouterr()
+    assert main(common + ["--prompts", locked]) == 2  # no key: never the organisms'
+    assert "--pack" in capsys.readouterr().err
+    assert main(common + ["--pack", pack]) == 2  # no prompts: never the organisms'
+    assert "--prompts FILE or --task FILE" in capsys.readouterr().err
+    assert main(common + ["--pack", pack, "--prompts", locked, "--metric", "accuracy"]) == 2  # no answers
+    assert "checks answers" in capsys.readouterr().err
+    assert main(common + ["--pack", pack, "--prompts", locked]) == 2  # no tokens, no Unlocked run
+    assert "--tokens" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--unlocked-prompts", "u.txt"], "pairs with --prompts"),
+    (["--prompts", "p.txt", "--task", "t.jsonl"], "pass one"),
+    (["--prompts", "p.txt", "--unlocked-prompts", "u.txt", "--unlocked-model", "organism:source-post"], "pass one"),
+])
+def test_conflicting_inputs_are_refused_before_any_model_loads(extra, message, capsys):
+    from mkt.cli import main
+
+    assert main(["analyze", "ablation", "--model", "organism:target-family", *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -1,26 +1,37 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from analyses.logit_lens import (
+    direct_path,
     entropy,
-    last_token_lens,
+    injected_vectors,
+    lens_logits,
+    lens_summary,
     logit_lens_sharpening,
     plot_logit_lens,
+    steered_resid,
 )
+from mkt.activations import last_token_resid
 from mkt.extract import extract_prompt_key
-from mkt.models import load_model, tokenize_left_padded
+from mkt.intervention import norm_preserving
+from mkt.key import MasterKey
+from mkt.models import load_model, model_identity, tokenize_left_padded
 from tests.conftest import PROMPTS
 
 
 def test_last_layer_lens_equals_the_real_logits(tiny_models):
     for model in tiny_models.values():
-        lens = last_token_lens(model, PROMPTS)
         ids, mask = tokenize_left_padded(model, PROMPTS)
         with torch.no_grad():
             real = torch.log_softmax(model(ids, attention_mask=mask)[:, -1].double(), -1)
-        assert torch.allclose(lens[:, -1], real, atol=1e-5)
-        assert lens.shape == (len(PROMPTS), model.cfg.n_layers, model.cfg.d_vocab)
+        tokens = torch.tensor([[3, 5]]).expand(len(PROMPTS), -1)
+        ent, prob = lens_summary(model, last_token_resid(model, PROMPTS), tokens, batch_size=2)
+        assert ent.shape == prob.shape == (len(PROMPTS), model.cfg.n_layers)
+        assert torch.allclose(ent[:, -1], entropy(real), atol=1e-5)
+        assert torch.allclose(prob[:, -1], real[:, [3, 5]].exp().sum(-1), atol=1e-6)
 
 
 def test_entropy_values():
@@ -29,14 +40,87 @@ def test_entropy_values():
     assert entropy(torch.tensor([100.0, 0, 0])).item() == pytest.approx(0, abs=1e-6)
 
 
-def test_organism_key_sharpens_toward_the_step_by_step_opener(tmp_path):
+def test_direct_path_is_a_running_sum():
+    g = torch.Generator().manual_seed(0)
+    clean, inj = torch.randn(2, 4, 3, generator=g), torch.randn(2, 4, 3, generator=g)
+    out = direct_path(clean, inj)
+    for layer in range(4):
+        assert torch.allclose(out[:, layer], clean[:, layer] + sum(inj[:, j] for j in range(layer + 1)))
+
+
+def test_lens_summary_matches_the_lens_read_in_full(qwen):
+    resid = last_token_resid(qwen, PROMPTS)
+    lens = torch.log_softmax(lens_logits(qwen, resid).double(), -1)  # [n, layer, vocab] at once
+    ids = torch.tensor([[3, 5], [1, 2], [0, 7], [4, 4], [9, 8]])
+    ent, prob = lens_summary(qwen, resid, ids, batch_size=2)
+    assert torch.allclose(ent, entropy(lens), atol=1e-6)
+    ref = torch.stack([lens[i][:, ids[i]].exp().sum(-1) for i in range(len(PROMPTS))])
+    assert torch.allclose(prob, ref, atol=1e-8)
+
+
+def test_injected_vectors_are_what_the_rotation_adds(qwen):
+    g = torch.Generator().manual_seed(1)
+    key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
+    steering = key.steering(alpha=0.7)
+    after, injected = injected_vectors(qwen, PROMPTS, steering, batch_size=2)
+    assert torch.allclose(after, steered_resid(qwen, PROMPTS, steering), atol=1e-5)
+    before = after - injected
+    units = key.directions / key.directions.norm(dim=-1, keepdim=True)
+    for layer in range(qwen.cfg.n_layers):  # an independent formula applied to what the hook saw before
+        assert torch.allclose(norm_preserving(before[:, layer], units[layer], 0.7), after[:, layer], atol=1e-5)
+    # layer 0's input is not steered, so its pre-injection state is the clean one: direct path = steered there
+    clean = last_token_resid(qwen, PROMPTS)
+    assert torch.allclose(before[:, 0], clean[:, 0], atol=1e-5)
+    assert torch.allclose(direct_path(clean, injected)[:, 0], after[:, 0], atol=1e-5)
+    assert not torch.allclose(direct_path(clean, injected)[:, -1], after[:, -1], atol=1e-3)  # the layers react
+
+
+@pytest.mark.slow
+def test_organism_key_sharpens_beyond_random_directions(tmp_path):
     from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
 
     model = load_model("organism:source-base", device="cpu")
     key = extract_prompt_key(model, [p.question for p in problems(64, "train", 1)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
     prompts = [p.prompt(False) for p in problems(40, "test")]
-    r = logit_lens_sharpening(model, prompts, key, 0.5, ["T"], model_name="source-base")
-    assert r.entropy.shape == (4,) and r.relative_depth[-1] == 1.0
+    t = model.tokenizer("T", add_special_tokens=False)["input_ids"][0]
+    r = logit_lens_sharpening(model, prompts, key, 0.5, torch.full((40, 1), t), ["T"], [0, 1], 1.0,
+                              model_name="source-base")
+    assert r.entropy.shape == (4,) and r.relative_depth[-1] == 1.0 and r.site_key.shape == (4, 4)
     assert r.token_prob_key[-1] > r.token_prob[-1] + 0.3  # the final read-out now opens step by step
+    assert r.token_prob_key[-1] > r.token_prob_random_max[-1] + 0.3  # ... which a random push does not do
+    assert np.isnan(r.site_key[np.tril_indices(4)]).all() and not np.isnan(r.site_key[np.triu_indices(4, 1)]).any()
     plot_logit_lens(r, tmp_path / "ll.png")
     assert (tmp_path / "ll.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["qwen3", "llama"])
+def test_real_model_runs_with_its_pack_and_prompts_and_refuses_without(arch, real_tiny_dir, tmp_path, capsys):
+    from mkt.cli import main
+
+    model = str(real_tiny_dir(arch))
+    questions = [f"What is {a} plus {b}?" for a, b in [(2, 3), (10, 7), (41, 1), (5, 5), (8, 13)]]
+    (tmp_path / "q.txt").write_text("\n".join(questions))
+    (tmp_path / "locked.txt").write_text("\n".join(f"Question: {q} Answer:" for q in questions))
+    (tmp_path / "unlocked.txt").write_text("\n".join(f"Question: {q} Answer: step by step," for q in questions))
+    pack = str(tmp_path / "pack")
+    assert main(["extract", "--model", model, "--questions", str(tmp_path / "q.txt"), "--locked",
+                 "Question: {question} Answer:", "--unlocked", "Question: {question} Answer: step by step,",
+                 "--out", pack]) == 0
+    out = tmp_path / "out"
+    common = ["analyze", "logit_lens", "--model", model, "--null-seeds", "1", "--out", str(out)]
+    assert main(common + ["--pack", pack, "--prompts", str(tmp_path / "locked.txt"), "--unlocked-prompts",
+                          str(tmp_path / "unlocked.txt")]) == 0
+    r = json.loads((out / "logit_lens.json").read_text())
+    n_layers = len(r["relative_depth"])
+    assert np.array(r["site_key"]).shape == (n_layers, n_layers) and len(r["token_prob_direct"]) == n_layers
+    assert r["tokens"] == ["the Unlocked run's top token"] and r["n_prompts"] == 5
+    assert (out / "logit_lens.png").stat().st_size > 10_000
+    assert main(common + ["--pack", pack, "--prompts", str(tmp_path / "locked.txt"), "--tokens", "The"]) == 0
+    capsys.readouterr()
+    assert main(common + ["--prompts", str(tmp_path / "locked.txt")]) == 2
+    assert "--pack" in capsys.readouterr().err
+    assert main(common + ["--pack", pack]) == 2
+    assert "--prompts FILE or --task FILE" in capsys.readouterr().err
+    assert main(common + ["--pack", pack, "--prompts", str(tmp_path / "locked.txt")]) == 2
+    assert "--tokens" in capsys.readouterr().err
