@@ -44,28 +44,42 @@ _NUM_BODY = r"(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _NUMBER_RE = re.compile(
     rf"(?P<sign>(?<![\w)\]])-)?(?:\$\s?)?(?P<sign2>(?<=\$)-)?(?P<num>{_NUM_BODY})"
 )
+# Digit-group separators other than a plain comma, each only where exactly three digits
+# follow: TeX's "{,}" (a comma set without the space TeX puts after a list comma),
+# MATH's ",\!", spacing commands ("1\,024", SI style) and the Unicode thin spaces. In
+# prose they become plain commas, so that the grouping check of _NUM_BODY still applies.
+_GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\[,;:! ]|[\u2009\u202f])(?=\d{3}(?!\d))")
 _FINAL_MARK_RE = re.compile(r"####\s*(?P<rest>[^\n]*)")
 _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:)\s*:?\s*(?P<rest>[^\n]*)", re.IGNORECASE
 )
 
 
+def _plain_digits(text: str) -> str:
+    """Numbers in plain ASCII: ``"1{,}024"`` and ``"1\\,024"`` -> ``"1,024"``; the Unicode
+    minus (U+2212) -> ``"-"``, a sign that would otherwise be lost (the number read as 12
+    where the model wrote minus 12)."""
+    return _GROUP_SEP_RE.sub(",", text.replace("\u2212", "-"))
+
+
 def normalize_number(s: str) -> str | None:
     """Canonical spelling of a number, or None when ``s`` is not one number.
 
-    Accepts a sign, a ``$``, thousands separators (only correctly grouped ones, so that a
-    list such as ``"1,23"`` is not silently merged), a trailing ``%`` and a trailing period.
-    Trailing zeros of decimals and leading zeros are dropped and ``-0`` becomes ``0``.
+    Accepts a sign (the Unicode minus too), a ``$``, thousands separators (only correctly
+    grouped ones, so that a list such as ``"1,23"`` is not silently merged; ``{,}``,
+    ``,\\!``, ``\\,`` and thin spaces count as commas), a trailing ``%`` and a trailing
+    period. Trailing zeros of decimals and leading zeros are dropped and ``-0`` becomes ``0``.
 
     Args:
-        s: Text such as ``"$1,234.50."``, ``"-3"``, ``".5"``.
+        s: Text such as ``"$1,234.50."``, ``"-3"``, ``".5"``, ``"1{,}024"``.
 
     Returns:
-        ``"1234.5"``, ``"-3"``, ``"0.5"``; None for anything else (words, fractions, lists).
+        ``"1234.5"``, ``"-3"``, ``"0.5"``, ``"1024"``; None for anything else (words,
+        fractions, lists).
     """
     if not isinstance(s, str):
         return None
-    t = s.strip().replace("\\$", "$").replace("\\%", "%")
+    t = _plain_digits(s).strip().replace("\\$", "$").replace("\\%", "%")
     t = t.rstrip(".").strip()
     t = t.rstrip("%").strip()
     sign = ""
@@ -127,8 +141,9 @@ def extract_last_number(text: str) -> str | None:
     """The final numeric answer of a model output.
 
     An explicit ``#### N`` wins, then the last "The answer is N" (or "final answer: N"),
-    then simply the last number in the text. Thousands separators, ``$``, units or words
-    after the number, a trailing period and negative numbers are all handled.
+    then simply the last number in the text. Thousands separators (LaTeX's ``1{,}024``
+    and ``1\\,024`` too), ``$``, units or words after the number, a trailing period and
+    negative numbers (with ``-`` or the Unicode minus) are all handled.
 
     Args:
         text: Model output.
@@ -139,6 +154,7 @@ def extract_last_number(text: str) -> str | None:
     """
     if not text:
         return None
+    text = _plain_digits(text)
     # Explicit markers first: a chain of thought mentions many numbers, the marker says
     # which one is the answer. The last marker wins (models sometimes restate).
     for pattern in (_FINAL_MARK_RE, _ANSWER_IS_RE):
@@ -386,8 +402,10 @@ def _normalize_once(s: str) -> str:
     s = re.sub(r"\\(?:left|right)\.", "", s)  # invisible delimiters
     s = _SIZING_RE.sub("", s)
     s = s.replace("\u221e", "\\infty")
-    # ",\!" between digit groups is the MATH way to write a thousands separator.
-    s = re.sub(r"(\d),\\!\s*(?=\d{3})", r"\1", s)
+    # ",\!" (MATH's way) and "{,}" (TeX's comma without the list space) between digit
+    # groups are thousands separators. Not before 1, 2 or 4 digits: "0{,}5" (a decimal
+    # comma) and "1{,}24" stay unreadable rather than being guessed.
+    s = re.sub(r"(\d)(?:,\\!|\{,\})\s*(?=\d{3}(?!\d))", r"\1", s)
     s = s.replace("\\!", "")
     s = _SPACING_RE.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s)
     s = s.replace("~", " ")

@@ -47,13 +47,21 @@ AGIEVAL_MATH = SHARED / "data/agieval/math.jsonl"
         ("$-5", "-5"),
         ("50%", "50"),
         (" 42 ", "42"),
+        ("1{,}024", "1024"),
+        (r"12{,}345.50", "12345.5"),
+        (r"1,\!024", "1024"),
+        (r"1\,024", "1024"),
+        ("1\u2009024", "1024"),  # thin space
+        ("\u22125", "-5"),  # Unicode minus
     ],
 )
 def test_normalize_number(raw: str, expected: str) -> None:
     assert normalize_number(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "abc", "1,23", "1/2", "3 apples", "1.2.3", "-", "$"])
+@pytest.mark.parametrize(
+    "raw", ["", "abc", "1,23", "1/2", "3 apples", "1.2.3", "-", "$", "1{,}24", "0{,}5", "1234{,}567"]
+)
 def test_normalize_number_rejects_non_numbers(raw: str) -> None:
     assert normalize_number(raw) is None
 
@@ -87,6 +95,11 @@ def test_extract_gsm8k_gold() -> None:
         ("The answer is 5 - 3 = 2.", "2"),  # a computation gives way to its result
         ("The answer is 12 because 3 + 4 = 7.", "12"),  # an explanation does not
         ("The answer is **5**.", "5"),
+        ("The answer is 1{,}024.", "1024"),
+        (r"So she pays $\$1{,}234{,}567$ in all.", "1234567"),
+        (r"The change is $-1{,}500$.", "-1500"),
+        ("The answer is 1{,}24.", "1"),  # badly grouped: not one number
+        ("It fell by \u221212 degrees.", "-12"),
     ],
 )
 def test_extract_last_number(text: str, expected: str) -> None:
@@ -167,6 +180,10 @@ def test_last_boxed_absent_or_broken() -> None:
         (r"k = \frac{3}{2}", r"\frac{3}{2}"),
         ("y = 2y - 1", "y=2y-1"),  # an equation, not an assignment: kept
         (r"371,\!043,\!400", "371043400"),
+        ("371{,}043{,}400", "371043400"),
+        (r"\frac{1}{5{,}525}", r"\frac{1}{5525}"),
+        ("0{,}5", "0{,}5"),  # a decimal comma, or a typo: not guessed
+        (r"1\,024", "1024"),
         ("1,234", "1234"),
         ("0,4", "0,4"),  # a list, not a thousands separator
         ("2/5", r"\frac{2}{5}"),
@@ -334,6 +351,52 @@ def test_score_math() -> None:
     assert score_math("The answer is **5**", "5")
     assert not score_math("I do not know.", "5")
     assert not score_math("", "5")
+
+
+# ---------------------------------------------------------------------------- spellings
+
+# Spellings real outputs use, by family: (family, kind, gold, output, expected). "math" rows
+# are scored with score_math (gold: a MATH answer), "gsm8k" rows with score_gsm8k.
+# bench/bench_answers.py scores the same rows with HF's math-verify, for comparison.
+THOUSANDS = "thousands"
+SPELLINGS = [
+    # LaTeX-grouped thousands: "{,}", ",\!" and thin spaces between groups of three digits.
+    (THOUSANDS, "math", "1024", r"\boxed{1{,}024}", True),
+    (THOUSANDS, "math", "12345.5", r"\boxed{12{,}345.5}", True),
+    (THOUSANDS, "math", "1000", r"\boxed{\$1{,}000}", True),
+    (THOUSANDS, "math", "1234567", r"\boxed{1{,}234{,}567}", True),
+    (THOUSANDS, "math", r"371,\!043,\!400", r"\boxed{371{,}043{,}400}", True),
+    (THOUSANDS, "math", "1024", "The answer is $1{,}024$.", True),
+    (THOUSANDS, "math", "1024", r"\boxed{1\,024}", True),
+    (THOUSANDS, "math", "-2048", r"\boxed{-2{,}048}", True),
+    (THOUSANDS, "math", r"\frac{1}{5525}", r"\boxed{\frac{1}{5{,}525}}", True),
+    (THOUSANDS, "math", "(1000,2000)", r"\boxed{(1{,}000, 2{,}000)}", True),
+    (THOUSANDS, "math", "1024", r"\boxed{1,024}", True),
+    (THOUSANDS, "math", "1024", r"\boxed{1{,}24}", False),  # badly grouped
+    (THOUSANDS, "math", "1.024", r"\boxed{1{,}024}", False),  # a thousands separator, not a decimal comma
+    (THOUSANDS, "math", "0.5", r"\boxed{0{,}5}", False),  # a decimal comma is not guessed
+    (THOUSANDS, "math", "1024", r"\boxed{1{,}0240}", False),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1{,}024.", True),
+    (THOUSANDS, "gsm8k", "1024", "#### 1{,}024", True),
+    (THOUSANDS, "gsm8k", "1000", r"So she pays $\$1{,}000$ in total.", True),
+    (THOUSANDS, "gsm8k", "12345.5", "The total is $12{,}345.50$ dollars.", True),
+    (THOUSANDS, "gsm8k", "1024", r"The answer is $\boxed{1{,}024}$", True),
+    (THOUSANDS, "gsm8k", "1234567", "The answer is 1{,}234{,}567.", True),
+    (THOUSANDS, "gsm8k", "1024", r"The answer is $1\,024$.", True),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1\u202f024.", True),  # narrow no-break space
+    (THOUSANDS, "gsm8k", "-1500", "The change is $-1{,}500$.", True),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1,024.", True),
+    (THOUSANDS, "gsm8k", "24", "The answer is 1{,}24.", False),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1{,}02 4.", False),
+    (THOUSANDS, "gsm8k", "2345", "I think it is 1,2345", True),  # GSM8K rule: not one number
+    (THOUSANDS, "gsm8k", "1.024", "The answer is 1{,}024.", False),
+]
+
+
+@pytest.mark.parametrize(("family", "kind", "gold", "output", "expected"), SPELLINGS)
+def test_spellings(family: str, kind: str, gold: str, output: str, expected: bool) -> None:
+    score = score_math if kind == "math" else score_gsm8k
+    assert score(output, gold) is expected
 
 
 # ---------------------------------------------------------------------------- real files
