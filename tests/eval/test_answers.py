@@ -184,6 +184,20 @@ def test_last_boxed_absent_or_broken() -> None:
         (r"\frac{1}{5{,}525}", r"\frac{1}{5525}"),
         ("0{,}5", "0{,}5"),  # a decimal comma, or a typo: not guessed
         (r"1\,024", "1024"),
+        ("2\u03c0r", r"2\pi r"),  # pi, and a space so that it is not \pir
+        ("\u221a12", r"\sqrt{12}"),  # a Unicode root takes the whole number
+        ("\u221a(x+1)/2", r"\sqrt{x+1}/2"),
+        ("3\u221a3", r"3\sqrt{3}"),
+        ("\u221bx", r"\sqrt[3]{x}"),
+        ("x\u00b2+y\u00b3", "x^2+y^3"),
+        ("x\u207b\u00b9\u2070", "x^{-10}"),
+        ("\\log\u20828", r"\log_28"),
+        ("2\u00bd", r"2\frac{1}{2}"),  # a mixed number
+        ("1\u20442", r"\frac{1}{2}"),  # fraction slash
+        ("30\u00b0C", "30"),
+        ("x \u2264 3", r"x\le3"),
+        ("\u00b1\u03b8", r"\pm\theta"),
+        ("(-\u221e, 3)", r"(-\infty,3)"),
         ("1,234", "1234"),
         ("0,4", "0,4"),  # a list, not a thousands separator
         ("2/5", r"\frac{2}{5}"),
@@ -358,7 +372,7 @@ def test_score_math() -> None:
 # Spellings real outputs use, by family: (family, kind, gold, output, expected). "math" rows
 # are scored with score_math (gold: a MATH answer), "gsm8k" rows with score_gsm8k.
 # bench/bench_answers.py scores the same rows with HF's math-verify, for comparison.
-THOUSANDS = "thousands"
+THOUSANDS, UNICODE = "thousands", "unicode"
 SPELLINGS = [
     # LaTeX-grouped thousands: "{,}", ",\!" and thin spaces between groups of three digits.
     (THOUSANDS, "math", "1024", r"\boxed{1{,}024}", True),
@@ -390,6 +404,52 @@ SPELLINGS = [
     (THOUSANDS, "gsm8k", "1024", "The answer is 1{,}02 4.", False),
     (THOUSANDS, "gsm8k", "2345", "I think it is 1,2345", True),  # GSM8K rule: not one number
     (THOUSANDS, "gsm8k", "1.024", "The answer is 1{,}024.", False),
+    # Unicode math symbols, read as the LaTeX they stand for.
+    (UNICODE, "math", r"\pi", "The answer is \u03c0.", True),
+    (UNICODE, "math", r"2\pi", "\\boxed{2\u03c0}", True),
+    (UNICODE, "math", r"\frac{\pi}{2}", "\\boxed{\u03c0/2}", True),
+    (UNICODE, "math", r"\pi^2", "\\boxed{\u03c0\u00b2}", True),
+    (UNICODE, "math", r"\sqrt{2}", "\\boxed{\u221a2}", True),
+    (UNICODE, "math", r"\frac{\sqrt{2}}{2}", "\\boxed{\u221a2/2}", True),
+    (UNICODE, "math", r"3\sqrt{3}", "\\boxed{3\u221a3}", True),
+    (UNICODE, "math", r"2\sqrt{3}", "\\boxed{\u221a12}", True),
+    (UNICODE, "math", r"\sqrt{x+1}", "\\boxed{\u221a(x+1)}", True),
+    (UNICODE, "math", "2", "\\boxed{\u221b8}", True),
+    (UNICODE, "math", "6", "\\boxed{2\u00d73}", True),
+    (UNICODE, "math", "6", "\\boxed{2\u00b73}", True),
+    (UNICODE, "math", "2", "\\boxed{6\u00f73}", True),
+    (UNICODE, "math", "-5", "\\boxed{\u22125}", True),
+    (UNICODE, "math", r"\frac{1}{2}", "\\boxed{\u00bd}", True),
+    (UNICODE, "math", r"\frac{5}{2}", "\\boxed{2\u00bd}", True),
+    (UNICODE, "math", r"\frac{3}{4}", "The answer is \u00be.", True),
+    (UNICODE, "math", "0.5", "\\boxed{1\u20442}", True),
+    (UNICODE, "math", "x^2+1", "\\boxed{x\u00b2+1}", True),
+    (UNICODE, "math", "8", "\\boxed{2\u00b3}", True),
+    (UNICODE, "math", "x^{10}", "\\boxed{x\u00b9\u2070}", True),
+    (UNICODE, "math", r"\frac{1}{x}", "\\boxed{x\u207b\u00b9}", True),
+    (UNICODE, "math", "3", "\\boxed{\\log\u20828}", True),
+    (UNICODE, "math", r"x \le 3", "\\boxed{x \u2264 3}", True),
+    (UNICODE, "math", r"x \geq 3", "\\boxed{x\u22653}", True),
+    (UNICODE, "math", r"x \neq 3", "\\boxed{x \u2260 3}", True),
+    (UNICODE, "math", r"(-\infty, 3)", "\\boxed{(-\u221e, 3)}", True),
+    (UNICODE, "math", r"[1,2] \cup [3,4]", "\\boxed{[1,2] \u222a [3,4]}", True),
+    (UNICODE, "math", "[1,2]", "\\boxed{x \u2208 [1,2]}", True),
+    (UNICODE, "math", "30", "\\boxed{30\u00b0}", True),
+    (UNICODE, "math", "100", "\\boxed{100\u00b0C}", True),
+    (UNICODE, "math", r"\pm 2", "\\boxed{\u00b12}", True),
+    (UNICODE, "math", r"2\theta", "\\boxed{2\u03b8}", True),
+    (UNICODE, "math", "2", "\\boxed{2\u03c0}", False),
+    (UNICODE, "math", r"\pi", "\\boxed{3.14}", False),
+    (UNICODE, "math", r"\sqrt{2}", "\\boxed{\u221a3}", False),
+    (UNICODE, "math", "12", "\\boxed{\u221a12}", False),
+    (UNICODE, "math", "x^2", "\\boxed{x\u00b3}", False),
+    (UNICODE, "math", r"\frac{1}{2}", "\\boxed{\u2153}", False),
+    (UNICODE, "math", r"x \le 3", "\\boxed{x \u2265 3}", False),
+    (UNICODE, "math", r"\theta", "\\boxed{\u03c6}", False),
+    (UNICODE, "math", "5", "\\boxed{-5}", False),
+    (UNICODE, "gsm8k", "-12", "The answer is \u221212.", True),
+    (UNICODE, "gsm8k", "12", "The answer is \u221212.", False),
+    (UNICODE, "gsm8k", "-3", "The temperature fell to \u22123\u00b0C.", True),
 ]
 
 
