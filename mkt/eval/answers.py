@@ -50,6 +50,7 @@ _NUMBER_RE = re.compile(
 # MATH's ",\!", spacing commands ("1\,024", SI style) and the Unicode thin spaces. In
 # prose they become plain commas, so that the grouping check of _NUM_BODY still applies.
 _GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\[,;:! ]|[\u2009\u202f])(?=\d{3}(?!\d))")
+_EXPONENT_END_RE = re.compile(r"\^\s*\{?\s*$")
 _FINAL_MARK_RE = re.compile(r"####\s*(?P<rest>[^\n]*)")
 _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:)\s*:?\s*(?P<rest>[^\n]*)", re.IGNORECASE
@@ -138,6 +139,11 @@ def _first_number(text: str) -> str | None:
     return _signed(m)
 
 
+def _is_exponent(text: str, start: int) -> bool:
+    """Whether the number at ``text[start:]`` is a power: right after ``^`` or ``^{``."""
+    return _EXPONENT_END_RE.search(text, max(0, start - 8), start) is not None
+
+
 def extract_last_number(text: str) -> str | None:
     """The final numeric answer of a model output.
 
@@ -163,7 +169,8 @@ def extract_last_number(text: str) -> str | None:
             found = _first_number(m.group("rest"))
             if found is not None:
                 return found
-    matches = list(_NUMBER_RE.finditer(text))
+    # An exponent is never the answer: "12 cm^2" and "9.8 m/s^{2}" end in a unit's power.
+    matches = [m for m in _NUMBER_RE.finditer(text) if not _is_exponent(text, m.start())]
     if not matches:
         return None
     m = matches[-1]
@@ -393,26 +400,38 @@ def _unicode_to_latex(s: str) -> str:
 # Normalisation
 # --------------------------------------------------------------------------------------
 
-# Unit words dropped when they trail a numeric answer. Short ones that are also ordinary
-# algebra ("m", "g", "in") are left out: "5 m" and "5m" must stay the same expression.
-_UNIT_WORDS = (
-    "square units|sq units|square feet|square inches|square meters|square centimeters|"
-    "cubic units|cubic feet|cubic inches|cubic meters|cubic centimeters|"
-    "units|unit|cm|mm|km|inches|inch|feet|foot|ft|yards|yard|meters|meter|metres|metre|"
-    "centimeters|centimeter|millimeters|kilometers|miles|mile|degrees|degree|cents|cent|"
-    "dollars|dollar|hours|hour|minutes|minute|seconds|days|weeks|months|years|"
-    "pounds|ounces|grams|kilograms|kg|liters|litres|mph|sq ft|sq in"
+# Units trailing a value are dropped: the value is the answer. MATH's gold answers drop
+# them and the problem fixes the unit, so "12 cm" is not told from a gold "12 m" (nor is
+# 12 cm converted: "120 mm" is not 12). A unit is a known abbreviation, a one-letter symbol
+# right after a number ("5 m", "9.8 m/s^2"; "\frac{1}{2} h" keeps its variable, "5m" is a
+# product), or any word of four letters or more ("meters", "meals"). Only a product of four
+# variables written after a space ("2 abcd") would be misread so, and answers write
+# products without spaces; shorter runs ("2 ab") stay variables. Number words are not
+# units: "3 hundred" is not 3, nor "2 thirds" 2.
+_UNIT_ABBREVIATIONS = (
+    r"(?i:(?:sq|cu)\.?\s*in|cm|mm|km|kg|mg|ml|ft|yds?|mi|mph|kph|hrs?|mins?|secs?|lbs?|oz|sq|cu|per)"
 )
+_GLUED_UNITS = "cm|mm|km|kg|ft|mph|kph"  # abbreviations that may touch the number: "12cm"
+_NUMBER_WORDS = (
+    r"(?i:hundred|thousand|million|billion|trillion|dozen|squared|cubed|half|halves|third|"
+    r"quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)s?(?![a-z])"
+)
+_UNIT_WORD = rf"(?:{_UNIT_ABBREVIATIONS}(?![A-Za-z])\.?|(?!{_NUMBER_WORDS})[A-Za-z][a-z]{{3,}})"
+_UNIT_SYMBOL = r"[msghL](?![A-Za-z])"
+_UNIT_POWER = r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?"
+# "square units", "miles per hour", "km/h", "m/s^2": units joined by spaces or slashes.
+_UNIT_REST = rf"(?:(?:\s*/\s*|\s+)(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER})*\s*\.?\s*$"
 _TRAILING_UNIT_RE = re.compile(
-    rf"(?<=[\d}}.])\s+(?:{_UNIT_WORDS})(?:\s*\^\s*\{{?\s*[23]\s*\}}?)?\s*\.?\s*$", re.IGNORECASE
+    rf"(?:(?:(?<=[\d}}.)])|(?<=\\pi))\s+{_UNIT_WORD}"
+    rf"|(?<=\d)\s+{_UNIT_SYMBOL}"
+    rf"|(?<=\d)(?:{_GLUED_UNITS})(?![A-Za-z]))"
+    rf"{_UNIT_POWER}{_UNIT_REST}"
 )
 _TEXT_CMDS = r"text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|mathsf|mathtt|hbox"
+_TEXT_UNIT = rf"\\(?:{_TEXT_CMDS})\s*\{{\s*[A-Za-z][A-Za-z\s./]*{_UNIT_POWER}\s*\}}{_UNIT_POWER}"
 # A \text{words} at the very end of an answer that starts with a value is an annotation
-# ("17\text{ meters}", "8\text{ meals}"): the value alone is the answer.
-_TRAILING_TEXT_RE = re.compile(
-    rf"(?<=[\d}}.a-zA-Z])\s*\\(?:{_TEXT_CMDS})\s*\{{\s*[A-Za-z][A-Za-z\s.]*\}}"
-    r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*\.?\s*$"
-)
+# ("17\text{ meters}", "8\text{ meals}", "\text{km}/\text{h}"): the value alone is the answer.
+_TRAILING_TEXT_RE = re.compile(rf"(?<=[\d}}.a-zA-Z])\s*{_TEXT_UNIT}(?:\s*/\s*{_TEXT_UNIT})*\s*\.?\s*$")
 _TEXT_OPEN_RE = re.compile(rf"\\(?:{_TEXT_CMDS})\s*\{{")
 # "\\" (a matrix row break) is matched first so that its second backslash is never read
 # as the start of "\ " (a spacing command).

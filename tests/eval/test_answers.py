@@ -100,6 +100,8 @@ def test_extract_gsm8k_gold() -> None:
         (r"The change is $-1{,}500$.", "-1500"),
         ("The answer is 1{,}24.", "1"),  # badly grouped: not one number
         ("It fell by \u221212 degrees.", "-12"),
+        ("The area is 12 cm^2.", "12"),  # an exponent is never the answer
+        ("The acceleration is 9.8 m/s^{2}", "9.8"),
     ],
 )
 def test_extract_last_number(text: str, expected: str) -> None:
@@ -170,6 +172,19 @@ def test_last_boxed_absent_or_broken() -> None:
         ("12 inches", "12"),
         ("90 degrees", "90"),
         ("5 units", "5"),
+        ("4 meters per second", "4"),
+        ("9.8 m/s^2", "9.8"),  # a unit symbol right after a number
+        ("72 sq. ft.", "72"),
+        ("12cm", "12"),
+        (r"12\pi square units", r"12\pi"),
+        (r"60\ \text{km}/\text{h}", "60"),
+        (r"3 \mathrm{m^2}", "3"),
+        ("8 meals", "8"),  # any word of four letters or more
+        ("5m", "5m"),  # no space: a product
+        (r"\frac{1}{2} h", r"\frac{1}{2}h"),  # a letter after an expression is a variable
+        ("2 abc", "2abc"),  # short words are variables
+        ("3 hundred", "3hundred"),  # number words are not units
+        ("2 thirds", "2thirds"),
         (r"\text{even}", "even"),
         (r"\text{(E)}", "E"),
         (r"\$2.50", "2.5"),
@@ -372,7 +387,7 @@ def test_score_math() -> None:
 # Spellings real outputs use, by family: (family, kind, gold, output, expected). "math" rows
 # are scored with score_math (gold: a MATH answer), "gsm8k" rows with score_gsm8k.
 # bench/bench_answers.py scores the same rows with HF's math-verify, for comparison.
-THOUSANDS, UNICODE = "thousands", "unicode"
+THOUSANDS, UNICODE, UNITS = "thousands", "unicode", "units"
 SPELLINGS = [
     # LaTeX-grouped thousands: "{,}", ",\!" and thin spaces between groups of three digits.
     (THOUSANDS, "math", "1024", r"\boxed{1{,}024}", True),
@@ -450,6 +465,53 @@ SPELLINGS = [
     (UNICODE, "gsm8k", "-12", "The answer is \u221212.", True),
     (UNICODE, "gsm8k", "12", "The answer is \u221212.", False),
     (UNICODE, "gsm8k", "-3", "The temperature fell to \u22123\u00b0C.", True),
+    # Unit words after a value or an expression; units are dropped, not compared or converted.
+    (UNITS, "math", "12", r"\boxed{12 \text{ cm}}", True),
+    (UNITS, "math", "5", r"\boxed{5\mbox{ inches}}", True),
+    (UNITS, "math", "12.5", r"\boxed{\$12.50 dollars}", True),
+    (UNITS, "math", "30", r"\boxed{30 degrees}", True),
+    (UNITS, "math", "6", r"\boxed{6 square units}", True),
+    (UNITS, "math", "4", r"\boxed{4 meters per second}", True),
+    (UNITS, "math", "45", r"\boxed{45 \text{ miles per hour}}", True),
+    (UNITS, "math", "10", r"\boxed{10\%}", True),
+    (UNITS, "math", "10", r"\boxed{10 percent}", True),
+    (UNITS, "math", "7", r"\boxed{7 \text{cm}^2}", True),
+    (UNITS, "math", "9", r"\boxed{9 \, \text{cm}^{2}}", True),
+    (UNITS, "math", "5", r"\boxed{5 \text{ units}^2}", True),
+    (UNITS, "math", "8", r"\boxed{8 \text{ m}^3}", True),
+    (UNITS, "math", "3", r"\boxed{3 \textrm{ hours}}", True),
+    (UNITS, "math", "15", r"\boxed{15\text{ min}}", True),
+    (UNITS, "math", "100", r"\boxed{100\,\mathrm{kg}}", True),
+    (UNITS, "math", "72", r"\boxed{72 \text{ sq ft}}", True),
+    (UNITS, "math", "12", r"\boxed{12cm}", True),
+    (UNITS, "math", "5", r"\boxed{5 m}", True),
+    (UNITS, "math", "9.8", r"\boxed{9.8 \text{ m/s}^2}", True),
+    (UNITS, "math", "60", r"\boxed{60\ \text{km/h}}", True),
+    (UNITS, "math", "60", r"\boxed{60 km/h}", True),
+    (UNITS, "math", "8", r"\boxed{8 meals}", True),
+    (UNITS, "math", r"2\sqrt{3}", r"\boxed{2\sqrt{3} \text{ cm}}", True),
+    (UNITS, "math", r"\frac{3}{4}", r"\boxed{\frac{3}{4} \text{ inch}}", True),
+    (UNITS, "math", r"\frac{68}{3}", r"\boxed{\frac{68}{3} pounds}", True),
+    (UNITS, "math", r"12\pi", r"\boxed{12\pi \text{ square units}}", True),
+    (UNITS, "math", r"12\pi", r"\boxed{12\pi square units}", True),
+    (UNITS, "math", r"12\pi", r"\boxed{12\pi\ \mathrm{cm}^2}", True),
+    (UNITS, "math", "20", "The answer is 20 cm.", True),
+    (UNITS, "math", r"12\text{ m}", r"\boxed{12 \text{ cm}}", True),  # units are not compared
+    (UNITS, "math", "12", r"\boxed{120 \text{ mm}}", False),  # nor converted
+    (UNITS, "math", "2", r"\boxed{2x}", False),
+    (UNITS, "math", "5m", r"\boxed{5}", False),  # 5m is an expression: m is no unit there
+    (UNITS, "math", r"\frac{h}{2}", r"\boxed{\frac{1}{2}}", False),
+    (UNITS, "math", "300", r"\boxed{3 hundred}", False),
+    (UNITS, "math", "3", r"\boxed{3 hundred}", False),
+    (UNITS, "math", r"2\sqrt{3}", r"\boxed{3\sqrt{2} \text{ cm}}", False),
+    (UNITS, "math", "4", r"\boxed{5 meters per second}", False),
+    (UNITS, "gsm8k", "12", "The answer is 12 cm.", True),
+    (UNITS, "gsm8k", "1024", "The answer is $1{,}024$ dollars.", True),
+    (UNITS, "gsm8k", "4", "The speed is 4 meters per second.", True),
+    (UNITS, "gsm8k", "12", "The area is 12 cm^2.", True),
+    (UNITS, "gsm8k", "12", r"The area is $12 \text{ cm}^2$.", True),
+    (UNITS, "gsm8k", "9.8", "So the acceleration is 9.8 m/s^2.", True),
+    (UNITS, "gsm8k", "2", "The area is 12 cm^2.", False),
 ]
 
 
