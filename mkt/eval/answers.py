@@ -61,7 +61,12 @@ def _plain_digits(text: str) -> str:
     """Numbers in plain ASCII: ``"1{,}024"`` and ``"1\\,024"`` -> ``"1,024"``; the Unicode
     minus (U+2212) -> ``"-"``, a sign that would otherwise be lost (the number read as 12
     where the model wrote minus 12)."""
-    return _GROUP_SEP_RE.sub(",", text.replace("\u2212", "-"))
+    text = text.replace("\u2212", "-")
+    # Plain prose, the common case, has none of the separators: skipping the regex there
+    # keeps GSM8K scoring as fast as before (the scan costs more than the extraction).
+    if "{,}" in text or "\\" in text or "\u2009" in text or "\u202f" in text:
+        text = _GROUP_SEP_RE.sub(",", text)
+    return text
 
 
 def normalize_number(s: str) -> str | None:
@@ -169,12 +174,11 @@ def extract_last_number(text: str) -> str | None:
             found = _first_number(m.group("rest"))
             if found is not None:
                 return found
-    # An exponent is never the answer: "12 cm^2" and "9.8 m/s^{2}" end in a unit's power.
-    matches = [m for m in _NUMBER_RE.finditer(text) if not _is_exponent(text, m.start())]
-    if not matches:
-        return None
-    m = matches[-1]
-    return _signed(m)
+    for m in reversed(list(_NUMBER_RE.finditer(text))):
+        # An exponent is never the answer: "12 cm^2" and "9.8 m/s^{2}" end in a unit's power.
+        if not _is_exponent(text, m.start()):
+            return _signed(m)
+    return None
 
 
 def score_gsm8k(output: str, gold: str) -> bool:
