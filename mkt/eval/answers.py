@@ -50,6 +50,7 @@ _NUMBER_RE = re.compile(
 # MATH's ",\!", spacing commands ("1\,024", SI style) and the Unicode thin spaces. In
 # prose they become plain commas, so that the grouping check of _NUM_BODY still applies.
 _GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\[,;:! ]|[\u2009\u202f])(?=\d{3}(?!\d))")
+_NON_ASCII_DIGIT_RE = re.compile(r"(?![0-9])\d")
 _EXPONENT_END_RE = re.compile(r"\^\s*\{?\s*$")
 _FINAL_MARK_RE = re.compile(r"####\s*(?P<rest>[^\n]*)")
 _ANSWER_IS_RE = re.compile(
@@ -57,11 +58,19 @@ _ANSWER_IS_RE = re.compile(
 )
 
 
+def _ascii_digits(text: str) -> str:
+    """Decimal digits of other scripts (fullwidth ``\uff11\uff12``...) as ASCII ones: regexes'
+    ``\\d`` matches them, so they would otherwise reach the comparison unconverted."""
+    if text.isascii():
+        return text
+    return _NON_ASCII_DIGIT_RE.sub(lambda m: str(unicodedata.digit(m.group(0))), text)
+
+
 def _plain_digits(text: str) -> str:
     """Numbers in plain ASCII: ``"1{,}024"`` and ``"1\\,024"`` -> ``"1,024"``; the Unicode
     minus (U+2212) -> ``"-"``, a sign that would otherwise be lost (the number read as 12
-    where the model wrote minus 12)."""
-    text = text.replace("\u2212", "-")
+    where the model wrote minus 12); digits of other scripts as ASCII digits."""
+    text = _ascii_digits(text.replace("\u2212", "-"))
     # Plain prose, the common case, has none of the separators: skipping the regex there
     # keeps GSM8K scoring as fast as before (the scan costs more than the extraction).
     if "{,}" in text or "\\" in text or "\u2009" in text or "\u202f" in text:
@@ -317,6 +326,7 @@ _UNICODE_SYMBOLS = {
     "\N{UNION}": "\\cup ",
     "\N{INTERSECTION}": "\\cap ",
     "\N{ELEMENT OF}": "\\in ",
+    "\N{EMPTY SET}": "\\emptyset ",
     "\N{GREEK PHI SYMBOL}": "\\phi ",
     "\N{GREEK LUNATE EPSILON SYMBOL}": "\\epsilon ",
     "\N{GREEK THETA SYMBOL}": "\\theta ",
@@ -394,7 +404,7 @@ def _unicode_to_latex(s: str) -> str:
     is ASCII wherever a symbol is known, so this runs once, before the normalising rules."""
     if s.isascii():
         return s
-    s = _DEGREE_RE.sub(r"^\\circ ", s)
+    s = _DEGREE_RE.sub(r"^\\circ ", _ascii_digits(s))
     s = s.translate(_UNICODE_TABLE)
     s = _SCRIPT_RE.sub(_script, s)
     return _unicode_roots(s)
