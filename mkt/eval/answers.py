@@ -1,10 +1,11 @@
 """Answer extraction and equivalence for math benchmarks (GSM8K, Hendrycks MATH).
 
 GSM8K answers are numbers: :func:`extract_last_number` finds the model's final number and
-:func:`normalize_number` puts numbers into one canonical spelling (``"1,234.50"`` ->
-``"1234.5"``). MATH answers are LaTeX: :func:`last_boxed` takes the last ``\\boxed{...}``,
-:func:`normalize_math` removes presentation-only differences (``\\dfrac``, ``^\\circ``,
-units, ``\\left``...), and :func:`math_equal` falls back to a symbolic comparison with sympy
+:func:`normalize_number` puts numbers into one canonical spelling (``"1,234.50"`` and
+``"1{,}234.50"`` -> ``"1234.5"``). MATH answers are LaTeX: :func:`last_boxed` takes the last
+``\\boxed{...}``, :func:`normalize_math` spells Unicode math as LaTeX (``\u03c0``, ``\u221a``,
+``\u00b2``...) and removes presentation-only differences (``\\dfrac``, ``^\\circ``, units,
+``1{,}024``, ``\\left``...), and :func:`math_equal` falls back to a symbolic comparison with sympy
 (through a small LaTeX parser of our own: ``sympy.parsing.latex`` needs antlr) for
 fractions vs decimals, tuples, intervals, matrices and unordered lists of values.
 
@@ -400,8 +401,9 @@ def _unicode_to_latex(s: str) -> str:
     """Spell Unicode math the LaTeX way: ``2\u03c0`` -> ``2\\pi``, ``x\u00b2`` -> ``x^{2}``,
     ``\u00bd`` -> ``\\frac{1}{2}``, ``\u2264`` -> ``\\le``, ``30\u00b0C`` -> ``30^\\circ``.
 
-    Models write these when they leave LaTeX (MATH's gold answers are all ASCII). The result
-    is ASCII wherever a symbol is known, so this runs once, before the normalising rules."""
+    Models write these when they leave LaTeX (AGIEval-Math's gold answers are all ASCII).
+    The result is ASCII wherever a symbol is known, so this runs once, before the
+    normalising rules."""
     if s.isascii():
         return s
     s = _DEGREE_RE.sub(r"^\\circ ", _ascii_digits(s))
