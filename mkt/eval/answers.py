@@ -1,10 +1,11 @@
 """Answer extraction and equivalence for math benchmarks (GSM8K, Hendrycks MATH).
 
 GSM8K answers are numbers: :func:`extract_last_number` finds the model's final number and
-:func:`normalize_number` puts numbers into one canonical spelling (``"1,234.50"`` ->
-``"1234.5"``). MATH answers are LaTeX: :func:`last_boxed` takes the last ``\\boxed{...}``,
-:func:`normalize_math` removes presentation-only differences (``\\dfrac``, ``^\\circ``,
-units, ``\\left``...), and :func:`math_equal` falls back to a symbolic comparison with sympy
+:func:`normalize_number` puts numbers into one canonical spelling (``"1,234.50"`` and
+``"1{,}234.50"`` -> ``"1234.5"``). MATH answers are LaTeX: :func:`last_boxed` takes the last
+``\\boxed{...}``, :func:`normalize_math` spells Unicode math as LaTeX (``\u03c0``, ``\u221a``,
+``\u00b2``...) and removes presentation-only differences (``\\dfrac``, ``^\\circ``, units,
+``1{,}024``, ``\\left``...), and :func:`math_equal` falls back to a symbolic comparison with sympy
 (through a small LaTeX parser of our own: ``sympy.parsing.latex`` needs antlr) for
 fractions vs decimals, tuples, intervals, matrices and unordered lists of values.
 
@@ -15,6 +16,7 @@ differs as strings, so that scoring GSM8K never pays for it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
@@ -44,28 +46,57 @@ _NUM_BODY = r"(?:\d{1,3}(?:,\d{3})+(?!\d)(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
 _NUMBER_RE = re.compile(
     rf"(?P<sign>(?<![\w)\]])-)?(?:\$\s?)?(?P<sign2>(?<=\$)-)?(?P<num>{_NUM_BODY})"
 )
+# Digit-group separators other than a plain comma, each only where exactly three digits
+# follow: TeX's "{,}" (a comma set without the space TeX puts after a list comma),
+# MATH's ",\!", spacing commands ("1\,024", SI style) and the Unicode thin spaces. In
+# prose they become plain commas, so that the grouping check of _NUM_BODY still applies.
+_GROUP_SEP_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|\\[,;:! ]|[\u2009\u202f])(?=\d{3}(?!\d))")
+_NON_ASCII_DIGIT_RE = re.compile(r"(?![0-9])\d")
+_EXPONENT_END_RE = re.compile(r"\^\s*\{?\s*$")
 _FINAL_MARK_RE = re.compile(r"####\s*(?P<rest>[^\n]*)")
 _ANSWER_IS_RE = re.compile(
     r"(?:final\s+answer|answer)\s*(?:is|:)\s*:?\s*(?P<rest>[^\n]*)", re.IGNORECASE
 )
 
 
+def _ascii_digits(text: str) -> str:
+    """Decimal digits of other scripts (fullwidth ``\uff11\uff12``...) as ASCII ones: regexes'
+    ``\\d`` matches them, so they would otherwise reach the comparison unconverted."""
+    if text.isascii():
+        return text
+    return _NON_ASCII_DIGIT_RE.sub(lambda m: str(unicodedata.digit(m.group(0))), text)
+
+
+def _plain_digits(text: str) -> str:
+    """Numbers in plain ASCII: ``"1{,}024"`` and ``"1\\,024"`` -> ``"1,024"``; the Unicode
+    minus (U+2212) -> ``"-"``, a sign that would otherwise be lost (the number read as 12
+    where the model wrote minus 12); digits of other scripts as ASCII digits."""
+    text = _ascii_digits(text.replace("\u2212", "-"))
+    # Plain prose, the common case, has none of the separators: skipping the regex there
+    # keeps GSM8K scoring as fast as before (the scan costs more than the extraction).
+    if "{,}" in text or "\\" in text or "\u2009" in text or "\u202f" in text:
+        text = _GROUP_SEP_RE.sub(",", text)
+    return text
+
+
 def normalize_number(s: str) -> str | None:
     """Canonical spelling of a number, or None when ``s`` is not one number.
 
-    Accepts a sign, a ``$``, thousands separators (only correctly grouped ones, so that a
-    list such as ``"1,23"`` is not silently merged), a trailing ``%`` and a trailing period.
-    Trailing zeros of decimals and leading zeros are dropped and ``-0`` becomes ``0``.
+    Accepts a sign (the Unicode minus too), a ``$``, thousands separators (only correctly
+    grouped ones, so that a list such as ``"1,23"`` is not silently merged; ``{,}``,
+    ``,\\!``, ``\\,`` and thin spaces count as commas), a trailing ``%`` and a trailing
+    period. Trailing zeros of decimals and leading zeros are dropped and ``-0`` becomes ``0``.
 
     Args:
-        s: Text such as ``"$1,234.50."``, ``"-3"``, ``".5"``.
+        s: Text such as ``"$1,234.50."``, ``"-3"``, ``".5"``, ``"1{,}024"``.
 
     Returns:
-        ``"1234.5"``, ``"-3"``, ``"0.5"``; None for anything else (words, fractions, lists).
+        ``"1234.5"``, ``"-3"``, ``"0.5"``, ``"1024"``; None for anything else (words,
+        fractions, lists).
     """
     if not isinstance(s, str):
         return None
-    t = s.strip().replace("\\$", "$").replace("\\%", "%")
+    t = _plain_digits(s).strip().replace("\\$", "$").replace("\\%", "%")
     t = t.rstrip(".").strip()
     t = t.rstrip("%").strip()
     sign = ""
@@ -123,12 +154,18 @@ def _first_number(text: str) -> str | None:
     return _signed(m)
 
 
+def _is_exponent(text: str, start: int) -> bool:
+    """Whether the number at ``text[start:]`` is a power: right after ``^`` or ``^{``."""
+    return _EXPONENT_END_RE.search(text, max(0, start - 8), start) is not None
+
+
 def extract_last_number(text: str) -> str | None:
     """The final numeric answer of a model output.
 
     An explicit ``#### N`` wins, then the last "The answer is N" (or "final answer: N"),
-    then simply the last number in the text. Thousands separators, ``$``, units or words
-    after the number, a trailing period and negative numbers are all handled.
+    then simply the last number in the text. Thousands separators (LaTeX's ``1{,}024``
+    and ``1\\,024`` too), ``$``, units or words after the number, a trailing period and
+    negative numbers (with ``-`` or the Unicode minus) are all handled.
 
     Args:
         text: Model output.
@@ -139,6 +176,7 @@ def extract_last_number(text: str) -> str | None:
     """
     if not text:
         return None
+    text = _plain_digits(text)
     # Explicit markers first: a chain of thought mentions many numbers, the marker says
     # which one is the answer. The last marker wins (models sometimes restate).
     for pattern in (_FINAL_MARK_RE, _ANSWER_IS_RE):
@@ -146,11 +184,11 @@ def extract_last_number(text: str) -> str | None:
             found = _first_number(m.group("rest"))
             if found is not None:
                 return found
-    matches = list(_NUMBER_RE.finditer(text))
-    if not matches:
-        return None
-    m = matches[-1]
-    return _signed(m)
+    for m in reversed(list(_NUMBER_RE.finditer(text))):
+        # An exponent is never the answer: "12 cm^2" and "9.8 m/s^{2}" end in a unit's power.
+        if not _is_exponent(text, m.start()):
+            return _signed(m)
+    return None
 
 
 def score_gsm8k(output: str, gold: str) -> bool:
@@ -197,11 +235,13 @@ def _match_brace(s: str, open_idx: int) -> int:
     return -1
 
 
-def _brace_partners(s: str) -> dict[int, int]:
-    """Index of each ``{`` mapped to its closing ``}``, in one pass (unclosed ones absent).
+def _brace_partners(s: str, pair: str = "{}") -> dict[int, int]:
+    """Index of each ``{`` mapped to its closing ``}``, in one pass (unclosed ones absent);
+    ``pair="()"`` pairs parentheses instead.
 
     One pass rather than a scan per box: a degenerate output with thousands of unclosed
     boxes would otherwise cost quadratic time."""
+    opening, closing = pair
     partners: dict[int, int] = {}
     stack: list[int] = []
     i = 0
@@ -210,9 +250,9 @@ def _brace_partners(s: str) -> dict[int, int]:
         if c == "\\":
             i += 2
             continue
-        if c == "{":
+        if c == opening:
             stack.append(i)
-        elif c == "}" and stack:
+        elif c == closing and stack:
             partners[stack.pop()] = i
         i += 1
     return partners
@@ -256,26 +296,158 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-# Unit words dropped when they trail a numeric answer. Short ones that are also ordinary
-# algebra ("m", "g", "in") are left out: "5 m" and "5m" must stay the same expression.
-_UNIT_WORDS = (
-    "square units|sq units|square feet|square inches|square meters|square centimeters|"
-    "cubic units|cubic feet|cubic inches|cubic meters|cubic centimeters|"
-    "units|unit|cm|mm|km|inches|inch|feet|foot|ft|yards|yard|meters|meter|metres|metre|"
-    "centimeters|centimeter|millimeters|kilometers|miles|mile|degrees|degree|cents|cent|"
-    "dollars|dollar|hours|hour|minutes|minute|seconds|days|weeks|months|years|"
-    "pounds|ounces|grams|kilograms|kg|liters|litres|mph|sq ft|sq in"
+# --------------------------------------------------------------------------------------
+# Unicode math: read as the LaTeX it stands for
+# --------------------------------------------------------------------------------------
+
+# Greek letters in code point order from U+03B1 (alpha); the capitals sit at the same
+# offsets from U+0391. Omicron (an o) and final sigma have no command of their own.
+_GREEK_LETTERS = (
+    "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi - pi rho "
+    "sigma sigma tau upsilon phi chi psi omega"
+).split()
+_GREEK_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
+# Each command gets a trailing space so that it cannot merge with a letter after it
+# ("\u03c0r" must become "\\pi r", not "\\pir"); spaces are dropped later.
+_UNICODE_SYMBOLS = {
+    "\N{MINUS SIGN}": "-",
+    "\N{FRACTION SLASH}": "/",
+    "\N{DIVISION SLASH}": "/",
+    "\N{MULTIPLICATION SIGN}": "\\times ",
+    "\N{DIVISION SIGN}": "\\div ",
+    "\N{MIDDLE DOT}": "\\cdot ",
+    "\N{DOT OPERATOR}": "\\cdot ",
+    "\N{PLUS-MINUS SIGN}": "\\pm ",
+    "\N{MINUS-OR-PLUS SIGN}": "\\mp ",
+    "\N{LESS-THAN OR EQUAL TO}": "\\le ",
+    "\N{GREATER-THAN OR EQUAL TO}": "\\ge ",
+    "\N{NOT EQUAL TO}": "\\ne ",
+    "\N{ALMOST EQUAL TO}": "\\approx ",
+    "\N{INFINITY}": "\\infty ",
+    "\N{UNION}": "\\cup ",
+    "\N{INTERSECTION}": "\\cap ",
+    "\N{ELEMENT OF}": "\\in ",
+    "\N{EMPTY SET}": "\\emptyset ",
+    "\N{GREEK PHI SYMBOL}": "\\phi ",
+    "\N{GREEK LUNATE EPSILON SYMBOL}": "\\epsilon ",
+    "\N{GREEK THETA SYMBOL}": "\\theta ",
+}
+# Vulgar fractions (one quarter to seven eighths); a digit before one makes a mixed number,
+# "2\u00bd" -> "2\\frac{1}{2}", which the parser reads as 2 + 1/2.
+_VULGAR_FRACTIONS = "\u00bc\u00bd\u00be" + "".join(map(chr, range(0x2150, 0x215F)))
+_SUPERSCRIPTS = "\u2070\u00b9\u00b2\u00b3\u2074\u2075\u2076\u2077\u2078\u2079\u207a\u207b"
+_SUBSCRIPTS = "".join(map(chr, range(0x2080, 0x208A)))
+_SCRIPT_DIGITS = str.maketrans(_SUPERSCRIPTS + _SUBSCRIPTS, "0123456789+-" + "0123456789")
+_SCRIPT_RE = re.compile(f"[{_SUPERSCRIPTS}]+|[{_SUBSCRIPTS}]+")
+# The degree sign (or the ordinal sign often typed for it) with an optional Celsius or
+# Fahrenheit letter, and the one-character degree Celsius/Fahrenheit signs.
+_DEGREE_RE = re.compile(r"[\u00b0\u00ba]\s*(?:[CF](?![a-zA-Z]))?|[\u2103\u2109]")
+_ROOTS = {"\N{SQUARE ROOT}": "\\sqrt", "\N{CUBE ROOT}": "\\sqrt[3]", "\N{FOURTH ROOT}": "\\sqrt[4]"}
+_ROOT_RE = re.compile(f"([{''.join(_ROOTS)}])\\s*")
+_DECIMAL_RE = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _unicode_table() -> dict[int, str]:
+    """``str.translate`` table: Greek letters, operators and vulgar fractions as LaTeX."""
+    table = dict(_UNICODE_SYMBOLS)
+    for k, name in enumerate(_GREEK_LETTERS):
+        if name != "-":
+            table[chr(0x3B1 + k)] = f"\\{name} "
+        if name.capitalize() in _GREEK_CAPITALS:
+            table[chr(0x391 + k)] = f"\\{name.capitalize()} "
+    for c in _VULGAR_FRACTIONS:
+        num, den = unicodedata.normalize("NFKC", c).split("\N{FRACTION SLASH}")
+        table[c] = f"\\frac{{{num}}}{{{den}}}"
+    return str.maketrans(table)
+
+
+_UNICODE_TABLE = _unicode_table()
+
+
+def _unicode_roots(s: str) -> str:
+    """``\u221a12`` -> ``\\sqrt{12}``, ``\u221a(x+1)`` -> ``\\sqrt{x+1}``, ``\u221bx`` -> ``\\sqrt[3] x``.
+
+    A Unicode root covers the whole number or parenthesised group after it: "\u221a12" means
+    the root of 12, unlike TeX's ``\\sqrt12`` (which is ``\\sqrt{1}2``). Anything else
+    after it (a letter, ``{...}``, a command) becomes the argument later, as for ``\\sqrt``.
+    """
+    parens = _brace_partners(s, "()")
+    edits = []  # (start, end, replacement), never overlapping: nested roots each get theirs
+    for m in _ROOT_RE.finditer(s):
+        cmd, j = _ROOTS[m.group(1)], m.end()
+        number = _DECIMAL_RE.match(s, j)
+        if number is not None:
+            edits.append((m.start(), number.end(), f"{cmd}{{{number.group(0)}}}"))
+        elif j in parens:
+            edits += [(m.start(), j + 1, cmd + "{"), (parens[j], parens[j] + 1, "}")]
+        else:
+            edits.append((m.start(), j, cmd + " "))
+    out = []
+    i = 0
+    for begin, end, text in sorted(edits):
+        out += [s[i:begin], text]
+        i = end
+    out.append(s[i:])
+    return "".join(out)
+
+
+def _script(m: re.Match[str]) -> str:
+    """A run of superscript or subscript characters as ``^{...}`` or ``_{...}``."""
+    run = m.group(0)
+    return ("^{" if run[0] in _SUPERSCRIPTS else "_{") + run.translate(_SCRIPT_DIGITS) + "}"
+
+
+def _unicode_to_latex(s: str) -> str:
+    """Spell Unicode math the LaTeX way: ``2\u03c0`` -> ``2\\pi``, ``x\u00b2`` -> ``x^{2}``,
+    ``\u00bd`` -> ``\\frac{1}{2}``, ``\u2264`` -> ``\\le``, ``30\u00b0C`` -> ``30^\\circ``.
+
+    Models write these when they leave LaTeX (AGIEval-Math's gold answers are all ASCII).
+    The result is ASCII wherever a symbol is known, so this runs once, before the
+    normalising rules."""
+    if s.isascii():
+        return s
+    s = _DEGREE_RE.sub(r"^\\circ ", _ascii_digits(s))
+    s = s.translate(_UNICODE_TABLE)
+    s = _SCRIPT_RE.sub(_script, s)
+    return _unicode_roots(s)
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation
+# --------------------------------------------------------------------------------------
+
+# Units trailing a value are dropped: the value is the answer. MATH's gold answers drop
+# them and the problem fixes the unit, so "12 cm" is not told from a gold "12 m" (nor is
+# 12 cm converted: "120 mm" is not 12). A unit is a known abbreviation, a one-letter symbol
+# right after a number ("5 m", "9.8 m/s^2"; "\frac{1}{2} h" keeps its variable, "5m" is a
+# product), or any word of four letters or more ("meters", "meals"). Only a product of four
+# variables written after a space ("2 abcd") would be misread so, and answers write
+# products without spaces; shorter runs ("2 ab") stay variables. Number words are not
+# units: "3 hundred" is not 3, nor "2 thirds" 2.
+_UNIT_ABBREVIATIONS = (
+    r"(?i:(?:sq|cu)\.?\s*in|cm|mm|km|kg|mg|ml|ft|yds?|mi|mph|kph|hrs?|mins?|secs?|lbs?|oz|sq|cu|per)"
 )
+_GLUED_UNITS = "cm|mm|km|kg|ft|mph|kph"  # abbreviations that may touch the number: "12cm"
+_NUMBER_WORDS = (
+    r"(?i:hundred|thousand|million|billion|trillion|dozen|squared|cubed|half|halves|third|"
+    r"quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)s?(?![a-z])"
+)
+_UNIT_WORD = rf"(?:{_UNIT_ABBREVIATIONS}(?![A-Za-z])\.?|(?!{_NUMBER_WORDS})[A-Za-z][a-z]{{3,}})"
+_UNIT_SYMBOL = r"[msghL](?![A-Za-z])"
+_UNIT_POWER = r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?"
+# "square units", "miles per hour", "km/h", "m/s^2": units joined by spaces or slashes.
+_UNIT_REST = rf"(?:(?:\s*/\s*|\s+)(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER})*\s*\.?\s*$"
 _TRAILING_UNIT_RE = re.compile(
-    rf"(?<=[\d}}.])\s+(?:{_UNIT_WORDS})(?:\s*\^\s*\{{?\s*[23]\s*\}}?)?\s*\.?\s*$", re.IGNORECASE
+    rf"(?:(?:(?<=[\d}}.)])|(?<=\\pi))\s+{_UNIT_WORD}"
+    rf"|(?<=\d)\s+{_UNIT_SYMBOL}"
+    rf"|(?<=\d)(?:{_GLUED_UNITS})(?![A-Za-z]))"
+    rf"{_UNIT_POWER}{_UNIT_REST}"
 )
 _TEXT_CMDS = r"text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|mathsf|mathtt|hbox"
+_TEXT_UNIT = rf"\\(?:{_TEXT_CMDS})\s*\{{\s*[A-Za-z][A-Za-z\s./]*{_UNIT_POWER}\s*\}}{_UNIT_POWER}"
 # A \text{words} at the very end of an answer that starts with a value is an annotation
-# ("17\text{ meters}", "8\text{ meals}"): the value alone is the answer.
-_TRAILING_TEXT_RE = re.compile(
-    rf"(?<=[\d}}.a-zA-Z])\s*\\(?:{_TEXT_CMDS})\s*\{{\s*[A-Za-z][A-Za-z\s.]*\}}"
-    r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?\s*\.?\s*$"
-)
+# ("17\text{ meters}", "8\text{ meals}", "\text{km}/\text{h}"): the value alone is the answer.
+_TRAILING_TEXT_RE = re.compile(rf"(?<=[\d}}.a-zA-Z])\s*{_TEXT_UNIT}(?:\s*/\s*{_TEXT_UNIT})*\s*\.?\s*$")
 _TEXT_OPEN_RE = re.compile(rf"\\(?:{_TEXT_CMDS})\s*\{{")
 # "\\" (a matrix row break) is matched first so that its second backslash is never read
 # as the start of "\ " (a spacing command).
@@ -380,14 +552,15 @@ def _strip_assignment(s: str) -> str:
 def _normalize_once(s: str) -> str:
     # One space for any run of whitespace first: it keeps every later regex linear even on
     # a degenerate generation full of blanks.
-    s = re.sub(r"\s+", " ", s).replace("\u2212", "-").replace("\u00b0", "^\\circ").strip()
+    s = re.sub(r"\s+", " ", s).strip()
     s = re.sub(r"\\[dtc]frac(?![a-zA-Z])", r"\\frac", s)
     s = s.replace("\\displaystyle", "")
     s = re.sub(r"\\(?:left|right)\.", "", s)  # invisible delimiters
     s = _SIZING_RE.sub("", s)
-    s = s.replace("\u221e", "\\infty")
-    # ",\!" between digit groups is the MATH way to write a thousands separator.
-    s = re.sub(r"(\d),\\!\s*(?=\d{3})", r"\1", s)
+    # ",\!" (MATH's way) and "{,}" (TeX's comma without the list space) between digit
+    # groups are thousands separators. Not before 1, 2 or 4 digits: "0{,}5" (a decimal
+    # comma) and "1{,}24" stay unreadable rather than being guessed.
+    s = re.sub(r"(\d)(?:,\\!|\{,\})\s*(?=\d{3}(?!\d))", r"\1", s)
     s = s.replace("\\!", "")
     s = _SPACING_RE.sub(lambda m: m.group(0) if m.group(0) == "\\\\" else " ", s)
     s = s.replace("~", " ")
@@ -437,13 +610,15 @@ def _normalize_once(s: str) -> str:
 def normalize_math(s: str) -> str:
     """Normalise a MATH answer string so that equal answers compare equal as strings.
 
-    Removes ``$``, ``\\left``/``\\right``, spacing commands (``\\!``, ``\\,``, ``\\;``,
-    ``\\ ``), spaces, degree signs, percent signs, ``\\text{...}``/``\\mbox{...}`` wrappers
-    (dropping unit words that trail a value), a leading ``x=`` style assignment and a
-    trailing period; rewrites ``\\dfrac``/``\\tfrac`` as ``\\frac``, adds the braces of
-    ``\\frac12`` and ``\\sqrt2``, writes ``.5`` as ``0.5`` and ``3.50`` as ``3.5``, and
-    simple fractions ``a/b`` as ``\\frac{a}{b}``. Deterministic and idempotent (the rules
-    are applied until nothing changes).
+    Unicode math is first spelled as LaTeX (``\u03c0``, ``\u221a``, ``\u00b2``, ``\u00bd``,
+    ``\u2264``...). Then removes ``$``, ``\\left``/``\\right``, spacing commands
+    (``\\!``, ``\\,``, ``\\;``, ``\\ ``), spaces, degree signs, percent signs,
+    ``\\text{...}``/``\\mbox{...}`` wrappers (dropping unit words that trail a value), a
+    leading ``x=`` style assignment and a trailing period; rewrites ``\\dfrac``/``\\tfrac``
+    as ``\\frac``, adds the braces of ``\\frac12`` and ``\\sqrt2``, writes ``.5`` as
+    ``0.5``, ``3.50`` as ``3.5`` and ``1{,}024`` as ``1024``, and simple fractions ``a/b``
+    as ``\\frac{a}{b}``. Deterministic and idempotent (the rules are applied until nothing
+    changes).
 
     Args:
         s: A raw answer, e.g. ``"\\dfrac{1}{2}"`` or ``"17\\text{ cm}"``.
@@ -453,7 +628,7 @@ def normalize_math(s: str) -> str:
     """
     if s is None:
         return ""
-    s = str(s)
+    s = _unicode_to_latex(str(s))
     for _ in range(6):
         new = _normalize_once(s)
         if new == s:

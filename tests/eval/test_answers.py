@@ -47,13 +47,21 @@ AGIEVAL_MATH = SHARED / "data/agieval/math.jsonl"
         ("$-5", "-5"),
         ("50%", "50"),
         (" 42 ", "42"),
+        ("1{,}024", "1024"),
+        (r"12{,}345.50", "12345.5"),
+        (r"1,\!024", "1024"),
+        (r"1\,024", "1024"),
+        ("1\u2009024", "1024"),  # thin space
+        ("\u22125", "-5"),  # Unicode minus
     ],
 )
 def test_normalize_number(raw: str, expected: str) -> None:
     assert normalize_number(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "abc", "1,23", "1/2", "3 apples", "1.2.3", "-", "$"])
+@pytest.mark.parametrize(
+    "raw", ["", "abc", "1,23", "1/2", "3 apples", "1.2.3", "-", "$", "1{,}24", "0{,}5", "1234{,}567"]
+)
 def test_normalize_number_rejects_non_numbers(raw: str) -> None:
     assert normalize_number(raw) is None
 
@@ -87,6 +95,13 @@ def test_extract_gsm8k_gold() -> None:
         ("The answer is 5 - 3 = 2.", "2"),  # a computation gives way to its result
         ("The answer is 12 because 3 + 4 = 7.", "12"),  # an explanation does not
         ("The answer is **5**.", "5"),
+        ("The answer is 1{,}024.", "1024"),
+        (r"So she pays $\$1{,}234{,}567$ in all.", "1234567"),
+        (r"The change is $-1{,}500$.", "-1500"),
+        ("The answer is 1{,}24.", "1"),  # badly grouped: not one number
+        ("It fell by \u221212 degrees.", "-12"),
+        ("The area is 12 cm^2.", "12"),  # an exponent is never the answer
+        ("The acceleration is 9.8 m/s^{2}", "9.8"),
     ],
 )
 def test_extract_last_number(text: str, expected: str) -> None:
@@ -157,6 +172,19 @@ def test_last_boxed_absent_or_broken() -> None:
         ("12 inches", "12"),
         ("90 degrees", "90"),
         ("5 units", "5"),
+        ("4 meters per second", "4"),
+        ("9.8 m/s^2", "9.8"),  # a unit symbol right after a number
+        ("72 sq. ft.", "72"),
+        ("12cm", "12"),
+        (r"12\pi square units", r"12\pi"),
+        (r"60\ \text{km}/\text{h}", "60"),
+        (r"3 \mathrm{m^2}", "3"),
+        ("8 meals", "8"),  # any word of four letters or more
+        ("5m", "5m"),  # no space: a product
+        (r"\frac{1}{2} h", r"\frac{1}{2}h"),  # a letter after an expression is a variable
+        ("2 abc", "2abc"),  # short words are variables
+        ("3 hundred", "3hundred"),  # number words are not units
+        ("2 thirds", "2thirds"),
         (r"\text{even}", "even"),
         (r"\text{(E)}", "E"),
         (r"\$2.50", "2.5"),
@@ -167,6 +195,24 @@ def test_last_boxed_absent_or_broken() -> None:
         (r"k = \frac{3}{2}", r"\frac{3}{2}"),
         ("y = 2y - 1", "y=2y-1"),  # an equation, not an assignment: kept
         (r"371,\!043,\!400", "371043400"),
+        ("371{,}043{,}400", "371043400"),
+        (r"\frac{1}{5{,}525}", r"\frac{1}{5525}"),
+        ("0{,}5", "0{,}5"),  # a decimal comma, or a typo: not guessed
+        (r"1\,024", "1024"),
+        ("2\u03c0r", r"2\pi r"),  # pi, and a space so that it is not \pir
+        ("\u221a12", r"\sqrt{12}"),  # a Unicode root takes the whole number
+        ("\u221a(x+1)/2", r"\sqrt{x+1}/2"),
+        ("3\u221a3", r"3\sqrt{3}"),
+        ("\u221bx", r"\sqrt[3]{x}"),
+        ("x\u00b2+y\u00b3", "x^2+y^3"),
+        ("x\u207b\u00b9\u2070", "x^{-10}"),
+        ("\\log\u20828", r"\log_28"),
+        ("2\u00bd", r"2\frac{1}{2}"),  # a mixed number
+        ("1\u20442", r"\frac{1}{2}"),  # fraction slash
+        ("30\u00b0C", "30"),
+        ("x \u2264 3", r"x\le3"),
+        ("\u00b1\u03b8", r"\pm\theta"),
+        ("(-\u221e, 3)", r"(-\infty,3)"),
         ("1,234", "1234"),
         ("0,4", "0,4"),  # a list, not a thousands separator
         ("2/5", r"\frac{2}{5}"),
@@ -334,6 +380,178 @@ def test_score_math() -> None:
     assert score_math("The answer is **5**", "5")
     assert not score_math("I do not know.", "5")
     assert not score_math("", "5")
+
+
+# ---------------------------------------------------------------------------- spellings
+
+# Spellings real outputs use, by family: (family, kind, gold, output, expected). "math" rows
+# are scored with score_math (gold: a MATH answer), "gsm8k" rows with score_gsm8k.
+# bench/bench_answers.py scores the same rows with HF's math-verify, for comparison.
+THOUSANDS, UNICODE, UNITS = "thousands", "unicode", "units"
+SPELLINGS = [
+    # LaTeX-grouped thousands: "{,}", ",\!" and thin spaces between groups of three digits.
+    (THOUSANDS, "math", "1024", r"\boxed{1{,}024}", True),
+    (THOUSANDS, "math", "12345.5", r"\boxed{12{,}345.5}", True),
+    (THOUSANDS, "math", "1000", r"\boxed{\$1{,}000}", True),
+    (THOUSANDS, "math", "1234567", r"\boxed{1{,}234{,}567}", True),
+    (THOUSANDS, "math", r"371,\!043,\!400", r"\boxed{371{,}043{,}400}", True),
+    (THOUSANDS, "math", "1024", "The answer is $1{,}024$.", True),
+    (THOUSANDS, "math", "1024", r"\boxed{1\,024}", True),
+    (THOUSANDS, "math", "-2048", r"\boxed{-2{,}048}", True),
+    (THOUSANDS, "math", r"\frac{1}{5525}", r"\boxed{\frac{1}{5{,}525}}", True),
+    (THOUSANDS, "math", "(1000,2000)", r"\boxed{(1{,}000, 2{,}000)}", True),
+    (THOUSANDS, "math", "1024", r"\boxed{1,024}", True),
+    (THOUSANDS, "math", "1024", r"\boxed{1{,}24}", False),  # badly grouped
+    (THOUSANDS, "math", "1.024", r"\boxed{1{,}024}", False),  # a thousands separator, not a decimal comma
+    (THOUSANDS, "math", "0.5", r"\boxed{0{,}5}", False),  # a decimal comma is not guessed
+    (THOUSANDS, "math", "1024", r"\boxed{1{,}0240}", False),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1{,}024.", True),
+    (THOUSANDS, "gsm8k", "1024", "#### 1{,}024", True),
+    (THOUSANDS, "gsm8k", "1000", r"So she pays $\$1{,}000$ in total.", True),
+    (THOUSANDS, "gsm8k", "12345.5", "The total is $12{,}345.50$ dollars.", True),
+    (THOUSANDS, "gsm8k", "1024", r"The answer is $\boxed{1{,}024}$", True),
+    (THOUSANDS, "gsm8k", "1234567", "The answer is 1{,}234{,}567.", True),
+    (THOUSANDS, "gsm8k", "1024", r"The answer is $1\,024$.", True),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1\u202f024.", True),  # narrow no-break space
+    (THOUSANDS, "gsm8k", "-1500", "The change is $-1{,}500$.", True),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1,024.", True),
+    (THOUSANDS, "gsm8k", "24", "The answer is 1{,}24.", False),
+    (THOUSANDS, "gsm8k", "1024", "The answer is 1{,}02 4.", False),
+    (THOUSANDS, "gsm8k", "2345", "I think it is 1,2345", True),  # GSM8K rule: not one number
+    (THOUSANDS, "gsm8k", "1.024", "The answer is 1{,}024.", False),
+    (THOUSANDS, "math", "1000000", r"\boxed{1\,000\,000}", True),
+    (THOUSANDS, "math", "1000000", r"\boxed{1{,}000{,}000.00}", True),
+    (THOUSANDS, "math", "10000", r"\boxed{10{,}000 \text{ dollars}}", True),
+    (THOUSANDS, "math", "1,024", r"\boxed{1{,}024}", True),
+    (THOUSANDS, "gsm8k", "-1024", "The answer is \u22121{,}024.", True),
+    (THOUSANDS, "gsm8k", "1024", "so the total is $1{,}024$", True),
+    (THOUSANDS, "gsm8k", "2500", r"The final answer is $\boxed{2{,}500}$ dollars", True),
+    # Unicode math symbols, read as the LaTeX they stand for.
+    (UNICODE, "math", r"\pi", "The answer is \u03c0.", True),
+    (UNICODE, "math", r"2\pi", "\\boxed{2\u03c0}", True),
+    (UNICODE, "math", r"\frac{\pi}{2}", "\\boxed{\u03c0/2}", True),
+    (UNICODE, "math", r"\pi^2", "\\boxed{\u03c0\u00b2}", True),
+    (UNICODE, "math", r"\sqrt{2}", "\\boxed{\u221a2}", True),
+    (UNICODE, "math", r"\frac{\sqrt{2}}{2}", "\\boxed{\u221a2/2}", True),
+    (UNICODE, "math", r"3\sqrt{3}", "\\boxed{3\u221a3}", True),
+    (UNICODE, "math", r"2\sqrt{3}", "\\boxed{\u221a12}", True),
+    (UNICODE, "math", r"\sqrt{x+1}", "\\boxed{\u221a(x+1)}", True),
+    (UNICODE, "math", "2", "\\boxed{\u221b8}", True),
+    (UNICODE, "math", "6", "\\boxed{2\u00d73}", True),
+    (UNICODE, "math", "6", "\\boxed{2\u00b73}", True),
+    (UNICODE, "math", "2", "\\boxed{6\u00f73}", True),
+    (UNICODE, "math", "-5", "\\boxed{\u22125}", True),
+    (UNICODE, "math", r"\frac{1}{2}", "\\boxed{\u00bd}", True),
+    (UNICODE, "math", r"\frac{5}{2}", "\\boxed{2\u00bd}", True),
+    (UNICODE, "math", r"\frac{3}{4}", "The answer is \u00be.", True),
+    (UNICODE, "math", "0.5", "\\boxed{1\u20442}", True),
+    (UNICODE, "math", "x^2+1", "\\boxed{x\u00b2+1}", True),
+    (UNICODE, "math", "8", "\\boxed{2\u00b3}", True),
+    (UNICODE, "math", "x^{10}", "\\boxed{x\u00b9\u2070}", True),
+    (UNICODE, "math", r"\frac{1}{x}", "\\boxed{x\u207b\u00b9}", True),
+    (UNICODE, "math", "3", "\\boxed{\\log\u20828}", True),
+    (UNICODE, "math", r"x \le 3", "\\boxed{x \u2264 3}", True),
+    (UNICODE, "math", r"x \geq 3", "\\boxed{x\u22653}", True),
+    (UNICODE, "math", r"x \neq 3", "\\boxed{x \u2260 3}", True),
+    (UNICODE, "math", r"(-\infty, 3)", "\\boxed{(-\u221e, 3)}", True),
+    (UNICODE, "math", r"[1,2] \cup [3,4]", "\\boxed{[1,2] \u222a [3,4]}", True),
+    (UNICODE, "math", "[1,2]", "\\boxed{x \u2208 [1,2]}", True),
+    (UNICODE, "math", "30", "\\boxed{30\u00b0}", True),
+    (UNICODE, "math", "100", "\\boxed{100\u00b0C}", True),
+    (UNICODE, "math", r"\pm 2", "\\boxed{\u00b12}", True),
+    (UNICODE, "math", r"2\theta", "\\boxed{2\u03b8}", True),
+    (UNICODE, "math", "2", "\\boxed{2\u03c0}", False),
+    (UNICODE, "math", r"\pi", "\\boxed{3.14}", False),
+    (UNICODE, "math", r"\sqrt{2}", "\\boxed{\u221a3}", False),
+    (UNICODE, "math", "12", "\\boxed{\u221a12}", False),
+    (UNICODE, "math", "x^2", "\\boxed{x\u00b3}", False),
+    (UNICODE, "math", r"\frac{1}{2}", "\\boxed{\u2153}", False),
+    (UNICODE, "math", r"x \le 3", "\\boxed{x \u2265 3}", False),
+    (UNICODE, "math", r"\theta", "\\boxed{\u03c6}", False),
+    (UNICODE, "math", "5", "\\boxed{-5}", False),
+    (UNICODE, "math", r"2\sqrt{2}", "\\boxed{2\u221a2}", True),
+    (UNICODE, "math", r"\frac{\sqrt{2}}{2}", "\\boxed{1/\u221a2}", True),
+    (UNICODE, "math", r"\frac{3\pi}{4}", "\\boxed{3\u03c0/4}", True),
+    (UNICODE, "math", r"4\pi r^2", "\\boxed{4\u03c0r\u00b2}", True),
+    (UNICODE, "math", "-1", "\\boxed{e^{i\u03c0}}", True),
+    (UNICODE, "math", r"\frac{\pi}{3}", "\\boxed{\u03b8 = \u03c0/3}", True),
+    (UNICODE, "math", "30000", "\\boxed{3 \u00d7 10\u2074}", True),
+    (UNICODE, "math", r"\frac{\pi}{4}", "\\boxed{\u00bc\u03c0}", True),
+    (UNICODE, "math", r"\frac{2}{3}", "\\boxed{\u2154}", True),
+    (UNICODE, "math", "a_1", "\\boxed{a\u2081}", True),
+    (UNICODE, "math", r"3 \le x \le 5", "\\boxed{3 \u2264 x \u2264 5}", True),
+    (UNICODE, "math", r"\emptyset", "\\boxed{\u2205}", True),
+    (UNICODE, "math", "12", "\\boxed{\uff11\uff12}", True),  # fullwidth digits
+    (UNICODE, "math", r"\sqrt{3}", "\\boxed{\u221a3/3}", False),
+    (UNICODE, "gsm8k", "12", "The answer is \uff11\uff12.", True),
+    (UNICODE, "gsm8k", "-12", "The answer is \u221212.", True),
+    (UNICODE, "gsm8k", "12", "The answer is \u221212.", False),
+    (UNICODE, "gsm8k", "-3", "The temperature fell to \u22123\u00b0C.", True),
+    # Unit words after a value or an expression; units are dropped, not compared or converted.
+    (UNITS, "math", "12", r"\boxed{12 \text{ cm}}", True),
+    (UNITS, "math", "5", r"\boxed{5\mbox{ inches}}", True),
+    (UNITS, "math", "12.5", r"\boxed{\$12.50 dollars}", True),
+    (UNITS, "math", "30", r"\boxed{30 degrees}", True),
+    (UNITS, "math", "6", r"\boxed{6 square units}", True),
+    (UNITS, "math", "4", r"\boxed{4 meters per second}", True),
+    (UNITS, "math", "45", r"\boxed{45 \text{ miles per hour}}", True),
+    (UNITS, "math", "10", r"\boxed{10\%}", True),
+    (UNITS, "math", "10", r"\boxed{10 percent}", True),
+    (UNITS, "math", "7", r"\boxed{7 \text{cm}^2}", True),
+    (UNITS, "math", "9", r"\boxed{9 \, \text{cm}^{2}}", True),
+    (UNITS, "math", "5", r"\boxed{5 \text{ units}^2}", True),
+    (UNITS, "math", "8", r"\boxed{8 \text{ m}^3}", True),
+    (UNITS, "math", "3", r"\boxed{3 \textrm{ hours}}", True),
+    (UNITS, "math", "15", r"\boxed{15\text{ min}}", True),
+    (UNITS, "math", "100", r"\boxed{100\,\mathrm{kg}}", True),
+    (UNITS, "math", "72", r"\boxed{72 \text{ sq ft}}", True),
+    (UNITS, "math", "12", r"\boxed{12cm}", True),
+    (UNITS, "math", "5", r"\boxed{5 m}", True),
+    (UNITS, "math", "9.8", r"\boxed{9.8 \text{ m/s}^2}", True),
+    (UNITS, "math", "60", r"\boxed{60\ \text{km/h}}", True),
+    (UNITS, "math", "60", r"\boxed{60 km/h}", True),
+    (UNITS, "math", "8", r"\boxed{8 meals}", True),
+    (UNITS, "math", r"2\sqrt{3}", r"\boxed{2\sqrt{3} \text{ cm}}", True),
+    (UNITS, "math", r"\frac{3}{4}", r"\boxed{\frac{3}{4} \text{ inch}}", True),
+    (UNITS, "math", r"\frac{68}{3}", r"\boxed{\frac{68}{3} pounds}", True),
+    (UNITS, "math", r"12\pi", r"\boxed{12\pi \text{ square units}}", True),
+    (UNITS, "math", r"12\pi", r"\boxed{12\pi square units}", True),
+    (UNITS, "math", r"12\pi", r"\boxed{12\pi\ \mathrm{cm}^2}", True),
+    (UNITS, "math", "20", "The answer is 20 cm.", True),
+    (UNITS, "math", r"12\text{ m}", r"\boxed{12 \text{ cm}}", True),  # units are not compared
+    (UNITS, "math", "12", r"\boxed{120 \text{ mm}}", False),  # nor converted
+    (UNITS, "math", "2", r"\boxed{2x}", False),
+    (UNITS, "math", "5m", r"\boxed{5}", False),  # 5m is an expression: m is no unit there
+    (UNITS, "math", r"\frac{h}{2}", r"\boxed{\frac{1}{2}}", False),
+    (UNITS, "math", "300", r"\boxed{3 hundred}", False),
+    (UNITS, "math", "3", r"\boxed{3 hundred}", False),
+    (UNITS, "math", r"2\sqrt{3}", r"\boxed{3\sqrt{2} \text{ cm}}", False),
+    (UNITS, "math", "4", r"\boxed{5 meters per second}", False),
+    (UNITS, "gsm8k", "12", "The answer is 12 cm.", True),
+    (UNITS, "gsm8k", "1024", "The answer is $1{,}024$ dollars.", True),
+    (UNITS, "gsm8k", "4", "The speed is 4 meters per second.", True),
+    (UNITS, "gsm8k", "12", "The area is 12 cm^2.", True),
+    (UNITS, "gsm8k", "12", r"The area is $12 \text{ cm}^2$.", True),
+    (UNITS, "gsm8k", "9.8", "So the acceleration is 9.8 m/s^2.", True),
+    (UNITS, "gsm8k", "2", "The area is 12 cm^2.", False),
+    (UNITS, "gsm8k", "25", "She runs 25 km/h.", True),
+    (UNITS, "gsm8k", "5", "#### 5 km", True),
+    (UNITS, "math", "50", r"\boxed{50 \mathrm{~cm}}", True),
+    (UNITS, "math", r"\frac{5}{2}", r"\boxed{2.5 \text{ hours}}", True),
+    (UNITS, "math", r"\frac{\pi}{2}", r"\boxed{\frac{\pi}{2} \text{ radians}}", True),
+    (UNITS, "math", r"16\pi", r"\boxed{16 \pi \text{ cm}^2}", True),
+    (UNITS, "math", "100", r"\boxed{100 \text{ degrees Fahrenheit}}", True),
+    (UNITS, "math", "3", r"\boxed{3 L}", True),
+    (UNITS, "math", "x+1", r"\boxed{x+1 \text{ units}}", True),
+    (UNITS, "math", "5", r"\boxed{x = 5 \text{ cm}}", True),
+    (UNITS, "math", "8", r"\boxed{80 \text{ cm}}", False),
+]
+
+
+@pytest.mark.parametrize(("family", "kind", "gold", "output", "expected"), SPELLINGS)
+def test_spellings(family: str, kind: str, gold: str, output: str, expected: bool) -> None:
+    score = score_math if kind == "math" else score_gsm8k
+    assert score(output, gold) is expected
 
 
 # ---------------------------------------------------------------------------- real files
