@@ -401,3 +401,22 @@ def test_cli_writes_json_and_png(tiny_pair, tmp_path, monkeypatch, capsys):
     assert "held-out error vs k: k=1:" in printed and "similarity.json" in printed and "permuted" in printed
     with pytest.raises(ValueError, match="--locked"):
         main(["--source", "src-dir", "--target", "tgt-dir", "--questions", str(questions), "--out", str(out)])
+
+
+@pytest.mark.slow
+def test_cli_on_real_architectures_with_real_tokenizers(real_inputs, tmp_path, capsys):
+    from mkt.cli import main
+
+    src, tgt = real_inputs("qwen3"), real_inputs("llama")
+    out = tmp_path / "real"
+    assert main(["analyze", "similarity", "--source", str(src["model"]), "--target", str(tgt["model"]),
+                 "--questions", str(src["prompts"]), "--locked", "Question: {question}\nAnswer:", "--unlocked",
+                 "Question: {question}\nAnswer: Let's think step by step.", "--ks", "1", "2", "--k-for-n", "2",
+                 "--n-perm", "10", "--n-shuffles", "5", "--out", str(out)]) == 0
+    res = SimilarityResult.load(out)
+    assert res.n_prompts == 12 and res.cka_debiased.shape == (len(res.source_layers), len(res.target_layers))
+    assert res.mean_share_target.shape == res.spectral_entropy_shuffled_target.shape == (len(res.target_layers),)
+    assert (out / "similarity.png").stat().st_size > 10_000
+    assert main(["analyze", "similarity", "--source", str(src["model"]), "--target", str(tgt["model"]),
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "is not an organism: pass --questions" in capsys.readouterr().err
