@@ -177,6 +177,7 @@ class EntropyResult:
     accuracy: Comparison | None = None
     accuracy_mcnemar_p: float | None = None
     n_samples: int = 0
+    n_pass_prompts: int = 0
     temperature: float = 1.0
     ks: np.ndarray | None = None
     pass_at_k: np.ndarray | None = None
@@ -185,7 +186,7 @@ class EntropyResult:
 
 
 def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: Callable[[int, str], bool] | None = None,
-                     n_samples: int = 16, temperature: float = 1.0, max_new_tokens: int = 40,
+                     n_samples: int = 8, temperature: float = 1.0, max_new_tokens: int = 40, pass_n: int | None = None,
                      mode: str = "norm-preserving", n_controls: int = 19, model_name: str = "", seed: int = 0,
                      progress: bool = True) -> EntropyResult:
     """Collect greedy continuations, teacher-force them under every steering, then score.
@@ -194,6 +195,7 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
         key: a ``MasterKey`` in ``model``'s space.
         is_correct: ``is_correct(i, text)`` for prompt i; None skips accuracy and pass@k.
         n_samples, temperature: sampling for pass@k.
+        pass_n: pass@k on the first ``pass_n`` prompts only (sampling is the slow part); default all.
         n_controls: random directions (the key's per-layer norms, same alpha) for the
             entropy nulls; the first one is also sampled for the pass@k control.
     """
@@ -236,14 +238,16 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
     result.accuracy_mcnemar_p = mcnemar_exact(acc["key"].astype(bool).tolist(), acc["plain"].astype(bool).tolist())
 
     ks = np.array([k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples])
-    rows = [p for p in prompts for _ in range(n_samples)]
+    pass_prompts = prompts[:pass_n]
+    rows = [p for p in pass_prompts for _ in range(n_samples)]
     per_prompt = []  # [condition] -> [n_prompts, K]
     for s in tqdm((None, steerings["key"], controls[0]), desc="pass@k", disable=not progress):
         samples = generate(model, rows, max_new_tokens, s, do_sample=True, temperature=temperature, seed=seed,
                            batch_size=128)
         correct = np.array([is_correct(i // n_samples, g.text) for i, g in enumerate(samples)])
-        per_prompt.append(pass_at_k_per_prompt(correct.reshape(len(prompts), n_samples), ks))
+        per_prompt.append(pass_at_k_per_prompt(correct.reshape(len(pass_prompts), n_samples), ks))
     result.n_samples, result.temperature, result.ks = n_samples, temperature, ks
+    result.n_pass_prompts = len(pass_prompts)
     result.pass_at_k = np.array([p.mean(0) for p in per_prompt])
     result.pass_at_k_interval = np.array([[bootstrap_mean_interval(p[:, j]) for j in range(len(ks))]
                                           for p in per_prompt])
@@ -278,10 +282,11 @@ def plot_entropy(result: EntropyResult, path: str | Path) -> None:
             b.plot(comp.control_diffs, [y + 0.15] * len(comp.control_diffs), "x", color="gray",
                    label=f"random directions, same norms and alpha (n={len(comp.control_diffs)})" if y == 0 else None)
     b.axvline(0, color="black", lw=0.8)
+    b.set_ylim(-0.5, len(rows) + 0.6)  # room above the rows for the legend
     b.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=8)
     b.set_xlabel("entropy change with the key (nats, per-prompt paired)")
     b.set_title("Entropy change vs random-direction null", fontsize=9)
-    b.legend(fontsize=7)
+    b.legend(fontsize=7, loc="upper left")
 
     if r.scored:
         c = axes[2]
@@ -297,7 +302,8 @@ def plot_entropy(result: EntropyResult, path: str | Path) -> None:
                     fontsize=9)
         c.legend(fontsize=7)
     fig.suptitle(f"Output entropy{' and pass@k' if r.scored else ''} with vs without the key: {r.model}, "
-                 f"alpha={r.alpha}, {r.n_prompts} prompts" + (f" x {r.n_samples} samples" if r.scored else ""),
+                 f"alpha={r.alpha}, {r.n_prompts} prompts" + (f"; pass@k on {r.n_pass_prompts} x {r.n_samples} samples"
+                                                   if r.scored else ""),
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -316,6 +322,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--template", default="direct", help="task prompt template: direct, step_by_step or a literal "
                    "template with {question} (default direct)")
     p.add_argument("--samples", type=int, default=8, help="samples per prompt for pass@k (default 8)")
+    p.add_argument("--pass-n", type=int, default=40, help="prompts (the first of --n) sampled for pass@k (default "
+                   "40: sampling is the slow part)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget (default 40)")
     p.add_argument("--controls", type=int, default=19, help="random directions (key's norms, same alpha) for the "
@@ -342,7 +350,7 @@ def run(args) -> EntropyResult:
 
         is_correct = lambda i, text: score_answer(text, probs[i]).correct  # noqa: E731
     result = entropy_analysis(model, prompts, key, alpha, is_correct, args.samples, args.temperature,
-                              args.max_new_tokens, n_controls=args.controls, model_name=args.model)
+                              args.max_new_tokens, args.pass_n, n_controls=args.controls, model_name=args.model)
     out = write_outputs(result, plot_entropy, args.out or "runs/entropy", "entropy")
 
     def line(name: str, c: Comparison, unit: str = "nats") -> str:

@@ -571,7 +571,8 @@ def run(args: argparse.Namespace) -> SimilarityResult:
     print("  held-out error vs k: " + "  ".join(f"k={k}: {e:.3f}" for k, e in s["error_vs_k"].items()))
     print("  held-out error vs n: " + "  ".join(f"n={m}: {e:.3f}" for m, e in s["error_vs_n"].items()))
     for side in ("source", "target"):
-        print(f"  {side} Unlocked-Locked (means over layers): spectral entropy {s[f'mean_spectral_entropy_{side}']:.2f} "
+        print(f"  {side} Unlocked-Locked (means over layers): spectral entropy "
+              f"{s[f'mean_spectral_entropy_{side}']:.2f} "
               f"nats (shuffled pairs {s[f'mean_spectral_entropy_shuffled_{side}']:.2f}); share along the mean "
               f"{s[f'mean_mean_share_{side}']:.3f} (shuffled pairs {s[f'mean_mean_share_shuffled_{side}']:.3f})")
     print(f"wrote {json_path} and {png_path}")

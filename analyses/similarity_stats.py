@@ -23,7 +23,6 @@ from torch import Tensor
 from mkt.alignment import fit_alignment
 from mkt.models import ModelIdentity
 
-
 # --- subspaces ------------------------------------------------------------------------------
 
 
