@@ -55,7 +55,41 @@ PLOT_FILE = "similarity.png"
 DEFAULT_KS = (1, 2, 4, 8, 16, 32)
 
 
-# --- analysis on activations ------------------------------------------------------------
+# --- collect (the only model I/O) -----------------------------------------------------------------
+
+
+class Activations(NamedTuple):
+    """Last-token residuals ``[n, L, d]`` of both models under both templates."""
+
+    x_s_locked: Tensor
+    x_t_locked: Tensor
+    x_s_unlocked: Tensor
+    x_t_unlocked: Tensor
+
+
+def collect_activations(
+    source_model, target_model, questions: list[str], locked_template, unlocked_template,
+    batch_size: int = 32, progress: bool = False,
+) -> Activations:
+    """Run both models on the Locked and Unlocked prompts of ``questions``.
+
+    Returns the four tensors in ``subspace_similarity``'s argument order, so
+    ``subspace_similarity(*collect_activations(...), ...)`` works.
+    """
+    from mkt.activations import last_token_resid
+    from mkt.prompts import PromptTemplate
+
+    locked = PromptTemplate.of(locked_template).format_all(questions)
+    unlocked = PromptTemplate.of(unlocked_template).format_all(questions)
+
+    def acts(model, prompts):
+        return last_token_resid(model, prompts, batch_size=batch_size, progress=progress)
+
+    return Activations(acts(source_model, locked), acts(target_model, locked),
+                       acts(source_model, unlocked), acts(target_model, unlocked))
+
+
+# --- compute -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -355,40 +389,6 @@ def subspace_similarity(
         center=bool(center), method=method, seed=int(seed), n_perm=int(n_perm), n_shuffles=int(n_shuffles),
         notes=notes, **per_model,
     )
-
-
-# --- model I/O ---------------------------------------------------------------------------
-
-
-class Activations(NamedTuple):
-    """Last-token residuals ``[n, L, d]`` of both models under both templates."""
-
-    x_s_locked: Tensor
-    x_t_locked: Tensor
-    x_s_unlocked: Tensor
-    x_t_unlocked: Tensor
-
-
-def collect_activations(
-    source_model, target_model, questions: list[str], locked_template, unlocked_template,
-    batch_size: int = 32, progress: bool = False,
-) -> Activations:
-    """Run both models on the Locked and Unlocked prompts of ``questions``.
-
-    Returns the four tensors in ``subspace_similarity``'s argument order, so
-    ``subspace_similarity(*collect_activations(...), ...)`` works.
-    """
-    from mkt.activations import last_token_resid
-    from mkt.prompts import PromptTemplate
-
-    locked = PromptTemplate.of(locked_template).format_all(questions)
-    unlocked = PromptTemplate.of(unlocked_template).format_all(questions)
-
-    def acts(model, prompts):
-        return last_token_resid(model, prompts, batch_size=batch_size, progress=progress)
-
-    return Activations(acts(source_model, locked), acts(target_model, locked),
-                       acts(source_model, unlocked), acts(target_model, unlocked))
 
 
 # --- plotting ----------------------------------------------------------------------------
