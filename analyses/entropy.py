@@ -1,126 +1,376 @@
-"""Entropy of the output distribution per generation step, and pass@k, with vs without the key.
+"""Output entropy with vs without the key on the same tokens, and accuracy and pass@k with intervals.
 
 The paper's claim: the key sharpens the distribution toward successful trajectories, so
 entropy drops and pass@1 rises more than pass@k does at large k.
 
-    mkt analyze entropy --model organism:target-base --samples 16
+Greedy entropies of two generations compare different trajectories (worked arithmetic
+tokens are low-entropy in themselves) averaged over whichever rows are still running. So
+every entropy here is teacher-forced: one forward over prompt + a FIXED token sequence,
+with and without the key (steered at the last prompt position, as in generation), on
+(a) the plain greedy continuation and (b) the keyed greedy continuation. The decision
+token is the first generated position: the only one both trajectories share, and where
+the key acts. Each paired difference (per prompt) has a bootstrap interval over prompts
+and is set against random directions with the key's per-layer norms at the same alpha.
+
+Accuracy and pass@k need answers: they run with ``--task`` (a task file, as in ``mkt
+eval``) or on the organisms; with ``--prompts`` only the entropy half runs.
+
+    mkt analyze entropy --model organism:target-family --samples 16
+    mkt analyze entropy --model DIR --pack PACK --prompts questions.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from analyses._common import (
     add_model_key_arguments,
     command_line,
     pyplot,
+    refuse_organism_prompts,
     resolve,
     write_outputs,
 )
-from mkt.eval.stats import pass_at_k
+from mkt.controls import isotropic_null
+from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval, pass_at_k
 from mkt.generation import generate
+from mkt.models import tokenize_left_padded
 from mkt.steering import Steering
 
+TRAJECTORIES = ("plain", "key")  # whose greedy continuation is teacher-forced
 
-def mean_entropy_per_step(entropies: list[list[float]], max_steps: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean entropy at each step over the generations still running, and how many ran."""
-    sums, counts = np.zeros(max_steps), np.zeros(max_steps)
-    for seq in entropies:
-        n = min(len(seq), max_steps)
-        sums[:n] += seq[:n]
-        counts[:n] += 1
-    return np.divide(sums, counts, out=np.full(max_steps, np.nan), where=counts > 0), counts
+
+# --- pure statistics ---------------------------------------------------------------------------
+
+
+def bootstrap_mean_interval(values, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of a mean, resampling items (the paired bootstrap against zero)."""
+    return paired_bootstrap_interval(values, [0.0] * len(values), n_boot, seed)
+
+
+def pass_at_k_per_prompt(correct: np.ndarray, ks) -> np.ndarray:
+    """``[n_prompts, len(ks)]`` unbiased pass@k of each prompt from its ``[n_prompts, n_samples]`` scores."""
+    n = correct.shape[1]
+    return np.array([[pass_at_k(n, int(c), int(k)) for k in ks] for c in correct.sum(1)])
+
+
+def mean_per_step(per_row: list[np.ndarray], steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean at each step over the rows long enough to have it, and how many rows that is."""
+    sums, counts = np.zeros(steps), np.zeros(steps)
+    for row in per_row:
+        m = min(len(row), steps)
+        sums[:m] += row[:m]
+        counts[:m] += 1
+    return np.divide(sums, counts, out=np.full(steps, np.nan), where=counts > 0), counts
+
+
+@dataclass
+class Comparison:
+    """One per-prompt paired comparison, key minus without, with its controls.
+
+    ``control_diffs`` are the same difference for random directions with the key's
+    per-layer norms at the same alpha; ``p_value`` is the one-sided empirical p-value of
+    the key's change against them, in the direction ``sign`` (-1: a drop is the effect).
+    """
+
+    without: float
+    with_key: float
+    diff: float
+    interval: tuple[float, float]
+    control_diffs: list[float]
+    p_value: float | None
+
+
+def compare(without: np.ndarray, with_key: np.ndarray, controls: list[np.ndarray], sign: int,
+            seed: int = 0) -> Comparison:
+    """Paired comparison of per-prompt values; controls are per-prompt values under random keys."""
+    diffs = [float(np.mean(c - without)) for c in controls]
+    diff = float(np.mean(with_key - without))
+    return Comparison(float(np.mean(without)), float(np.mean(with_key)), diff,
+                      paired_bootstrap_interval(with_key, without, seed=seed), diffs,
+                      empirical_p_value(sign * diff, [sign * d for d in diffs]) if diffs else None)
+
+
+# --- model I/O ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def teacher_forced_entropy(model, prompts: list[str], continuations: list[list[int]],
+                           steering: Steering | None = None, batch_size: int = 128) -> list[np.ndarray]:
+    """Next-token entropy (nats) at each position that predicts a continuation token.
+
+    One forward over left-padded prompt + continuation. With ``prompt_len`` set to the
+    padded prompt length, the steering hooks act where they act in generation (the last
+    prompt position for scope ``prompt-last``), and later positions see that change through
+    attention exactly as they see it through the KV cache. Continuations are right-padded;
+    padding sits after every position read, so causal attention keeps it out.
+
+    Returns:
+        Per prompt, ``len(continuation)`` entropies; the first is the decision token's
+        (the distribution at the last prompt token).
+    """
+    out: list[np.ndarray] = []
+    for start in range(0, len(prompts), batch_size):
+        batch, conts = prompts[start:start + batch_size], continuations[start:start + batch_size]
+        ids, mask = tokenize_left_padded(model, batch)
+        prompt_len, width = ids.shape[1], max(1, max(len(c) for c in conts))
+        tail = torch.zeros((len(batch), width), dtype=ids.dtype)
+        for i, c in enumerate(conts):
+            tail[i, :len(c)] = torch.tensor(c, dtype=ids.dtype)
+        ids = torch.cat([ids, tail.to(ids.device)], 1)
+        mask = torch.cat([mask, torch.ones_like(tail).to(mask.device)], 1)
+        with ExitStack() as stack:
+            if steering is not None:
+                hooks = stack.enter_context(steering.rows(start, start + len(batch)).attach(model))
+                hooks.prompt_len, hooks.offset = prompt_len, 0
+            logits = model(ids, attention_mask=mask)
+        logp = torch.log_softmax(logits[:, prompt_len - 1:prompt_len - 1 + width].float(), -1)
+        ent = -(logp.exp() * logp).sum(-1).cpu().double().numpy()
+        out.extend(ent[i, :max(1, len(c))] for i, c in enumerate(conts))
+    return out
+
+
+def _continuation(g, eos: int | None) -> list[int]:
+    """The tokens generated, with the EOS that ended the row (its prediction is a decision too)."""
+    return g.token_ids + ([eos] if g.stopped and eos is not None else [])
+
+
+# --- the analysis -------------------------------------------------------------------------------
 
 
 @dataclass
 class EntropyResult:
+    """Teacher-forced entropies, and (with answers) accuracy and pass@k, with vs without the key.
+
+    Attributes:
+        step_entropy: ``[trajectory, condition, step]`` mean entropy over the rows whose
+            ``trajectory`` (plain, key) reaches the step; condition 0 without, 1 with the key.
+            Both conditions average the same rows on the same tokens.
+        step_rows: ``[trajectory, step]`` how many rows that is.
+        decision: entropy at the first generated position.
+        trajectory: per trajectory, the per-prompt mean entropy over its tokens.
+        accuracy: greedy correct rate (plain trajectory vs key trajectory), with McNemar's p.
+        pass_at_k, pass_at_k_interval: ``[condition, k]`` (without, key, random control) and
+            ``[condition, k, 2]`` bootstrap intervals over prompts; ``pass_at_k_diff_interval``
+            ``[k, 2]`` for key minus without.
+    """
+
     model: str
     alpha: float
-    steps: np.ndarray
-    entropy: np.ndarray  # greedy decoding, mean over prompts still generating
-    entropy_key: np.ndarray
-    running: np.ndarray  # prompts still generating at each step (without key)
-    running_key: np.ndarray
-    ks: np.ndarray
-    pass_at_k: np.ndarray
-    pass_at_k_key: np.ndarray
     n_prompts: int
-    n_samples: int
-    temperature: float
+    max_new_tokens: int
+    n_controls: int
+    steps: np.ndarray
+    step_entropy: np.ndarray
+    step_rows: np.ndarray
+    decision: Comparison
+    trajectory: dict[str, Comparison]
+    scored: bool
+    accuracy: Comparison | None = None
+    accuracy_mcnemar_p: float | None = None
+    n_samples: int = 0
+    n_pass_prompts: int = 0
+    temperature: float = 1.0
+    ks: np.ndarray | None = None
+    pass_at_k: np.ndarray | None = None
+    pass_at_k_interval: np.ndarray | None = None
+    pass_at_k_diff_interval: np.ndarray | None = None
 
 
-def entropy_and_pass_at_k(model, prompts: list[str], is_correct: Callable[[int, str], bool], key, alpha: float,
-                          n_samples: int = 16, temperature: float = 1.0, max_new_tokens: int = 64,
-                          mode: str = "norm-preserving", model_name: str = "", seed: int = 0,
-                          progress: bool = True) -> EntropyResult:
-    """Greedy per-step entropies, and pass@k from ``n_samples`` samples per prompt."""
-    out = {}
-    for tag, steering in tqdm((("plain", None), ("key", Steering(key.directions, alpha, mode))),
-                              desc="entropy", disable=not progress):
-        greedy = generate(model, prompts, max_new_tokens, steering, record_entropy=True, batch_size=64)
-        ent, running = mean_entropy_per_step([g.entropies for g in greedy], max_new_tokens)
-        rows = [p for p in prompts for _ in range(n_samples)]
-        samples = generate(model, rows, max_new_tokens, steering, do_sample=True, temperature=temperature,
-                           seed=seed, batch_size=128)
-        correct = np.array([is_correct(i // n_samples, g.text) for i, g in enumerate(samples)]).reshape(
-            len(prompts), n_samples)
-        ks = np.array([k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples])
-        passk = np.array([np.mean([pass_at_k(n_samples, int(c), int(k)) for c in correct.sum(1)]) for k in ks])
-        out[tag] = (ent, running, passk, ks)
-    (e0, r0, p0, ks), (e1, r1, p1, _) = out["plain"], out["key"]
-    return EntropyResult(model_name, alpha, np.arange(max_new_tokens), e0, e1, r0, r1, ks, p0, p1, len(prompts),
-                         n_samples, temperature)
+def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: Callable[[int, str], bool] | None = None,
+                     n_samples: int = 8, temperature: float = 1.0, max_new_tokens: int = 40, pass_n: int | None = None,
+                     mode: str = "norm-preserving", n_controls: int = 19, model_name: str = "", seed: int = 0,
+                     progress: bool = True) -> EntropyResult:
+    """Collect greedy continuations, teacher-force them under every steering, then score.
+
+    Args:
+        key: a ``MasterKey`` in ``model``'s space.
+        is_correct: ``is_correct(i, text)`` for prompt i; None skips accuracy and pass@k.
+        n_samples, temperature: sampling for pass@k.
+        pass_n: pass@k on the first ``pass_n`` prompts only (sampling is the slow part); default all.
+        n_controls: random directions (the key's per-layer norms, same alpha) for the
+            entropy nulls; the first one is also sampled for the pass@k control.
+    """
+    eos = model.tokenizer.eos_token_id
+    controls = [Steering(c.directions, alpha, mode) for c in isotropic_null(key, n_controls, seed)]
+    steerings = {"plain": None, "key": Steering(key.directions, alpha, mode)}
+    greedy = {tag: generate(model, prompts, max_new_tokens, s, batch_size=64) for tag, s in steerings.items()}
+    conts = {tag: [_continuation(g, eos) for g in gens] for tag, gens in greedy.items()}
+
+    tf = {(traj, cond): teacher_forced_entropy(model, prompts, conts[traj], s)
+          for traj in TRAJECTORIES for cond, s in steerings.items()}
+    # The controls only on the plain trajectory: the tokens no steering chose.
+    tf_controls = [teacher_forced_entropy(model, prompts, conts["plain"], s)
+                   for s in tqdm(controls, desc="controls", disable=not progress)]
+
+    def means(rows):
+        return np.array([r.mean() for r in rows])
+
+    def firsts(rows):
+        return np.array([r[0] for r in rows])
+
+    decision = compare(firsts(tf["plain", "plain"]), firsts(tf["plain", "key"]), [firsts(c) for c in tf_controls], -1)
+    trajectory = {traj: compare(means(tf[traj, "plain"]), means(tf[traj, "key"]),
+                                [means(c) for c in tf_controls] if traj == "plain" else [], -1)
+                  for traj in TRAJECTORIES}
+    curves = [[mean_per_step(tf[traj, cond], max_new_tokens + 1) for cond in steerings] for traj in TRAJECTORIES]
+    result = EntropyResult(
+        model_name, alpha, len(prompts), max_new_tokens, n_controls, np.arange(max_new_tokens + 1),
+        np.array([[c[0] for c in row] for row in curves]), np.array([row[0][1] for row in curves]),
+        decision, trajectory, is_correct is not None)
+    if is_correct is None:
+        return result
+
+    def score(gens) -> np.ndarray:
+        return np.array([is_correct(i, g.text) for i, g in enumerate(gens)], dtype=float)
+
+    acc = {tag: score(gens) for tag, gens in greedy.items()}
+    control_acc = score(generate(model, prompts, max_new_tokens, controls[0], batch_size=64))
+    result.accuracy = compare(acc["plain"], acc["key"], [control_acc], +1)
+    result.accuracy_mcnemar_p = mcnemar_exact(acc["key"].astype(bool).tolist(), acc["plain"].astype(bool).tolist())
+
+    ks = np.array([k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples])
+    pass_prompts = prompts[:pass_n]
+    rows = [p for p in pass_prompts for _ in range(n_samples)]
+    per_prompt = []  # [condition] -> [n_prompts, K]
+    for s in tqdm((None, steerings["key"], controls[0]), desc="pass@k", disable=not progress):
+        samples = generate(model, rows, max_new_tokens, s, do_sample=True, temperature=temperature, seed=seed,
+                           batch_size=128)
+        correct = np.array([is_correct(i // n_samples, g.text) for i, g in enumerate(samples)])
+        per_prompt.append(pass_at_k_per_prompt(correct.reshape(len(pass_prompts), n_samples), ks))
+    result.n_samples, result.temperature, result.ks = n_samples, temperature, ks
+    result.n_pass_prompts = len(pass_prompts)
+    result.pass_at_k = np.array([p.mean(0) for p in per_prompt])
+    result.pass_at_k_interval = np.array([[bootstrap_mean_interval(p[:, j]) for j in range(len(ks))]
+                                          for p in per_prompt])
+    result.pass_at_k_diff_interval = np.array([paired_bootstrap_interval(per_prompt[1][:, j], per_prompt[0][:, j])
+                                               for j in range(len(ks))])
+    return result
+
+
+# --- plot ----------------------------------------------------------------------------------------
 
 
 def plot_entropy(result: EntropyResult, path: str | Path) -> None:
     plt = pyplot()
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(result.steps, result.entropy, label="without key")
-    a.plot(result.steps, result.entropy_key, label=f"with key (alpha={result.alpha})")
-    a.set_xlabel("generation step")
-    a.set_ylabel("next-token entropy (nats), greedy")
-    a.legend()
-    b.plot(result.ks, 100 * result.pass_at_k, "o-", label="without key")
-    b.plot(result.ks, 100 * result.pass_at_k_key, "s-", label="with key")
-    b.set_xscale("log", base=2)
-    b.set_xlabel("k")
-    b.set_ylabel(f"pass@k (%), T={result.temperature}")
-    b.set_ylim(0, 102)
-    b.legend()
-    fig.suptitle(f"Output entropy and pass@k with vs without the key: {result.model}, "
-                 f"{result.n_prompts} prompts x {result.n_samples} samples", fontsize=10)
+    r = result
+    fig, axes = plt.subplots(1, 3 if r.scored else 2, figsize=(15 if r.scored else 10, 4))
+    a = axes[0]
+    for t, traj in enumerate(TRAJECTORIES):
+        for c, (cond, style) in enumerate((("without key", "-"), ("with key", "--"))):
+            a.plot(r.steps, r.step_entropy[t, c], style, color=f"C{t}", label=f"{traj} greedy tokens, {cond}")
+    a.set_xlabel("position in the continuation (0: decision token)")
+    a.set_ylabel("teacher-forced entropy (nats)")
+    a.set_title("Same tokens, with vs without the key", fontsize=9)
+    a.legend(fontsize=7)
+
+    b = axes[1]
+    rows = [("decision token", r.decision), *((f"{t} tokens, mean", r.trajectory[t]) for t in TRAJECTORIES)]
+    for y, (name, comp) in enumerate(rows):
+        b.errorbar(comp.diff, y, xerr=[[comp.diff - comp.interval[0]], [comp.interval[1] - comp.diff]], fmt="o",
+                   color="C3", capsize=3, label="key (95% bootstrap CI)" if y == 0 else None)
+        if comp.control_diffs:
+            b.plot(comp.control_diffs, [y + 0.15] * len(comp.control_diffs), "x", color="gray",
+                   label=f"random directions, same norms and alpha (n={len(comp.control_diffs)})" if y == 0 else None)
+    b.axvline(0, color="black", lw=0.8)
+    b.set_ylim(-0.5, len(rows) + 0.6)  # room above the rows for the legend
+    b.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=8)
+    b.set_xlabel("entropy change with the key (nats, per-prompt paired)")
+    b.set_title("Entropy change vs random-direction null", fontsize=9)
+    b.legend(fontsize=7, loc="upper left")
+
+    if r.scored:
+        c = axes[2]
+        for i, (name, style) in enumerate((("without key", "o-"), ("with key", "s-"), ("random direction", "x:"))):
+            c.plot(r.ks, 100 * r.pass_at_k[i], style, label=name, color=f"C{i}")
+            c.fill_between(r.ks, 100 * r.pass_at_k_interval[i, :, 0], 100 * r.pass_at_k_interval[i, :, 1],
+                           color=f"C{i}", alpha=0.15)
+        c.set_xscale("log", base=2)
+        c.set_xlabel("k")
+        c.set_ylabel(f"pass@k (%), T={r.temperature}, 95% bootstrap over prompts")
+        c.set_ylim(0, 102)
+        c.set_title(f"pass@k; greedy accuracy {100 * r.accuracy.without:.1f}% -> {100 * r.accuracy.with_key:.1f}%",
+                    fontsize=9)
+        c.legend(fontsize=7)
+    fig.suptitle(f"Output entropy{' and pass@k' if r.scored else ''} with vs without the key: {r.model}, "
+                 f"alpha={r.alpha}, {r.n_prompts} prompts" + (f"; pass@k on {r.n_pass_prompts} x {r.n_samples} samples"
+                                                   if r.scored else ""),
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+# --- command line ---------------------------------------------------------------------------------
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_key_arguments(p)
-    p.add_argument("--samples", type=int, default=16, help="samples per prompt for pass@k (default 16)")
+    p.add_argument("--task", default=None, help="task file with answers (as `mkt eval --task`): adds accuracy and "
+                   "pass@k; without it and with --prompts, only the entropy half runs")
+    p.add_argument("--kind", choices=["gsm8k", "math", "agieval-math"], default=None,
+                   help="task format (detected from the file's fields when omitted)")
+    p.add_argument("--template", default="direct", help="task prompt template: direct, step_by_step or a literal "
+                   "template with {question} (default direct)")
+    p.add_argument("--samples", type=int, default=8, help="samples per prompt for pass@k (default 8)")
+    p.add_argument("--pass-n", type=int, default=40, help="prompts (the first of --n) sampled for pass@k (default "
+                   "40: sampling is the slow part)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
     p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget (default 40)")
+    p.add_argument("--controls", type=int, default=19, help="random directions (key's norms, same alpha) for the "
+                   "entropy nulls (default 19: the fewest whose empirical p-value can reach 0.05)")
+
+
+def _task(args, n: int):
+    """Prompts and a scorer from ``--task``, or from the organism task on an organism model."""
+    from mkt.eval.tasks import build_prompts, extract_and_score, load_task, template_for
+
+    examples = load_task(args.task, args.kind, n)
+    prompts = build_prompts(examples, template_for(examples[0].kind, args.template))
+    return prompts, lambda i, text: extract_and_score(examples[i].kind, text, examples[i].gold)[1]
 
 
 def run(args) -> EntropyResult:
-    from mkt.organisms.task import score_answer
-
+    refuse_organism_prompts(args)
     model, key, alpha, prompts, probs = resolve(args)
-    if probs is None:
-        raise SystemExit("pass@k needs answers to check: this analysis scores organism prompts (drop --prompts)")
-    result = entropy_and_pass_at_k(model, prompts, lambda i, text: score_answer(text, probs[i]).correct, key, alpha,
-                                   args.samples, args.temperature, args.max_new_tokens, model_name=args.model)
+    is_correct = None
+    if args.task:
+        prompts, is_correct = _task(args, args.n)
+    elif probs is not None:  # an organism with no --prompts: its own task, whose answers are known
+        from mkt.organisms.task import score_answer
+
+        is_correct = lambda i, text: score_answer(text, probs[i]).correct  # noqa: E731
+    result = entropy_analysis(model, prompts, key, alpha, is_correct, args.samples, args.temperature,
+                              args.max_new_tokens, args.pass_n, n_controls=args.controls, model_name=args.model)
     out = write_outputs(result, plot_entropy, args.out or "runs/entropy", "entropy")
-    first = result.entropy[0], result.entropy_key[0]
-    print(f"entropy at the first generated token: {first[0]:.3f} -> {first[1]:.3f} nats with the key")
-    for k, a, b in zip(result.ks, result.pass_at_k, result.pass_at_k_key):
-        print(f"  pass@{k}: {a:.3f} -> {b:.3f}")
+
+    def line(name: str, c: Comparison, unit: str = "nats") -> str:
+        ctrl = (f"; random directions {min(c.control_diffs):+.3f} .. {max(c.control_diffs):+.3f}, p={c.p_value:.3f}"
+                if c.control_diffs else "")
+        return (f"  {name:26s} {c.without:.3f} -> {c.with_key:.3f} {unit} ({c.diff:+.3f}, 95% CI "
+                f"[{c.interval[0]:+.3f}, {c.interval[1]:+.3f}]{ctrl})")
+
+    print("teacher-forced entropy, same tokens with vs without the key:")
+    print(line("decision token", result.decision))
+    for traj in TRAJECTORIES:
+        print(line(f"{traj} greedy tokens (mean)", result.trajectory[traj]))
+    if result.scored:
+        print(line("greedy accuracy", result.accuracy, "") + f", McNemar p={result.accuracy_mcnemar_p:.3g}")
+        for j, k in enumerate(result.ks):
+            lo, hi = result.pass_at_k_diff_interval[j]
+            print(f"  pass@{k:<3d} {result.pass_at_k[0, j]:.3f} -> {result.pass_at_k[1, j]:.3f} "
+                  f"(diff 95% CI [{lo:+.3f}, {hi:+.3f}]; random direction {result.pass_at_k[2, j]:.3f})")
+    else:
+        print("  (no answers: accuracy and pass@k need --task)")
     print(f"wrote {out}/entropy.json and entropy.png")
     return result
 

@@ -4,9 +4,9 @@ METHOD.md section 5 asks for "subspace similarity between models/families (princ
 angles, CKA, alignment error vs rank and vs n, spectral entropy of the difference
 matrix)". This module answers it in three layers, kept apart:
 
-* pure tensor math (float64 inside, no models): ``principal_angles``, ``top_subspace``,
-  ``subspace_angles``, ``aligned_principal_angles``, ``linear_cka``, ``cka_matrix``,
-  ``spectral_entropy``, ``effective_rank``;
+* the statistics, pure tensor functions in ``analyses.similarity_stats`` (principal
+  angles, plain and debiased CKA with their permutation null, spectral entropy, the share
+  along the mean difference, the shuffled pairing that gives their noise floor);
 * the analysis on activations (``subspace_similarity`` -> ``SimilarityResult``), which
   runs on any ``[n_prompts, n_layers, d_model]`` tensors, plus ``collect_activations``,
   the only function that touches models;
@@ -38,7 +38,15 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analyses._common import relative_depth
+from analyses._common import pyplot, relative_depth
+from analyses.similarity_stats import (
+    aligned_principal_angles,
+    cka_matrix,
+    derangement,
+    mean_direction_share,
+    permuted_cka,
+    spectral_entropy,
+)
 from mkt.alignment import fit_alignment, relative_depth_map
 from mkt.models import ModelIdentity
 
@@ -47,253 +55,41 @@ PLOT_FILE = "similarity.png"
 DEFAULT_KS = (1, 2, 4, 8, 16, 32)
 
 
-# --- pure math ------------------------------------------------------------------------
+# --- collect (the only model I/O) -----------------------------------------------------------------
 
 
-def _orthonormal(a: Tensor, name: str) -> Tensor:
-    """Orthonormal basis (QR) of the columns of ``a``, refusing dependent columns.
+class Activations(NamedTuple):
+    """Last-token residuals ``[n, L, d]`` of both models under both templates."""
 
-    Householder QR always returns orthonormal columns, but for dependent input the extra
-    ones are arbitrary, so angles against them would be meaningless: refuse instead.
+    x_s_locked: Tensor
+    x_t_locked: Tensor
+    x_s_unlocked: Tensor
+    x_t_unlocked: Tensor
+
+
+def collect_activations(
+    source_model, target_model, questions: list[str], locked_template, unlocked_template,
+    batch_size: int = 32, progress: bool = False,
+) -> Activations:
+    """Run both models on the Locked and Unlocked prompts of ``questions``.
+
+    Returns the four tensors in ``subspace_similarity``'s argument order, so
+    ``subspace_similarity(*collect_activations(...), ...)`` works.
     """
-    if a.ndim != 2 or a.shape[1] < 1:
-        raise ValueError(f"basis {name} must be a 2-D [d, k] tensor with k >= 1, got shape {tuple(a.shape)}")
-    a = a.double()
-    if not torch.isfinite(a).all():
-        raise ValueError(f"basis {name} holds NaN or inf")
-    q, r = torch.linalg.qr(a)
-    diag = r.diagonal().abs()
-    tol = max(a.shape) * torch.finfo(torch.float64).eps * max(float(diag.max()), 1e-300) * 1e3
-    if a.shape[1] > a.shape[0] or bool((diag <= tol).any()):
-        rank = int(torch.linalg.matrix_rank(a))
-        raise ValueError(
-            f"basis {name} has {a.shape[1]} columns but spans only {rank} dimensions: pass linearly "
-            "independent columns"
-        )
-    return q
+    from mkt.activations import last_token_resid
+    from mkt.prompts import PromptTemplate
+
+    locked = PromptTemplate.of(locked_template).format_all(questions)
+    unlocked = PromptTemplate.of(unlocked_template).format_all(questions)
+
+    def acts(model, prompts):
+        return last_token_resid(model, prompts, batch_size=batch_size, progress=progress)
+
+    return Activations(acts(source_model, locked), acts(target_model, locked),
+                       acts(source_model, unlocked), acts(target_model, unlocked))
 
 
-def principal_angles(a: Float[Tensor, "d k1"], b: Float[Tensor, "d k2"]) -> Float[Tensor, "k"]:
-    """Principal angles (radians, ascending) between the column spans of ``a`` and ``b``.
-
-    Both bases are orthonormalised with QR first, so any basis of a subspace gives the same
-    answer. Small angles come from the sines and large ones from the cosines (Knyazev and
-    Argentati 2002), because ``arccos`` of a cosine near 1 loses half the digits.
-
-    Args:
-        a: ``[d, k1]`` basis, columns linearly independent.
-        b: ``[d, k2]`` basis of a subspace of the same space.
-
-    Returns:
-        float64 tensor of ``min(k1, k2)`` angles in ``[0, pi/2]``, smallest first.
-
-    Raises:
-        ValueError: the bases live in spaces of different widths (for two models, use
-            ``aligned_principal_angles``), or a basis has dependent columns.
-    """
-    if a.ndim != 2 or b.ndim != 2:
-        raise ValueError(f"bases must be 2-D [d, k]; got shapes {tuple(a.shape)} and {tuple(b.shape)}")
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(
-            f"the bases live in different spaces (d={a.shape[0]} vs d={b.shape[0]}): principal angles "
-            "need one space; for two models of different widths use aligned_principal_angles"
-        )
-    qa, qb = _orthonormal(a, "a"), _orthonormal(b, "b")
-    if qa.shape[1] < qb.shape[1]:  # the residual below must be taken from the smaller basis
-        qa, qb = qb, qa
-    cross = qa.T @ qb
-    cosines = torch.linalg.svdvals(cross).clamp(0.0, 1.0)  # descending: smallest angle first
-    residual = qb - qa @ cross  # part of the smaller basis outside the larger span
-    sines = torch.linalg.svdvals(residual).clamp(0.0, 1.0).flip(0)  # ascending: smallest angle first
-    return torch.where(cosines**2 >= 0.5, torch.arcsin(sines), torch.arccos(cosines))
-
-
-def top_subspace(x: Float[Tensor, "n d"], k: int, center: bool = True) -> Float[Tensor, "d k"]:
-    """Top-``k`` right singular vectors of ``x`` (float64, orthonormal columns).
-
-    Args:
-        x: ``[n, d]`` samples in rows.
-        k: subspace dimension, ``1 <= k <= min(n, d)``.
-        center: subtract the column means first, so the subspace describes variation across
-            samples rather than the shared offset (which residual streams have in plenty).
-    """
-    if x.ndim != 2:
-        raise ValueError(f"x must be 2-D [n, d], got shape {tuple(x.shape)}")
-    limit = min(x.shape)
-    if not 1 <= k <= limit:
-        raise ValueError(f"k={k} is out of range: it must be between 1 and min(n, d) = {limit}")
-    x = x.double()
-    if center:
-        x = x - x.mean(0)
-    return torch.linalg.svd(x, full_matrices=False).Vh[:k].T
-
-
-def subspace_angles(
-    x_a: Float[Tensor, "n d"], x_b: Float[Tensor, "m d"], k: int, center: bool = True
-) -> Float[Tensor, "k"]:
-    """Principal angles between the top-``k`` subspaces of two same-width activation sets.
-
-    For two layers of one model, or two models of the same width, where "the same
-    coordinates" is meaningful. Different widths raise; use ``aligned_principal_angles``.
-    """
-    if x_a.shape[-1] != x_b.shape[-1]:
-        raise ValueError(
-            f"activations of widths {x_a.shape[-1]} and {x_b.shape[-1]} share no space: use "
-            "aligned_principal_angles to compare models of different widths"
-        )
-    return principal_angles(top_subspace(x_a, k, center), top_subspace(x_b, k, center))
-
-
-def _single_pair_identities(x_s: Tensor, x_t: Tensor) -> tuple[ModelIdentity, ModelIdentity]:
-    return (
-        ModelIdentity("source", "unknown", 1, int(x_s.shape[1]), 0),
-        ModelIdentity("target", "unknown", 1, int(x_t.shape[1]), 0),
-    )
-
-
-def aligned_principal_angles(
-    x_s: Float[Tensor, "n d_s"],
-    x_t: Float[Tensor, "n d_t"],
-    k: int,
-    align_k: int | None = None,
-    center: bool = True,
-    method: str = "lstsq",
-) -> Float[Tensor, "k"]:
-    """Principal angles between the Target's top-k subspace and the mapped Source top-k.
-
-    Fits the paper's map ``T = V_sK M V_tK^T`` (``mkt.alignment.fit_alignment``) on one
-    layer pair, maps the Source's top-``k`` directions into the Target's space as rows
-    ``v T`` (exactly as keys are transferred), and measures the angles between their span
-    and the Target's own top-``k`` subspace.
-
-    The map is fitted at a rank ``align_k`` larger than ``k`` on purpose: the image of
-    ``T`` always lies in the Target's top-``align_k`` subspace, so at ``align_k == k`` the
-    angles would be zero by construction whatever the models. With the default (the
-    largest rank the data allow) the mapped direction ``v_i`` is the Target activity that
-    the Source's i-th principal component predicts, so small angles mean the two models'
-    dominant axes of variation correspond, and large angles mean the Source's main axes
-    land on minor directions of the Target.
-
-    Args:
-        x_s, x_t: ``[n, d]`` activations of the two models on the same prompts (one layer each).
-        k: dimension of the compared subspaces.
-        align_k: rank of the fitted map, ``k <= align_k <= min(n, d_s, d_t)``; default the maximum.
-        center: the zero-centred variant (map and subspaces about the mean).
-        method: alignment fit, as in ``fit_alignment`` (``lstsq`` is the paper's).
-
-    Returns:
-        float64 tensor of ``k`` angles in radians, smallest first.
-    """
-    if x_s.ndim != 2 or x_t.ndim != 2:
-        raise ValueError(f"x_s and x_t must be 2-D [n, d]; got {tuple(x_s.shape)} and {tuple(x_t.shape)}")
-    if x_s.shape[0] != x_t.shape[0]:
-        raise ValueError(
-            f"x_s and x_t come from {x_s.shape[0]} and {x_t.shape[0]} prompts: use the same prompts"
-        )
-    limit = min(x_s.shape[0], x_s.shape[1], x_t.shape[1])
-    align_k = limit if align_k is None else align_k
-    if not 1 <= k <= align_k <= limit:
-        raise ValueError(
-            f"need 1 <= k <= align_k <= min(n, d_s, d_t) = {limit}; got k={k}, align_k={align_k}"
-        )
-    ident_s, ident_t = _single_pair_identities(x_s, x_t)
-    alignment = fit_alignment(
-        x_s[:, None].float(), x_t[:, None].float(), ident_s, ident_t, align_k, method=method, center=center
-    )
-    v_s = top_subspace(x_s, k, center)
-    image = torch.stack([alignment.map_directions(v[None].float())[0] for v in v_s.T], dim=1)
-    return principal_angles(image, top_subspace(x_t, k, center))
-
-
-def _centered_gram(x: Tensor) -> Tensor:
-    x = x.double()
-    x = x - x.mean(0)
-    return x @ x.T
-
-
-def linear_cka(x: Float[Tensor, "n d1"], y: Float[Tensor, "n d2"]) -> float:
-    """Linear CKA (Kornblith et al. 2019) between two feature sets on the same samples.
-
-    ``||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F)`` on column-centred features. Invariant to
-    orthogonal transforms and isotropic scaling of either side, and defined across widths,
-    which is why it can compare a layer of one model with a layer of another.
-
-    Returns:
-        A value in [0, 1]; NaN when one side has no variance (CKA is undefined there).
-    """
-    if x.ndim != 2 or y.ndim != 2:
-        raise ValueError(f"x and y must be 2-D [n, d]; got {tuple(x.shape)} and {tuple(y.shape)}")
-    if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y hold {x.shape[0]} and {y.shape[0]} samples: CKA needs the same samples")
-    x, y = x.double() - x.double().mean(0), y.double() - y.double().mean(0)
-    # The feature-space and sample-space forms are equal; use whichever has smaller products.
-    if x.shape[0] <= max(x.shape[1], y.shape[1]):
-        k, l = x @ x.T, y @ y.T
-        num, den = (k * l).sum(), k.norm() * l.norm()
-    else:
-        num, den = (y.T @ x).norm() ** 2, (x.T @ x).norm() * (y.T @ y).norm()
-    if float(den) == 0.0:
-        return float("nan")
-    return float(num / den)
-
-
-def cka_matrix(
-    x: Float[Tensor, "n layer_a d_a"], y: Float[Tensor, "n layer_b d_b"]
-) -> Float[Tensor, "layer_a layer_b"]:
-    """Linear CKA between every layer of ``x`` and every layer of ``y`` (float64).
-
-    Each layer's centred Gram matrix is built once and normalised, so the whole heatmap is
-    one matrix product instead of ``L_a * L_b`` CKA calls.
-    """
-    if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"x and y must be [n, layers, d] on the same n prompts; got {tuple(x.shape)} and {tuple(y.shape)}"
-        )
-
-    def unit_grams(acts: Tensor) -> Tensor:
-        grams = torch.stack([_centered_gram(acts[:, layer]).flatten() for layer in range(acts.shape[1])])
-        norms = grams.norm(dim=1, keepdim=True)
-        return torch.where(norms > 0, grams / norms.clamp_min(1e-300), torch.full_like(grams, float("nan")))
-
-    return unit_grams(x) @ unit_grams(y).T
-
-
-def spectral_entropy(diffs: Float[Tensor, "n d"], center: bool = True) -> float:
-    """Shannon entropy (nats) of the normalised squared singular values of ``diffs``.
-
-    Applied to the Unlocked-minus-Locked difference matrix it says how many directions the
-    capability change spreads over: 0 when every difference lies on one line (a single
-    master key explains it), ``log r`` for ``r`` equally strong orthogonal directions.
-
-    Args:
-        diffs: ``[n, d]`` rows ``h^U(x_i) - h^L(x_i)``.
-        center: subtract the mean difference first (as the PCA aggregator does), so the
-            entropy describes how the differences vary around the mean key. Note that a
-            difference identical on every prompt then leaves nothing (NaN).
-
-    Returns:
-        The entropy; NaN when the (centred) matrix is zero.
-    """
-    if diffs.ndim != 2:
-        raise ValueError(f"diffs must be 2-D [n, d], got shape {tuple(diffs.shape)}")
-    d = diffs.double()
-    if center:
-        d = d - d.mean(0)
-    power = torch.linalg.svdvals(d) ** 2
-    total = power.sum()
-    if float(total) == 0.0 or not torch.isfinite(total):
-        return float("nan")
-    p = power / total
-    p = p[p > 0]  # 0 log 0 = 0
-    return float(-(p * p.log()).sum()) + 0.0  # + 0.0 turns -0.0 (all terms zero) into 0.0
-
-
-def effective_rank(diffs: Float[Tensor, "n d"], center: bool = True) -> float:
-    """``exp(spectral_entropy)`` (Roy and Vetterli 2007): 1 for rank one, r for r equal directions."""
-    return math.exp(spectral_entropy(diffs, center))
-
-
-# --- analysis on activations ------------------------------------------------------------
+# --- compute -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -304,11 +100,20 @@ class SimilarityResult:
         source_layers, target_layers: layer indices, ``[L_s]`` and ``[L_t]``.
         layer_map: relative-depth source layer of each target layer, ``[L_t]``.
         cka: ``[L_s, L_t]`` linear CKA of the Locked activations over all layer pairs.
+        cka_debiased: ``[L_s, L_t]`` the same from the unbiased HSIC (no finite-n inflation).
+        cka_null_q95, cka_debiased_null_q95: ``[L_t]`` 95th percentile of each CKA at the
+            matched pairs with the Target's prompts permuted (``n_perm`` draws): the value
+            reached with no prompt-to-prompt correspondence at all.
         mean_angle_deg: ``[L_t]`` mean aligned principal angle (degrees) at matched pairs.
         error_vs_k: ``{k: [L_t]}`` held-out relative alignment error at matched pairs.
         error_vs_n: ``{n: [L_t]}`` the same at rank ``k_for_n`` with ``n`` fitting prompts.
         spectral_entropy_source, spectral_entropy_target: ``[L_s]``, ``[L_t]`` entropy of
             each model's Unlocked-minus-Locked difference matrix per layer.
+        mean_share_source, mean_share_target: share of the differences' energy along the
+            mean difference (the mean-aggregated key), per layer.
+        *_shuffled_*: the same statistics on shuffled pairs (each Locked prompt against
+            another prompt's Unlocked state; ``n_shuffles`` derangements), mean and the 5th
+            (entropy: lower is the effect) or 95th (share: higher is the effect) percentile.
         ks, ns: the ranks and prompt counts actually measured.
     """
 
@@ -323,6 +128,19 @@ class SimilarityResult:
     error_vs_n: dict[int, np.ndarray]
     spectral_entropy_source: np.ndarray
     spectral_entropy_target: np.ndarray
+    cka_debiased: np.ndarray
+    cka_null_q95: np.ndarray
+    cka_debiased_null_q95: np.ndarray
+    spectral_entropy_shuffled_source: np.ndarray
+    spectral_entropy_shuffled_target: np.ndarray
+    spectral_entropy_shuffled_q05_source: np.ndarray
+    spectral_entropy_shuffled_q05_target: np.ndarray
+    mean_share_source: np.ndarray
+    mean_share_target: np.ndarray
+    mean_share_shuffled_source: np.ndarray
+    mean_share_shuffled_target: np.ndarray
+    mean_share_shuffled_q95_source: np.ndarray
+    mean_share_shuffled_q95_target: np.ndarray
     ks: np.ndarray
     ns: np.ndarray
     k_for_n: int
@@ -333,12 +151,17 @@ class SimilarityResult:
     center: bool
     method: str
     seed: int
+    n_perm: int
+    n_shuffles: int
     notes: list[str] = field(default_factory=list)
 
-    _ARRAYS = ("source_layers", "target_layers", "layer_map", "cka", "mean_angle_deg",
-               "spectral_entropy_source", "spectral_entropy_target", "ks", "ns")
+    _PER_MODEL = ("spectral_entropy", "spectral_entropy_shuffled", "spectral_entropy_shuffled_q05", "mean_share",
+                  "mean_share_shuffled", "mean_share_shuffled_q95")
+    _ARRAYS = ("source_layers", "target_layers", "layer_map", "cka", "cka_debiased", "cka_null_q95",
+               "cka_debiased_null_q95", "mean_angle_deg", "ks", "ns") + tuple(
+        f"{stat}_{side}" for stat in _PER_MODEL for side in ("source", "target"))
     _SCALARS = ("source_name", "target_name", "k_for_n", "k_angles", "n_prompts", "n_train",
-                "n_heldout", "center", "method", "seed")
+                "n_heldout", "center", "method", "seed", "n_perm", "n_shuffles")
 
     def to_json(self) -> dict:
         """Plain lists and numbers; NaN becomes None (strict JSON has no NaN)."""
@@ -392,11 +215,14 @@ class SimilarityResult:
 
         return dict(
             source=self.source_name, target=self.target_name, n_prompts=self.n_prompts,
-            mean_matched_cka=mean(matched), mean_angle_deg=mean(self.mean_angle_deg),
+            mean_matched_cka=mean(matched), mean_matched_cka_null_q95=mean(self.cka_null_q95),
+            mean_matched_cka_debiased=mean(self.cka_debiased[self.layer_map, self.target_layers]),
+            mean_matched_cka_debiased_null_q95=mean(self.cka_debiased_null_q95),
+            mean_angle_deg=mean(self.mean_angle_deg),
             error_vs_k={int(k): mean(v) for k, v in self.error_vs_k.items()},
             error_vs_n={int(n): mean(v) for n, v in self.error_vs_n.items()},
-            mean_entropy_source=mean(self.spectral_entropy_source),
-            mean_entropy_target=mean(self.spectral_entropy_target),
+            **{f"mean_{stat}_{side}": mean(getattr(self, f"{stat}_{side}"))
+               for stat in self._PER_MODEL for side in ("source", "target")},
         )
 
 
@@ -445,6 +271,8 @@ def subspace_similarity(
     k_angles: int | None = None,
     center: bool = True,
     method: str = "lstsq",
+    n_perm: int = 50,
+    n_shuffles: int = 20,
 ) -> SimilarityResult:
     """All similarity measures from last-token residuals of both models on the same prompts.
 
@@ -452,6 +280,10 @@ def subspace_similarity(
     Unlocked ones only enter the difference matrices. The prompts are split once, with
     ``seed``: alignment maps and angles are fitted on the train part, errors are measured
     on the held-out part. CKA and spectral entropy use every prompt (nothing is fitted).
+
+    Every statistic comes with the same statistic under a null drawn on the same prompts:
+    CKA with the Target's prompts permuted (``n_perm`` draws), and the difference-matrix
+    statistics on shuffled pairs (``n_shuffles`` derangements of the Unlocked rows).
 
     Args:
         x_s_locked, x_s_unlocked: Source ``[n, L_s, d_s]`` under the Locked / Unlocked template.
@@ -469,6 +301,8 @@ def subspace_similarity(
             variation across prompts rather than the large shared mean of the residual
             stream; ``False`` gives the paper's uncentred map.
         method: alignment fit (``lstsq``, ``procrustes``, ``ridge``).
+        n_perm: permutations for the CKA null.
+        n_shuffles: shuffled pairings for the difference-matrix noise floors.
     """
     _check_inputs(x_s_locked, x_t_locked, x_s_unlocked, x_t_unlocked)
     if not 0 < heldout_fraction < 1:
@@ -527,53 +361,34 @@ def subspace_similarity(
             note(f"no principal angles at target layer {lt}: {err}")
             angles.append(float("nan"))
 
-    diffs_s = (x_s_unlocked - x_s_locked).double()
-    diffs_t = (x_t_unlocked - x_t_locked).double()
+    cka, cka_debiased = cka_matrix(xs, xt).numpy(), cka_matrix(xs, xt, debiased=True).numpy()
+
+    def cka_null_q95(debiased: bool) -> np.ndarray:
+        return np.array([float(permuted_cka(xs[:, ls], xt[:, lt], n_perm, seed + lt, debiased).quantile(0.95))
+                         for lt, ls in enumerate(layer_map)])
+
+    per_model = {}
+    for side, locked, unlocked in (("source", x_s_locked, x_s_unlocked), ("target", x_t_locked, x_t_unlocked)):
+        locked, unlocked = locked.double(), unlocked.double()
+        shuffles = [derangement(n, seed + i) for i in range(n_shuffles)]
+        for stat, fn, tail in (("spectral_entropy", lambda d: spectral_entropy(d, center), 0.05),
+                               ("mean_share", mean_direction_share, 0.95)):
+            real = [fn(unlocked[:, layer] - locked[:, layer]) for layer in range(locked.shape[1])]
+            null = np.array([[fn(unlocked[p, layer] - locked[:, layer]) for layer in range(locked.shape[1])]
+                             for p in shuffles])  # [n_shuffles, L]
+            per_model[f"{stat}_{side}"] = np.array(real)
+            per_model[f"{stat}_shuffled_{side}"] = null.mean(0)
+            per_model[f"{stat}_shuffled_q{round(100 * tail):02d}_{side}"] = np.quantile(null, tail, axis=0)
     return SimilarityResult(
         source_name=source_name, target_name=target_name,
         source_layers=np.arange(n_ls), target_layers=np.arange(n_lt), layer_map=np.array(layer_map),
-        cka=cka_matrix(xs, xt).numpy(), mean_angle_deg=np.array(angles),
-        error_vs_k=error_vs_k, error_vs_n=error_vs_n,
-        spectral_entropy_source=np.array([spectral_entropy(diffs_s[:, layer], center) for layer in range(n_ls)]),
-        spectral_entropy_target=np.array([spectral_entropy(diffs_t[:, layer], center) for layer in range(n_lt)]),
+        cka=cka, mean_angle_deg=np.array(angles), error_vs_k=error_vs_k, error_vs_n=error_vs_n,
+        cka_debiased=cka_debiased, cka_null_q95=cka_null_q95(False), cka_debiased_null_q95=cka_null_q95(True),
         ks=np.array(kept_ks, dtype=int), ns=np.array(kept_ns, dtype=int), k_for_n=int(k_for_n),
         k_angles=int(k_angles), n_prompts=int(n), n_train=int(n_train), n_heldout=int(n_held),
-        center=bool(center), method=method, seed=int(seed), notes=notes,
+        center=bool(center), method=method, seed=int(seed), n_perm=int(n_perm), n_shuffles=int(n_shuffles),
+        notes=notes, **per_model,
     )
-
-
-# --- model I/O ---------------------------------------------------------------------------
-
-
-class Activations(NamedTuple):
-    """Last-token residuals ``[n, L, d]`` of both models under both templates."""
-
-    x_s_locked: Tensor
-    x_t_locked: Tensor
-    x_s_unlocked: Tensor
-    x_t_unlocked: Tensor
-
-
-def collect_activations(
-    source_model, target_model, questions: list[str], locked_template, unlocked_template,
-    batch_size: int = 32, progress: bool = False,
-) -> Activations:
-    """Run both models on the Locked and Unlocked prompts of ``questions``.
-
-    Returns the four tensors in ``subspace_similarity``'s argument order, so
-    ``subspace_similarity(*collect_activations(...), ...)`` works.
-    """
-    from mkt.activations import last_token_resid
-    from mkt.prompts import PromptTemplate
-
-    locked = PromptTemplate.of(locked_template).format_all(questions)
-    unlocked = PromptTemplate.of(unlocked_template).format_all(questions)
-
-    def acts(model, prompts):
-        return last_token_resid(model, prompts, batch_size=batch_size, progress=progress)
-
-    return Activations(acts(source_model, locked), acts(target_model, locked),
-                       acts(source_model, unlocked), acts(target_model, unlocked))
 
 
 # --- plotting ----------------------------------------------------------------------------
@@ -585,23 +400,22 @@ def _depth_ticks(n_layers: int, max_ticks: int = 8) -> tuple[np.ndarray, list[st
 
 
 def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
-    """One PNG with four panels: CKA heatmap, aligned angles, held-out error vs k, entropy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """One PNG, six panels: debiased CKA heatmap; matched-pair CKA against its permutation null;
+    aligned angles; held-out error vs k; spectral entropy and mean-direction share, each
+    against its shuffled-pairs floor."""
+    plt = pyplot()
 
     r = result
-    fig, axes = plt.subplots(2, 2, figsize=(12, 9.5), constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9), constrained_layout=True)
     fig.suptitle(
         f"Subspace similarity: {r.source_name} -> {r.target_name} "
         f"({r.n_prompts} prompts, {r.n_train} fit / {r.n_heldout} held out)"
     )
     n_ls, n_lt = len(r.source_layers), len(r.target_layers)
-    depth_t = relative_depth(n_lt)
+    depth_s, depth_t = relative_depth(n_ls), relative_depth(n_lt)
 
     ax = axes[0, 0]
-    im = ax.imshow(r.cka, origin="lower", aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
+    im = ax.imshow(r.cka_debiased, origin="lower", aspect="auto", vmin=0.0, vmax=1.0, cmap="viridis")
     ax.plot(r.target_layers, r.layer_map, "o", mfc="white", mec="black", ms=5, ls="none",
             label="relative-depth pairs")
     for axis, n_layers in ((ax.xaxis, n_lt), (ax.yaxis, n_ls)):
@@ -609,11 +423,23 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
         axis.set_ticks(ticks, labels)
     ax.set_xlabel(f"{r.target_name} layer (relative depth)")
     ax.set_ylabel(f"{r.source_name} layer (relative depth)")
-    ax.set_title("Linear CKA, Locked prompts, all layer pairs")
+    ax.set_title("Debiased linear CKA, Locked prompts, all layer pairs")
     ax.legend(loc="upper left", fontsize=8)
-    fig.colorbar(im, ax=ax, label="linear CKA")
+    fig.colorbar(im, ax=ax, label="debiased CKA")
 
     ax = axes[0, 1]
+    matched = (r.layer_map, r.target_layers)
+    for values, null, style, label in ((r.cka, r.cka_null_q95, "o-", "plain CKA"),
+                                       (r.cka_debiased, r.cka_debiased_null_q95, "s-", "debiased CKA")):
+        line = ax.plot(depth_t, values[matched], style, label=label)[0]
+        ax.plot(depth_t, null, ":", color=line.get_color(), label=f"{label}, prompts permuted (95th pct)")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_xlabel(f"{r.target_name} relative depth")
+    ax.set_ylabel("CKA at relative-depth pairs")
+    ax.set_title(f"CKA vs its permutation null on the same n={r.n_prompts}")
+    ax.legend(fontsize=7)
+
+    ax = axes[0, 2]
     ax.plot(depth_t, r.mean_angle_deg, "o-", label=f"mean of {r.k_angles} angles")
     ax.axhline(90.0, color="grey", ls=":", lw=1, label="orthogonal (90°)")
     ax.set_ylim(0, 95)
@@ -625,10 +451,9 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
     ax = axes[1, 0]
     if len(r.ks):
         errors = np.stack([r.error_vs_k[int(k)] for k in r.ks])  # [n_k, L_t]
-        mean = np.nanmean(errors, axis=1)
         ax.fill_between(r.ks, np.nanmin(errors, axis=1), np.nanmax(errors, axis=1), alpha=0.2,
                         label="range over target layers")
-        ax.plot(r.ks, mean, "o-", lw=2, label="mean over target layers")
+        ax.plot(r.ks, np.nanmean(errors, axis=1), "o-", lw=2, label="mean over target layers")
         for lt in sorted({0, n_lt // 2, n_lt - 1}):
             ax.plot(r.ks, errors[:, lt], "--", lw=1,
                     label=f"target layer {lt} (depth {depth_t[lt]:.2f}) <- source {r.layer_map[lt]}")
@@ -640,16 +465,27 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
     ax.set_title(f"Alignment error vs rank ({r.method}{', centred' if r.center else ''})")
     ax.legend(fontsize=7)
 
-    ax = axes[1, 1]
-    ax.plot(relative_depth(n_ls), r.spectral_entropy_source, "o-", label=f"Source: {r.source_name}")
-    ax.plot(depth_t, r.spectral_entropy_target, "s-", label=f"Target: {r.target_name}")
-    ax.set_xlabel("relative depth")
-    ax.set_ylabel("spectral entropy of Unlocked - Locked (nats)")
-    ax.set_title("How many directions the capability change spans")
-    ax.secondary_yaxis("right", functions=(np.exp, lambda e: np.log(np.clip(e, 1e-12, None)))).set_ylabel(
-        "effective rank"
-    )
-    ax.legend(fontsize=8)
+    for ax, stat, ylabel, title in (
+        (axes[1, 1], "spectral_entropy", "spectral entropy of Unlocked - Locked (nats)",
+         "How many directions the change spans (lower: fewer)"),
+        (axes[1, 2], "mean_share", "share of difference energy along the mean",
+         "How much of the change lies along the mean key"),
+    ):
+        q = "q05" if stat == "spectral_entropy" else "q95"
+        for side, depth, style in (("source", depth_s, "o-"), ("target", depth_t, "s-")):
+            name = r.source_name if side == "source" else r.target_name
+            line = ax.plot(depth, getattr(r, f"{stat}_{side}"), style, label=f"{side}: {name}")[0]
+            ax.plot(depth, getattr(r, f"{stat}_shuffled_{side}"), ":", color=line.get_color(),
+                    label=f"{side}, shuffled pairs (mean)")
+            ax.fill_between(depth, getattr(r, f"{stat}_shuffled_{q}_{side}"), getattr(r, f"{stat}_shuffled_{side}"),
+                            color=line.get_color(), alpha=0.15)
+        ax.set_xlabel("relative depth")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    axes[1, 1].secondary_yaxis("right", functions=(np.exp, lambda e: np.log(np.clip(e, 1e-12, None)))).set_ylabel(
+        "effective rank")
+    axes[1, 2].set_ylim(0, 1.02)
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -681,6 +517,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the train / held-out split")
     parser.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq",
                         help="alignment fit (default lstsq, the paper's)")
+    parser.add_argument("--n-perm", type=int, default=50, help="permutations for the CKA null (default 50)")
+    parser.add_argument("--n-shuffles", type=int, default=20,
+                        help="shuffled pairings for the difference-matrix noise floors (default 20)")
     parser.add_argument("--no-center", dest="center", action="store_false",
                         help="the paper's uncentred map and subspaces (default: centred)")
     return parser
@@ -691,10 +530,14 @@ def _questions_and_templates(args) -> tuple[list[str], str, str]:
     from mkt.prompts import read_questions
 
     if args.questions is None:
+        real = [m for m in (args.source, args.target) if not str(m).startswith("organism:")]
+        if real:
+            raise ValueError(f"{real[0]} is not an organism: pass --questions FILE with --locked and --unlocked "
+                             "templates (the organism task's questions mean nothing to a real model)")
         questions = [p.question for p in problems(args.n, "train", seed=3)]
         return questions, args.locked or LOCKED_TEMPLATE, args.unlocked or UNLOCKED_TEMPLATE
     if not (args.locked and args.unlocked):
-        raise SystemExit("similarity: with --questions FILE also give --locked TEMPLATE and --unlocked TEMPLATE")
+        raise ValueError("with --questions FILE also give --locked TEMPLATE and --unlocked TEMPLATE")
     return read_questions(args.questions, args.field)[: args.n], args.locked, args.unlocked
 
 
@@ -714,19 +557,24 @@ def run(args: argparse.Namespace) -> SimilarityResult:
     result = subspace_similarity(
         *acts, model_identity(source).name, model_identity(target).name, ks=args.ks, ns=args.ns,
         k_for_n=args.k_for_n, heldout_fraction=args.heldout_fraction, seed=args.seed,
-        center=args.center, method=args.method,
+        center=args.center, method=args.method, n_perm=args.n_perm, n_shuffles=args.n_shuffles,
     )
     json_path = result.save(args.out)
     png_path = plot_similarity(result, Path(args.out) / PLOT_FILE)
     s = result.summary()
     print(f"similarity {s['source']} -> {s['target']} on {s['n_prompts']} prompts "
           f"({result.n_train} fit / {result.n_heldout} held out)")
-    print(f"  CKA at relative-depth pairs (mean): {s['mean_matched_cka']:.3f}")
+    print(f"  CKA at relative-depth pairs (mean): plain {s['mean_matched_cka']:.3f} (prompts permuted, 95th pct: "
+          f"{s['mean_matched_cka_null_q95']:.3f}); debiased {s['mean_matched_cka_debiased']:.3f} (null "
+          f"{s['mean_matched_cka_debiased_null_q95']:.3f})")
     print(f"  aligned principal angle, top-{result.k_angles} (mean): {s['mean_angle_deg']:.1f} deg")
     print("  held-out error vs k: " + "  ".join(f"k={k}: {e:.3f}" for k, e in s["error_vs_k"].items()))
     print("  held-out error vs n: " + "  ".join(f"n={m}: {e:.3f}" for m, e in s["error_vs_n"].items()))
-    print(f"  spectral entropy of Unlocked-Locked (mean, nats): source {s['mean_entropy_source']:.2f}, "
-          f"target {s['mean_entropy_target']:.2f}")
+    for side in ("source", "target"):
+        print(f"  {side} Unlocked-Locked (means over layers): spectral entropy "
+              f"{s[f'mean_spectral_entropy_{side}']:.2f} "
+              f"nats (shuffled pairs {s[f'mean_spectral_entropy_shuffled_{side}']:.2f}); share along the mean "
+              f"{s[f'mean_mean_share_{side}']:.3f} (shuffled pairs {s[f'mean_mean_share_shuffled_{side}']:.3f})")
     print(f"wrote {json_path} and {png_path}")
     return result
 

@@ -16,7 +16,8 @@ import torch  # noqa: E402
 
 from mkt.organisms.train import OrganismSpec, build_tokenizer  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# MKT_SHARED: where ../shared is for a checkout elsewhere (a git worktree, for one)
+SHARED = Path(os.environ.get("MKT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 TINY_SPECS = {
     "qwen2": OrganismSpec(arch="qwen2", d_model=64, n_layers=3, n_heads=4, seed=0, max_positions=512),

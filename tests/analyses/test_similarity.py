@@ -7,18 +7,24 @@ import torch
 
 from analyses.similarity import (
     SimilarityResult,
-    aligned_principal_angles,
-    cka_matrix,
     collect_activations,
     default_ns,
+    plot_similarity,
+    subspace_similarity,
+)
+from analyses.similarity_stats import (
+    aligned_principal_angles,
+    cka_matrix,
+    derangement,
     effective_rank,
     linear_cka,
-    plot_similarity,
+    mean_direction_share,
+    permuted_cka,
     principal_angles,
     spectral_entropy,
     subspace_angles,
-    subspace_similarity,
     top_subspace,
+    u_centered_gram,
 )
 
 
@@ -146,11 +152,61 @@ def test_linear_cka_invariances_and_independence():
 def test_cka_matrix_matches_pairwise():
     xs = torch.randn(40, 2, 7, generator=_gen(14))
     xt = torch.cat([xs @ torch.randn(7, 9, generator=_gen(15)), torch.randn(40, 1, 9, generator=_gen(16))], 1)
-    m = cka_matrix(xs, xt)
-    assert m.shape == (2, 3)
-    for i in range(2):
-        for j in range(3):
-            assert m[i, j].item() == pytest.approx(linear_cka(xs[:, i], xt[:, j]), abs=1e-10)
+    for debiased in (False, True):
+        m = cka_matrix(xs, xt, debiased=debiased)
+        assert m.shape == (2, 3)
+        for i in range(2):
+            for j in range(3):
+                assert m[i, j].item() == pytest.approx(linear_cka(xs[:, i], xt[:, j], debiased), abs=1e-10)
+
+
+def _song_unbiased_hsic(k: torch.Tensor, l: torch.Tensor) -> float:
+    """Song et al. (2012), eq. 5, written out directly on raw (uncentred) Gram matrices."""
+    n = k.shape[0]
+    kt, lt = k.clone(), l.clone()
+    kt.fill_diagonal_(0.0)
+    lt.fill_diagonal_(0.0)
+    one = torch.ones(n, dtype=torch.float64)
+    trace = float(torch.trace(kt @ lt))
+    middle = float(one @ kt @ one) * float(one @ lt @ one) / ((n - 1) * (n - 2))
+    last = 2.0 / (n - 2) * float(one @ kt @ lt @ one)
+    return (trace + middle - last) / (n * (n - 3))
+
+
+def test_debiased_cka_is_the_unbiased_hsic_of_song_et_al():
+    g = _gen(40)
+    x = torch.randn(15, 6, generator=g, dtype=torch.float64) + 3.0  # offsets: U-centring must ignore them
+    y = x @ torch.randn(6, 4, generator=g, dtype=torch.float64) + torch.randn(15, 4, generator=g, dtype=torch.float64)
+    n = x.shape[0]
+    k, l = x @ x.T, y @ y.T
+    ours = float((u_centered_gram(x) * u_centered_gram(y)).sum()) / (n * (n - 3))
+    assert ours == pytest.approx(_song_unbiased_hsic(k, l), rel=1e-10)
+    direct = _song_unbiased_hsic(k, l) / math.sqrt(_song_unbiased_hsic(k, k) * _song_unbiased_hsic(l, l))
+    assert linear_cka(x, y, debiased=True) == pytest.approx(direct, rel=1e-10)
+    with pytest.raises(ValueError, match="at least 4"):
+        linear_cka(x[:3], y[:3], debiased=True)
+
+
+def test_debiased_cka_removes_the_small_n_bias_that_the_permutation_null_shows():
+    # n << d, independent features: plain CKA is far above 0, debiased CKA is not
+    plain, debiased, null = [], [], []
+    for seed in range(10):
+        g = _gen(100 + seed)
+        x, y = torch.randn(20, 400, generator=g), torch.randn(20, 300, generator=g)
+        plain.append(linear_cka(x, y))
+        debiased.append(linear_cka(x, y, debiased=True))
+        null.append(float(permuted_cka(x, y, n_perm=20, seed=seed).mean()))
+    assert np.mean(plain) > 0.8
+    assert abs(np.mean(debiased)) < 0.03
+    assert np.mean(null) == pytest.approx(np.mean(plain), abs=0.02)  # the plain null sits just as high
+    # a real correspondence stands out from its permutation null, plain or debiased
+    g = _gen(120)
+    x = torch.randn(30, 50, generator=g)
+    y = x @ torch.randn(50, 40, generator=g) + 0.5 * torch.randn(30, 40, generator=g)
+    for flag in (False, True):
+        draws = permuted_cka(x, y, n_perm=50, seed=1, debiased=flag)
+        assert draws.shape == (50,) and torch.equal(draws, permuted_cka(x, y, n_perm=50, seed=1, debiased=flag))
+        assert linear_cka(x, y, flag) > float(draws.max()) + 0.05
 
 
 # --- spectral entropy ---------------------------------------------------------------------
@@ -175,6 +231,30 @@ def test_spectral_entropy_rank_one_and_equal_directions():
     # a difference identical on every prompt has no variation left once centred
     assert math.isnan(spectral_entropy(torch.ones(10, 4)))
     assert spectral_entropy(torch.ones(10, 4), center=False) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_mean_direction_share_against_explicit_projection():
+    g = _gen(41)
+    d = torch.randn(30, 8, generator=g, dtype=torch.float64) + torch.tensor([2.0] + [0.0] * 7, dtype=torch.float64)
+    m = d.mean(0) / d.mean(0).norm()
+    explicit = sum(float(row @ m) ** 2 for row in d) / sum(float(row @ row) for row in d)
+    assert mean_direction_share(d) == pytest.approx(explicit, rel=1e-12)
+    line = torch.randn(30, 1, generator=g) * torch.randn(1, 8, generator=g) + 0.0
+    assert mean_direction_share(line) == pytest.approx(1.0, abs=1e-9)  # every difference on the key's line
+    noise = torch.randn(2000, 50, generator=g)
+    assert mean_direction_share(noise) < 0.05  # isotropic: about 1/d of the energy
+    assert math.isnan(mean_direction_share(torch.zeros(4, 3)))
+
+
+def test_derangement_is_a_permutation_without_fixed_points():
+    for n in (2, 3, 10, 257):
+        for seed in range(20):
+            p = derangement(n, seed)
+            assert sorted(p.tolist()) == list(range(n))
+            assert (p != torch.arange(n)).all()
+    assert not torch.equal(derangement(50, 0), derangement(50, 1))
+    with pytest.raises(ValueError, match="at least 2"):
+        derangement(1)
 
 
 # --- analysis on synthetic activations ------------------------------------------------------
@@ -208,6 +288,16 @@ def test_alignment_error_falls_with_rank_and_with_n():
     assert res.spectral_entropy_source == pytest.approx([0.0, 0.0], abs=1e-9)
     assert res.spectral_entropy_target == pytest.approx([math.log(2)] * 3, abs=0.15)
     assert res.mean_angle_deg.max() < 1.0  # the Target is a function of the same latent
+    # Against the nulls: the Target is a function of the Source, so CKA clears its permutation
+    # null; the differences ride on 1 (Source) or 2 (Target) directions, which shuffled pairs
+    # (carrying both clouds' question content) do not.
+    matched = res.cka_debiased[res.layer_map, res.target_layers]
+    assert (matched > res.cka_debiased_null_q95 + 0.5).all()
+    assert (res.cka_null_q95 < 0.1).all() and (np.abs(res.cka_debiased_null_q95) < 0.05).all()
+    assert (res.spectral_entropy_shuffled_q05_source > 1.0).all()
+    assert (res.spectral_entropy_shuffled_q05_target > res.spectral_entropy_target + 0.5).all()
+    assert res.mean_share_source == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert (res.mean_share_shuffled_q95_source < 0.1).all()
 
 
 def test_subspace_similarity_shapes_range_skips_and_json_round_trip(tmp_path):
@@ -231,7 +321,7 @@ def test_subspace_similarity_shapes_range_skips_and_json_round_trip(tmp_path):
     assert data["source_name"] == "src" and sorted(data["error_vs_k"], key=int) == ["1", "2", "4", "8", "16"]
     assert np.array(data["cka"]).shape == (2, 3)
     back = SimilarityResult.load(tmp_path)
-    for name in ("cka", "mean_angle_deg", "spectral_entropy_source", "spectral_entropy_target", "ks", "ns"):
+    for name in SimilarityResult._ARRAYS:
         np.testing.assert_allclose(getattr(back, name), getattr(res, name))
     for k in res.error_vs_k:
         np.testing.assert_allclose(back.error_vs_k[k], res.error_vs_k[k])
@@ -297,19 +387,36 @@ def test_cli_writes_json_and_png(tiny_pair, tmp_path, monkeypatch, capsys):
     loaded = {"src-dir": source, "tgt-dir": target}
     monkeypatch.setattr(mkt.models, "load_model", lambda name, **kwargs: loaded[name])  # models already built
     out = tmp_path / "run"
-    res = main(["--source", "src-dir", "--target", "tgt-dir", "--n", "20", "--out", str(out), "--device", "cpu",
-                "--ks", "1", "4", "--k-for-n", "2"])
-    assert res.n_prompts == 20 and list(res.ks) == [1, 4] and res.k_for_n == 2
-    assert SimilarityResult.load(out).cka.shape == (2, 3)
-    assert (out / "similarity.png").stat().st_size > 10_000
-    printed = capsys.readouterr().out
-    assert "held-out error vs k: k=1:" in printed and "similarity.json" in printed
-
+    with pytest.raises(ValueError, match="src-dir is not an organism: pass --questions"):  # no organism fallback
+        main(["--source", "src-dir", "--target", "tgt-dir", "--n", "20", "--out", str(out)])
     questions = tmp_path / "q.txt"
     questions.write_text("\n".join(["12+34", "56+78+11", "99+10", "13+57+20", "22+33", "40+41+42", "18+19", "70+7"]))
     res = main(["--source", "src-dir", "--target", "tgt-dir", "--questions", str(questions), "--locked",
                 "Q:{question}|A:", "--unlocked", "S:{question}|A:", "--out", str(out), "--ks", "1", "2",
-                "--k-for-n", "1", "--heldout-fraction", "0.25"])
-    assert res.n_prompts == 8 and res.n_heldout == 2
-    with pytest.raises(SystemExit, match="--locked"):
+                "--k-for-n", "1", "--heldout-fraction", "0.25", "--device", "cpu", "--n-perm", "5"])
+    assert res.n_prompts == 8 and res.n_heldout == 2 and list(res.ks) == [1, 2] and res.n_perm == 5
+    assert SimilarityResult.load(out).cka_debiased.shape == (2, 3)
+    assert (out / "similarity.png").stat().st_size > 10_000
+    printed = capsys.readouterr().out
+    assert "held-out error vs k: k=1:" in printed and "similarity.json" in printed and "permuted" in printed
+    with pytest.raises(ValueError, match="--locked"):
         main(["--source", "src-dir", "--target", "tgt-dir", "--questions", str(questions), "--out", str(out)])
+
+
+@pytest.mark.slow
+def test_cli_on_real_architectures_with_real_tokenizers(real_inputs, tmp_path, capsys):
+    from mkt.cli import main
+
+    src, tgt = real_inputs("qwen3"), real_inputs("llama")
+    out = tmp_path / "real"
+    assert main(["analyze", "similarity", "--source", str(src["model"]), "--target", str(tgt["model"]),
+                 "--questions", str(src["prompts"]), "--locked", "Question: {question}\nAnswer:", "--unlocked",
+                 "Question: {question}\nAnswer: Let's think step by step.", "--ks", "1", "2", "--k-for-n", "2",
+                 "--n-perm", "10", "--n-shuffles", "5", "--out", str(out)]) == 0
+    res = SimilarityResult.load(out)
+    assert res.n_prompts == 12 and res.cka_debiased.shape == (len(res.source_layers), len(res.target_layers))
+    assert res.mean_share_target.shape == res.spectral_entropy_shuffled_target.shape == (len(res.target_layers),)
+    assert (out / "similarity.png").stat().st_size > 10_000
+    assert main(["analyze", "similarity", "--source", str(src["model"]), "--target", str(tgt["model"]),
+                 "--out", str(tmp_path / "none")]) == 2
+    assert "is not an organism: pass --questions" in capsys.readouterr().err
