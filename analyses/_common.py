@@ -249,16 +249,3 @@ def command_line(doc: str, add_arguments, run):
         return run(p.parse_args(argv))
 
     return main
-
-
-def refuse_organism_prompts(args) -> None:
-    """A real model gets real prompts: refuse, rather than fall back to the organisms' task.
-
-    The organism questions mean nothing to a real model, and a result on them would look
-    like a result on the model. Needs ``--prompts`` or ``--task`` (when the parser has it).
-    """
-    if str(args.model).startswith("organism:") or args.prompts or getattr(args, "task", None):
-        return
-    raise ValueError(f"{args.model} is not an organism: pass --prompts FILE"
-                     + (" or --task FILE" if hasattr(args, "task") else "")
-                     + " (the organism questions mean nothing to a real model)")

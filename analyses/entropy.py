@@ -35,8 +35,7 @@ from analyses._common import (
     add_model_key_arguments,
     command_line,
     pyplot,
-    refuse_organism_prompts,
-    resolve,
+    resolve_run,
     write_outputs,
 )
 from mkt.controls import isotropic_null
@@ -314,13 +313,7 @@ def plot_entropy(result: EntropyResult, path: str | Path) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_model_key_arguments(p)
-    p.add_argument("--task", default=None, help="task file with answers (as `mkt eval --task`): adds accuracy and "
-                   "pass@k; without it and with --prompts, only the entropy half runs")
-    p.add_argument("--kind", choices=["gsm8k", "math", "agieval-math"], default=None,
-                   help="task format (detected from the file's fields when omitted)")
-    p.add_argument("--template", default="direct", help="task prompt template: direct, step_by_step or a literal "
-                   "template with {question} (default direct)")
+    add_model_key_arguments(p)  # --task adds accuracy and pass@k; with --prompts only the entropy half runs
     p.add_argument("--samples", type=int, default=8, help="samples per prompt for pass@k (default 8)")
     p.add_argument("--pass-n", type=int, default=40, help="prompts (the first of --n) sampled for pass@k (default "
                    "40: sampling is the slow part)")
@@ -330,26 +323,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "entropy nulls (default 19: the fewest whose empirical p-value can reach 0.05)")
 
 
-def _task(args, n: int):
-    """Prompts and a scorer from ``--task``, or from the organism task on an organism model."""
-    from mkt.eval.tasks import build_prompts, extract_and_score, load_task, template_for
-
-    examples = load_task(args.task, args.kind, n)
-    prompts = build_prompts(examples, template_for(examples[0].kind, args.template))
-    return prompts, lambda i, text: extract_and_score(examples[i].kind, text, examples[i].gold)[1]
-
-
 def run(args) -> EntropyResult:
-    refuse_organism_prompts(args)
-    model, key, alpha, prompts, probs = resolve(args)
-    is_correct = None
-    if args.task:
-        prompts, is_correct = _task(args, args.n)
-    elif probs is not None:  # an organism with no --prompts: its own task, whose answers are known
-        from mkt.organisms.task import score_answer
-
-        is_correct = lambda i, text: score_answer(text, probs[i]).correct  # noqa: E731
-    result = entropy_analysis(model, prompts, key, alpha, is_correct, args.samples, args.temperature,
+    r = resolve_run(args)  # answers come from --task or the organisms' own task; real prompts have none
+    result = entropy_analysis(r.model, r.prompts, r.key, r.alpha, r.scorers().get("accuracy"), args.samples, args.temperature,
                               args.max_new_tokens, args.pass_n, n_controls=args.controls, model_name=args.model)
     out = write_outputs(result, plot_entropy, args.out or "runs/entropy", "entropy")
 
