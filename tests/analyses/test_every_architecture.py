@@ -1,0 +1,39 @@
+"""Every analysis runs on every architecture mkt is tested on, with its real tokenizer.
+
+Smallest settings: this checks that each analysis reads, steers and writes its JSON and PNG
+on each family (BOS, chat templates and vocabularies of real models), not what it finds.
+"""
+
+import json
+
+import pytest
+
+from mkt.cli import main
+from mkt.tiny_models import ARCHITECTURES
+
+pytestmark = pytest.mark.slow
+
+LOCKED = "Question: {question}\nAnswer:"
+UNLOCKED = "Question: {question}\nAnswer: Let's think step by step."
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_every_analysis_runs(arch, real_inputs, tmp_path):
+    inp = real_inputs(arch)
+    model, pack, task = str(inp["model"]), str(inp["pack"]), str(inp["task"])
+    keyed = ["--model", model, "--pack", pack, "--task", task, "--n", "3"]
+    runs = {
+        "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1"],
+        "logit_lens": keyed + ["--null-seeds", "1"],
+        "entropy": keyed + ["--samples", "2", "--pass-n", "2", "--controls", "1", "--max-new-tokens", "3"],
+        "atomic": keyed + ["--max-new-tokens", "3"],
+    }
+    for name, args in runs.items():
+        assert main(["analyze", name, *args, "--out", str(tmp_path / name)]) == 0, name
+        assert json.loads((tmp_path / name / f"{name}.json").read_text()), name
+        assert (tmp_path / name / f"{name}.png").stat().st_size > 5_000, name
+    other = real_inputs("llama" if arch != "llama" else "qwen3")  # a Target of another family
+    assert main(["analyze", "similarity", "--source", model, "--target", str(other["model"]), "--questions",
+                 str(inp["prompts"]), "--locked", LOCKED, "--unlocked", UNLOCKED, "--ks", "1", "2", "--k-for-n", "2",
+                 "--n-perm", "3", "--n-shuffles", "2", "--out", str(tmp_path / "similarity")]) == 0
+    assert (tmp_path / "similarity" / "similarity.png").stat().st_size > 5_000
