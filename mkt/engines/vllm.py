@@ -71,6 +71,7 @@ class VLLMEngine(Engine):
         dtype = str(dtype).removeprefix("torch.")
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        _check_head_size(config)
         try:
             generation_config = GenerationConfig.from_pretrained(path)
         except OSError:  # no generation_config.json: the tokenizer's EOS alone
@@ -80,7 +81,7 @@ class VLLMEngine(Engine):
         self.eos_ids = eos_token_ids(files)
         self.llm = LLM(model=path, tokenizer=path, dtype=dtype, enforce_eager=True,
                        tensor_parallel_size=tensor_parallel_size, seed=seed, trust_remote_code=trust_remote_code,
-                       worker_extension_cls=WORKER_EXTENSION, **options)
+                       worker_extension_cls=WORKER_EXTENSION, **{"max_logprobs": -1, **options})
         n_layers, d_model = self.llm.collective_rpc("mkt_install")[0]
         local = Path(path).expanduser()
         self.identity = ModelIdentity(
@@ -96,7 +97,11 @@ class VLLMEngine(Engine):
     def generate(self, prompts, max_new_tokens=64, steering=None, do_sample=False, temperature=1.0, top_p=None,
                  seed=0, seeds=None, stop=None, eos_ids=None, batch_size=16, record_entropy=False,
                  logit_offset=None, progress=False) -> list[Generation]:
-        """See :meth:`Engine.generate`; ``batch_size`` is left to vLLM's scheduler."""
+        """See :meth:`Engine.generate`; ``batch_size`` is left to vLLM's scheduler.
+
+        ``record_entropy`` has vLLM return the whole distribution of every step (for analyses: slow
+        on large vocabularies).
+        """
         check_request(prompts, max_new_tokens, steering, do_sample, temperature, seeds)
         if logit_offset is not None:
             raise MktError("logit offsets (the logit-space transfer baseline) need the TransformerLens engine")
@@ -208,3 +213,18 @@ class VLLMEngine(Engine):
                 logp = torch.tensor([lp.logprob for lp in step.values()], dtype=torch.float64)
                 entropies.append(float(-(logp.exp() * logp).sum()))
         return Generation(prompt, text[:cut] if cut is not None else text, token_ids, stopped, entropies)
+
+
+def _check_head_size(config) -> None:
+    """vLLM's CPU attention takes a few head sizes only: say so in one line, before any process starts."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    supported = CPUAttentionBackend.get_supported_head_sizes()
+    if head not in supported:
+        raise MktError(f"vLLM's CPU build cannot run this model: its attention head size is {head}, and the CPU "
+                       f"attention supports {supported}; use the TransformerLens engine or a GPU build of vLLM")
