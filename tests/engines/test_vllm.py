@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -204,7 +206,9 @@ def test_refusals(models):
         vllm.generate(PROMPTS, 4, Steering(_directions(0), alpha=torch.tensor([0.1, 0.2])))
 
 
-def test_tensor_parallel_on_two_cpu_ranks_through_the_cli(models, tmp_path, monkeypatch):
+def test_tensor_parallel_on_two_cpu_ranks_through_the_cli(models, tmp_path):
+    """``mkt generate --engine vllm --tensor-parallel-size 2``, in its own process: vLLM reads its
+    environment once per process, and this one already started engines with one rank."""
     from mkt.cli import main
     from mkt.extract import extract_prompt_key
     from mkt.pack import CapabilityPack
@@ -213,13 +217,11 @@ def test_tensor_parallel_on_two_cpu_ranks_through_the_cli(models, tmp_path, monk
     key = extract_prompt_key(tl.model, ["a cat", "a dog", "the sun", "two birds"], "Q: {question}",
                              "Think step by step. Q: {question}")
     CapabilityPack(key, alpha=1.0).save(tmp_path / "pack")
-    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")  # one core per rank
-    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per rank
-    outs = {}
-    for engine in ("vllm", "transformer_lens"):
-        out = tmp_path / f"{engine}.jsonl"
-        args = ["generate", "--model", str(path), "--pack", str(tmp_path / "pack"), "--prompt", PROMPTS[0],
-                "--max-new-tokens", str(NEW), "--engine", engine, "--out", str(out), "--device", "cpu"]
-        assert main(args + (["--tensor-parallel-size", "2"] if engine == "vllm" else [])) == 0
-        outs[engine] = out.read_text()
-    assert outs["vllm"] == outs["transformer_lens"]
+    args = ["generate", "--model", str(path), "--pack", str(tmp_path / "pack"), "--prompt", PROMPTS[0],
+            "--max-new-tokens", str(NEW), "--device", "cpu", "--out"]
+    env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="0|1", VLLM_CPU_KVCACHE_SPACE="1")  # a core, 1 GiB per rank
+    ran = subprocess.run([sys.executable, "-m", "mkt.cli", *args, str(tmp_path / "vllm.jsonl"), "--engine", "vllm",
+                          "--tensor-parallel-size", "2"], env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert main([*args, str(tmp_path / "tl.jsonl")]) == 0
+    assert (tmp_path / "vllm.jsonl").read_text() == (tmp_path / "tl.jsonl").read_text()
