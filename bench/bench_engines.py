@@ -11,7 +11,7 @@ Reports (medians of interleaved repeats; every row generates exactly ``--new`` t
 The model is a random Qwen2 with the real Qwen3 tokenizer (151k vocabulary: the embedding and
 unembedding alone are 2 x 151k x d), >= 50M parameters at the default size.
 
-    python bench/bench_engines.py [--d-model 512 --layers 4 --batch 16 --new 64 --repeats 3]
+    python -m bench.bench_engines [--d-model 512 --layers 4 --batch 16 --new 64 --repeats 3]
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def main() -> dict:
     n_params = sum(p.numel() for p in hf.parameters())
     tl = as_engine(load_model(path, device="cpu"))
     start = time.perf_counter()
-    vllm = VLLMEngine(path, max_model_len=512)
+    vllm = VLLMEngine(path, max_model_len=512, kv_cache_memory_bytes=2**30)
     vllm_start_s = time.perf_counter() - start
     ps = prompts(args.batch, terms=8)
     ids, mask = tokenize_left_padded(tl.model, ps)

@@ -167,7 +167,10 @@ class VLLMEngine(Engine):
         alpha = steering.alpha
         alphas = alpha.tolist() if isinstance(alpha, torch.Tensor) and alpha.ndim == 1 else [float(alpha)] * n_prompts
         rows = [dict(call=call, row=i, set=s, alpha=float(a)) for i, (s, a) in enumerate(zip(sets, alphas))]
-        return rows, (call, table.contiguous(), list(steering.layers), steering.mode, steering.scope, n_prompts)
+        # as bytes: vLLM's RPC from the client to its engine process turns tensors into lists
+        table = table.float().contiguous()
+        return rows, (call, table.numpy().tobytes(), list(table.shape), list(steering.layers), steering.mode,
+                      steering.scope, n_prompts)
 
     def run(self, requests: dict, steering: Steering | None, progress: bool = False) -> list:
         """Generate ``requests`` (from :meth:`requests`); with steering, hooks on and their hits checked."""

@@ -167,9 +167,11 @@ class SteeringWorker:
         self._mkt = _Steerer(runner, layers)
         return len(layers), int(model.config.hidden_size)
 
-    def mkt_begin(self, call: str, units: torch.Tensor, layers: list[int], mode: str, scope: str,
+    def mkt_begin(self, call: str, units: bytes, shape: list[int], layers: list[int], mode: str, scope: str,
                   n_rows: int) -> None:
-        self._mkt.begin(call, units, layers, mode, scope, n_rows)
+        """Hook ``layers`` for one call; ``units`` are float32 ``[set, len(layers), d]`` as bytes."""
+        table = torch.frombuffer(bytearray(units), dtype=torch.float32).reshape(shape)
+        self._mkt.begin(call, table, layers, mode, scope, n_rows)
 
     def mkt_end(self) -> tuple[list[int], list[int]]:
         """Remove the hooks; per mkt row, the edits at the last prompt token and at generated tokens."""

@@ -220,8 +220,27 @@ def test_tensor_parallel_on_two_cpu_ranks_through_the_cli(models, tmp_path):
     args = ["generate", "--model", str(path), "--pack", str(tmp_path / "pack"), "--prompt", PROMPTS[0],
             "--max-new-tokens", str(NEW), "--device", "cpu", "--out"]
     env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="0|1", VLLM_CPU_KVCACHE_SPACE="1")  # a core, 1 GiB per rank
+    env.pop("VLLM_ENABLE_V1_MULTIPROCESSING")  # vLLM's default here: its engine in a process of its own
     ran = subprocess.run([sys.executable, "-m", "mkt.cli", *args, str(tmp_path / "vllm.jsonl"), "--engine", "vllm",
                           "--tensor-parallel-size", "2"], env=env, capture_output=True, text=True, timeout=600)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert main([*args, str(tmp_path / "tl.jsonl")]) == 0
     assert (tmp_path / "vllm.jsonl").read_text() == (tmp_path / "tl.jsonl").read_text()
+
+
+def test_the_significance_procedure_does_not_care_which_engine_runs(models):
+    """Keys x alphas on dev, the chosen alpha on test: the same choices and scores from both engines."""
+    from mkt.key import MasterKey
+    from mkt.significance import Probe, evaluate_conditions
+
+    vllm, tl, _ = models["llama"]
+    keys = {f"key {i}": MasterKey(_directions(10 + i), tl.identity) for i in range(3)}
+
+    def score(texts):
+        return {"has_digit": [any(c.isdigit() for c in t) for t in texts], "long": [len(t) > 25 for t in texts]}
+
+    dev, test = Probe(PROMPTS[:3], score), Probe(PROMPTS[3:], score)
+    got = evaluate_conditions(vllm, keys, dev, test, ("long", "has_digit"), alphas=(0.2, 1.0, 3.0))
+    want = evaluate_conditions(tl, keys, dev, test, ("long", "has_digit"), alphas=(0.2, 1.0, 3.0))
+    assert {n: (c.alpha, c.test, c.dev) for n, c in got.items()} == {n: (c.alpha, c.test, c.dev)
+                                                                    for n, c in want.items()}
