@@ -20,6 +20,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e '.[vll
                     exc_type=ImportError)
 # one process per engine (no separate engine-core process): starts faster; tests share the 2 cores
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, for engines the CLI starts (vLLM's default takes 92% of RAM)
 
 from mkt.engines import VLLMEngine, as_engine  # noqa: E402
 from mkt.engines.vllm import SteeringNotAppliedError  # noqa: E402
@@ -244,3 +245,21 @@ def test_the_significance_procedure_does_not_care_which_engine_runs(models):
     want = evaluate_conditions(tl, keys, dev, test, ("long", "has_digit"), alphas=(0.2, 1.0, 3.0))
     assert {n: (c.alpha, c.test, c.dev) for n, c in got.items()} == {n: (c.alpha, c.test, c.dev)
                                                                     for n, c in want.items()}
+
+
+def test_eval_command_with_the_vllm_engine_writes_what_the_transformer_lens_engine_writes(models, tmp_path):
+    from mkt.cli import main
+
+    _, _, path = models["qwen2"]
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps(dict(question=q, answer=f"so #### {i}")) + "\n" for i, q in enumerate(PROMPTS)))
+    outputs = {}
+    for engine in ("vllm", "transformer_lens"):
+        args = ["eval", "--model", str(path), "--task", str(task), "--max-new-tokens", "6", "--stop", "\n",
+                "--device", "cpu", "--engine", engine, "--out", str(tmp_path / engine)]
+        assert main(args) == 0
+        records = (tmp_path / engine / "records.jsonl").read_text().splitlines()
+        outputs[engine] = [json.loads(r)["output"] for r in records]
+    assert outputs["vllm"] == outputs["transformer_lens"]
+    assert main(["eval", "--model", str(path), "--task", str(task), "--engine", "vllm", "--logit-transfer-from",
+                 str(path), "--out", str(tmp_path / "refused")]) == 2  # refused before any model loads
