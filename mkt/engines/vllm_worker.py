@@ -64,9 +64,11 @@ class _Steerer:
         self.runner, self.layers = runner, layers
         self.handles: list = []
         self.plan: _Plan | None = None
+        self.last_hits: np.ndarray | None = None  # per mkt row of the current call
+        self.gen_hits: np.ndarray | None = None
 
     def begin(self, call: str, units: torch.Tensor, layers: list[int], mode: str, scope: str, n_rows: int) -> None:
-        self.end()
+        self.end()  # hooks a failed call may have left
         self.call, self.units, self.formula = call, units.float(), MODES[mode]
         self.column = {layer: j for j, layer in enumerate(layers)}  # units are [set, len(layers), d]
         self.generated = scope == "prompt-last+generated"
@@ -80,8 +82,10 @@ class _Steerer:
         for handle in self.handles:
             handle.remove()
         self.handles = []
-        hits = (self.last_hits.tolist(), self.gen_hits.tolist()) if hasattr(self, "last_hits") else ([], [])
-        self.__dict__.pop("last_hits", None)
+        if self.last_hits is None:
+            return [], []
+        hits = (self.last_hits.tolist(), self.gen_hits.tolist())
+        self.last_hits = self.gen_hits = None
         return hits
 
     def _fold(self) -> None:
@@ -107,9 +111,8 @@ class _Steerer:
                 continue
             lo, hi = int(starts[i]), int(starts[i + 1])
             first_pos, prompt_len = int(batch.num_computed_tokens_cpu[i]), int(batch.num_prompt_tokens[i])
-            picked = []
-            if first_pos <= prompt_len - 1 < first_pos + hi - lo:
-                picked.append(lo + prompt_len - 1 - first_pos)
+            has_last = first_pos <= prompt_len - 1 < first_pos + hi - lo
+            picked = [lo + prompt_len - 1 - first_pos] if has_last else []
             gen_from = lo + max(prompt_len - first_pos, 0)
             if self.generated and gen_from < hi:
                 picked.extend(range(gen_from, hi))
@@ -119,8 +122,8 @@ class _Steerer:
             sets.extend([tag["set"]] * len(picked))
             alphas.extend([tag["alpha"]] * len(picked))
             tags.append(tag["row"])
-            n_last.append(int(first_pos <= prompt_len - 1 < first_pos + hi - lo))
-            n_gen.append(len(picked) - n_last[-1])
+            n_last.append(int(has_last))
+            n_gen.append(len(picked) - int(has_last))
         if not rows:
             return None
         return _Plan(torch.tensor(rows, device=device), torch.tensor(sets, device=device),

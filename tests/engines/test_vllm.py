@@ -41,14 +41,19 @@ KV_CACHE = 64 * 2**20  # bytes: tiny models, a handful of prompts
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Per architecture: (vLLM engine, TransformerLens engine) over the same tiny model directory."""
+    """Per architecture: (vLLM engine, TransformerLens engine) over the same tiny model directory.
+
+    The Llama engine schedules at most 8 tokens a step: prompts are prefilled in chunks, beside
+    other requests' decoding steps, so the last prompt token is found in chunked, mixed batches.
+    """
     if not TOKENIZERS.is_dir():
         pytest.skip(f"{TOKENIZERS} is absent (set MKT_TOKENIZERS): the real-tokenizer models need it")
     root = tmp_path_factory.mktemp("vllm_tiny")
     made = {}
+    small_steps = {"llama": dict(max_num_batched_tokens=8, max_num_seqs=4)}
     for arch in ARCHS:
         path = save_tiny_model(arch, TOKENIZERS, root / arch, d_model=D_MODEL, n_layers=N_LAYERS, n_heads=2)
-        made[arch] = (VLLMEngine(path, kv_cache_memory_bytes=KV_CACHE, max_model_len=256),
+        made[arch] = (VLLMEngine(path, kv_cache_memory_bytes=KV_CACHE, max_model_len=256, **small_steps.get(arch, {})),
                       as_engine(load_model(path, device="cpu")), path)
     yield made
     made.clear()
