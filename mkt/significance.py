@@ -27,8 +27,8 @@ import torch
 
 from mkt.alignment import SubspaceAlignment, transfer
 from mkt.controls import isotropic_null, subspace_matched_null
+from mkt.engines.base import as_engine
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval
-from mkt.generation import generate
 from mkt.key import MasterKey
 from mkt.steering import Steering
 
@@ -97,8 +97,8 @@ def _generate_rows(model, prompts: list[str], directions: torch.Tensor | None, a
     steering = None
     if directions is not None:
         steering = Steering(directions, alpha=alpha, mode=decoding.mode, layers=decoding.layers, scope=decoding.scope)
-    gens = generate(model, prompts, decoding.max_new_tokens, steering, stop=decoding.stop,
-                    batch_size=decoding.batch_size, progress=progress)
+    gens = as_engine(model).generate(prompts, decoding.max_new_tokens, steering, stop=decoding.stop,
+                                     batch_size=decoding.batch_size, progress=progress)
     return [g.text for g in gens]
 
 
@@ -302,7 +302,7 @@ def assess_transfer(
     """Test the transfer of ``source_key`` through ``alignment`` against its nulls, in one call.
 
     Args:
-        target: the Target model (the alignment's Target).
+        target: the Target (the alignment's Target): a bridge or an engine (``mkt.engines``).
         source_key, alignment: what ``run_transfer`` returns as ``report.source_key`` and
             ``report.alignment``; the transferred key is ``transfer(source_key, alignment)``.
         dev, test: disjoint probes; alphas are chosen on ``dev``, effects measured on ``test``.

@@ -67,7 +67,8 @@ def llama(tiny_models):
     return tiny_models["llama"]
 
 
-TOKENIZERS = SHARED / "tokenizers"
+# MKT_TOKENIZERS: the shared/tokenizers folder, for checkouts that do not sit beside it (worktrees)
+TOKENIZERS = Path(os.environ.get("MKT_TOKENIZERS", SHARED / "tokenizers"))
 
 
 @pytest.fixture(scope="session")

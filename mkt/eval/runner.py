@@ -20,9 +20,9 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
+from mkt.engines.base import as_engine
 from mkt.eval.stats import pass_at_k, wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score
-from mkt.generation import generate
 from mkt.prompts import PromptTemplate
 from mkt.steering import Steering
 
@@ -150,6 +150,7 @@ def run_eval(
     """Evaluate ``model`` on ``examples`` and return the summary (also written to disk).
 
     Args:
+        model: a TransformerBridge or an engine (``mkt.engines``) that generates.
         template: the prompt template (``{question}``).
         out_dir: run directory; an existing run with the same config is resumed.
         steering: an optional key's ``Steering`` (scalar alpha).
@@ -171,6 +172,7 @@ def run_eval(
     if n_samples > 1 and not do_sample:
         raise ValueError("n_samples > 1 needs do_sample=True (greedy samples are identical)")
     template = PromptTemplate.of(template)
+    model = as_engine(model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run_config = dict(config or {}, template=template.text, n_examples=len(examples), max_new_tokens=max_new_tokens,
@@ -194,26 +196,20 @@ def fingerprint(model, examples, demos, steering: Steering | None, logit_offset)
 
     The model's identity and a hash of a sample of its weights (every parameter's shape and
     first values: cheap on a 14B model, and different for other weights); the examples and
-    demos; the steering's directions and settings; the engine.
+    demos; the steering's directions and settings; the engine (``model``: a bridge or an engine).
     """
-    from mkt.models import model_identity
-
-    weights = hashlib.sha256()
-    for name, param in model.named_parameters():
-        flat = param.detach().reshape(-1)[:64].float().cpu()
-        weights.update(f"{name}:{tuple(param.shape)}".encode())
-        weights.update(flat.numpy().tobytes())
+    engine = as_engine(model)
     steer = None
     if steering is not None:
         steer = content_digest(steering.directions.float().contiguous().cpu().numpy().tobytes(),
                         [steering.alpha.tolist() if hasattr(steering.alpha, "tolist") else steering.alpha,
                          steering.mode, steering.layers, steering.scope])
-    return dict(model=model_identity(model).to_dict(), weights=weights.hexdigest()[:16],
+    return dict(model=engine.identity.to_dict(), weights=engine.weights_digest(),
                 examples=content_digest([(e.id, e.question, e.gold, e.kind) for e in examples])[:16],
                 demos=content_digest([(e.id, e.question, e.solution) for e in demos])[:16],
                 steering=steer[:16] if steer else None,
                 logit_offset=type(logit_offset).__name__ if logit_offset is not None else None,
-                engine="transformer_lens")
+                engine=engine.name)
 
 
 def sample_seed(seed: int, example_id: str, sample: int) -> int:
@@ -234,9 +230,9 @@ def _run_locked(model, examples, template, out, steering, logit_offset, demos, c
     with records_path.open("a") as sink:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            gens = generate(model, [p for _, p, _ in chunk], max_new_tokens, steering, do_sample, temperature,
-                            seeds=[sample_seed(seed, e.id, s) for e, _, s in chunk], stop=stop,
-                            batch_size=batch_size, logit_offset=logit_offset)
+            gens = model.generate([p for _, p, _ in chunk], max_new_tokens, steering, do_sample, temperature,
+                                  seeds=[sample_seed(seed, e.id, s) for e, _, s in chunk], stop=stop,
+                                  batch_size=batch_size, logit_offset=logit_offset)
             for (example, prompt, s), g in zip(chunk, gens):
                 extracted, ok = extract_and_score(example.kind, g.text, example.gold)
                 rec = dict(id=example.id, sample=s, prompt=prompt, output=g.text, extracted=extracted,

@@ -24,12 +24,12 @@ from tqdm.auto import tqdm
 
 from mkt.activations import last_token_resid
 from mkt.alignment import fit_alignment, transfer
+from mkt.engines.base import Engine, as_engine
 from mkt.eval.baselines import LogitTransfer
 from mkt.eval.runner import complete_lines, content_digest, fingerprint, run_lock, write_config
 from mkt.eval.stats import wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score, task_probe
 from mkt.extract import extract_model_key, extract_prompt_key
-from mkt.generation import generate
 from mkt.key import MasterKey, random_like
 from mkt.models import model_identity
 from mkt.pipeline import alignment_prompts
@@ -57,19 +57,19 @@ class SweepSpec:
     stop: tuple[str, ...] = ()  # stop strings (the task's defaults from the CLI)
 
 
-def _accuracy(model, examples: list[Example], prompts: list[str], spec: SweepSpec,
+def _accuracy(engine: Engine, examples: list[Example], prompts: list[str], spec: SweepSpec,
               steering: Steering | None = None, logit_offset=None) -> float:
-    gens = generate(model, prompts, spec.max_new_tokens, steering, batch_size=spec.batch_size,
-                    logit_offset=logit_offset, stop=list(spec.stop))
+    gens = engine.generate(prompts, spec.max_new_tokens, steering, batch_size=spec.batch_size,
+                           logit_offset=logit_offset, stop=list(spec.stop))
     return sum(extract_and_score(e.kind, g.text, e.gold)[1] for e, g in zip(examples, gens)) / len(examples)
 
 
-def _alpha_grid(model, key: MasterKey, examples, prompts, spec: SweepSpec, layers) -> dict[float, float]:
+def _alpha_grid(engine: Engine, key: MasterKey, examples, prompts, spec: SweepSpec, layers) -> dict[float, float]:
     """Accuracy at every alpha from one generation over prompts x alphas (one alpha per row)."""
     rows = [p for _ in spec.alphas for p in prompts]
     alpha = torch.tensor([a for a in spec.alphas for _ in prompts])
     steering = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=list(layers) if layers else None)
-    gens = generate(model, rows, spec.max_new_tokens, steering, batch_size=spec.batch_size, stop=list(spec.stop))
+    gens = engine.generate(rows, spec.max_new_tokens, steering, batch_size=spec.batch_size, stop=list(spec.stop))
     out = {}
     for i, a in enumerate(spec.alphas):
         chunk = gens[i * len(prompts) : (i + 1) * len(prompts)]
@@ -92,6 +92,7 @@ def run_sweep(
     progress: bool = True,
     target_locked: str | PromptFormat | None = None,
     target_unlocked: str | PromptFormat | None = None,
+    engine: Engine | None = None,
 ) -> dict:
     """Sweep alpha x k x n x layers on ``dev``; evaluate the best on ``test`` with the baselines.
 
@@ -102,6 +103,8 @@ def run_sweep(
         target_locked, target_unlocked: the Target's own formats (default: the Source's); the
             dev and test prompts are the Target's Locked format.
         post_trained: an optional post-trained Target-sized model for the baselines table.
+        engine: what generates on the Target (default: the TransformerLens engine over
+            ``target``, which always serves the activations).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,7 @@ def run_sweep(
                 PromptFormat.of(target_unlocked) if target_unlocked is not None else formats[1])
     with run_lock(out):
         return _sweep_locked(source, target, questions, dev, test, formats, out, spec, source_unlocked_model,
-                             post_trained, progress)
+                             post_trained, progress, as_engine(engine if engine is not None else target))
 
 
 FIELDS = ("n", "k", "layers", "alpha", "dev_accuracy", "coverage")
@@ -127,14 +130,14 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec: SweepSpec,
-                  source_unlocked_model, post_trained, progress) -> dict:
+                  source_unlocked_model, post_trained, progress, engine: Engine) -> dict:
     locked_t, unlocked_t, target_locked_t, target_unlocked_t = formats
     config = dict(spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
                   formats=[f.describe() if f is not None else None for f in formats],
                   source=model_identity(source).to_dict(),
                   source_unlocked=model_identity(source_unlocked_model).to_dict() if source_unlocked_model else None,
                   questions=content_digest(list(questions))[:16],
-                  fingerprint=fingerprint(target, list(dev) + list(test), [], None, None))
+                  fingerprint=fingerprint(engine, list(dev) + list(test), [], None, None))
     write_config(out / "sweep_run.json", config, "sweep")
     csv_path = out / "sweep.csv"
     dev_prompts = build_prompts(dev, target_locked_t, tokenizer=target.tokenizer)
@@ -183,7 +186,7 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
             if (n, k, name) in done:
                 continue
             new = [dict(n=n, k=k, layers=name, alpha=alpha, dev_accuracy=acc, coverage=coverage)
-                   for alpha, acc in _alpha_grid(target, target_key, dev, dev_prompts, spec, layers).items()]
+                   for alpha, acc in _alpha_grid(engine, target_key, dev, dev_prompts, spec, layers).items()]
             writer.writerows(new)
             sink.flush()
             rows += new
@@ -195,7 +198,7 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
     alignment = fit(questions[: best["n"]], best["k"])
     best_key = transfer(keys[best["n"]], alignment)
     table = baselines_table(target, test, test_prompts, spec, best_key, best["alpha"], layers, target_unlocked_t,
-                            source, post_trained)
+                            source, post_trained, engine)
     result = dict(best=best, test=table[key_label(spec)], baselines=table,
                   spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
                   n_dev=len(dev), n_test=len(test))
@@ -207,7 +210,7 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
             f"{len(grid) * len(spec.layer_subsets)} configurations in the grid the test favours the key; "
             "fix one configuration (one --ns, --ks and --layers) for an even test")
         sig = assess_transfer(
-            target, keys[best["n"]], alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts),
+            engine, keys[best["n"]], alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts),
             ("correct",),
             n_null=spec.null_seeds, alphas=spec.alphas, progress=progress,
             decoding=Decoding(spec.max_new_tokens, list(spec.stop), mode=spec.mode, layers=layers,
@@ -228,27 +231,33 @@ def key_label(spec: SweepSpec) -> str:
 
 
 def baselines_table(target, test, test_prompts, spec, key, alpha, layers, unlocked_t, source=None,
-                    post_trained=None) -> dict:
-    """Test accuracy (with 95% interval) of the key and every baseline, in one table."""
+                    post_trained=None, engine: Engine | None = None) -> dict:
+    """Test accuracy (with 95% interval) of the key and every baseline, in one table.
+
+    ``engine`` generates on the Target (default: the TransformerLens engine over ``target``);
+    the logit-space transfer always runs on ``target``'s bridge, the one engine that adds logit offsets.
+    """
     def entry(acc: float) -> dict:
         return dict(accuracy=acc, ci95=list(wilson_interval(round(acc * len(test)), len(test))))
 
+    gen = as_engine(engine if engine is not None else target)
     steer = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=layers)
-    table = {"Target, plain prompt": entry(_accuracy(target, test, test_prompts, spec)),
-             key_label(spec): entry(_accuracy(target, test, test_prompts, spec, steer))}
+    table = {"Target, plain prompt": entry(_accuracy(gen, test, test_prompts, spec)),
+             key_label(spec): entry(_accuracy(gen, test, test_prompts, spec, steer))}
     if unlocked_t is not None:
         unlocked_prompts = build_prompts(test, unlocked_t, tokenizer=target.tokenizer)
-        table["Target, step-by-step prompt"] = entry(_accuracy(target, test, unlocked_prompts, spec))
+        table["Target, step-by-step prompt"] = entry(_accuracy(gen, test, unlocked_prompts, spec))
     if post_trained is not None:
-        table["post-trained model, plain prompt"] = entry(_accuracy(post_trained, test, test_prompts, spec))
+        table["post-trained model, plain prompt"] = entry(_accuracy(as_engine(post_trained), test, test_prompts, spec))
     rand = random_like(key, seed=0)
     table["random direction, same norm and alpha"] = entry(_accuracy(
-        target, test, test_prompts, spec, Steering(rand.directions, alpha=alpha, mode=spec.mode, layers=layers)))
+        gen, test, test_prompts, spec, Steering(rand.directions, alpha=alpha, mode=spec.mode, layers=layers)))
     if source is not None and unlocked_t is not None:
         try:
             mapping = dict(zip(test_prompts, unlocked_prompts))
-            table["logit-space transfer"] = entry(_accuracy(
-                target, test, test_prompts, spec, logit_offset=LogitTransfer(source, target, mapping.__getitem__)))
+            offset = LogitTransfer(source, target, mapping.__getitem__)
+            table["logit-space transfer"] = entry(_accuracy(as_engine(target), test, test_prompts, spec,
+                                                            logit_offset=offset))
         except ValueError as err:  # tokenizers differ: the baseline does not apply
             table["logit-space transfer"] = dict(accuracy=None, skipped=str(err))
     return table

@@ -34,8 +34,8 @@ from tqdm.auto import tqdm
 from mkt.activations import last_token_resid
 from mkt.alignment import transfer
 from mkt.controls import target_principal_keys
+from mkt.engines import Engine, as_engine
 from mkt.extract import extract_contrast_key, extract_prompt_key
-from mkt.generation import generate
 from mkt.models import load_model, load_random_init, model_identity
 from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, Problem, problems, score_answer
 from mkt.organisms.zoo import organism_path
@@ -82,16 +82,21 @@ PAIRS = (
 )
 
 
-def _rate(model, probe: Probe, metric: str) -> float:
-    gens = generate(model, probe.prompts, MAX_NEW_TOKENS, batch_size=len(probe.prompts))
+def _rate(engine: Engine, probe: Probe, metric: str) -> float:
+    gens = engine.generate(probe.prompts, MAX_NEW_TOKENS, batch_size=len(probe.prompts))
     scores = probe.score([g.text for g in gens])[metric]
     return sum(scores) / len(scores)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 32, quick: bool = False,
              seed: int = DEMO_SEED, n_null: int = N_NULL, k: int = RANK,
-             alphas: tuple[float, ...] = ALPHAS) -> dict:
-    """Run the demo; print a table per pair; write ``results.json``, ``results.md`` and ``demo.png``."""
+             alphas: tuple[float, ...] = ALPHAS, engine: str = "transformer_lens",
+             tensor_parallel_size: int = 1) -> dict:
+    """Run the demo; print a table per pair; write ``results.json``, ``results.md`` and ``demo.png``.
+
+    ``engine="vllm"`` generates on each Target with vLLM (loaded beside its bridge, which still
+    gives the activations); vLLM's CPU build cannot run the organisms (head sizes 16 and 24).
+    """
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars say nothing here
@@ -104,6 +109,13 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
     pairs = PAIRS[1:3] if quick else PAIRS
     names = sorted({n for p in pairs for n in (p.source, p.target)})
     models = {n: load_model(organism_path(n), device="cpu") for n in names}
+    if engine == "vllm":
+        from mkt.engines import VLLMEngine
+
+        targets = sorted({p.target for p in pairs})
+        engines = {n: VLLMEngine(organism_path(n), tensor_parallel_size=tensor_parallel_size) for n in targets}
+    else:
+        engines = {n: as_engine(m) for n, m in models.items()}
     key_q = [p.question for p in problems(256, "train", seed=1)]
     align_probs = problems(320, "train", seed=2)
     align_q = [p.question for p in align_probs]
@@ -132,7 +144,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
         x_locked = last_token_resid(tgt, [LOCKED_TEMPLATE.format(question=q) for q in align_q])
         pcs = target_principal_keys(x_locked, model_identity(tgt), N_PCS)
         sig = assess_transfer(
-            tgt, report.source_key, report.alignment, organism_probe(dev), organism_probe(test), METRICS,
+            engines[pair.target], report.source_key, report.alignment, organism_probe(dev), organism_probe(test), METRICS,
             n_null=n_null, n_isotropic=2, controls=controls, searches={PC_SEARCH: pcs},
             oracles={"map fitted on Target-Unlocked (oracle)": oracle.target_key}, own_key=own,
             alphas=alphas, decoding=decoding, seed=seed,
@@ -141,7 +153,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
         summary["diagnostics"]["mean_heldout_error"] = report.summary()["mean_heldout_error"]
         summary["diagnostics"]["cosine_with_target_pcs"] = {n: report.target_key.cosine(pc).tolist()
                                                             for n, pc in pcs.items() if n.startswith("+")}
-        summary.update(label=pair.label, cue={m: _rate(tgt, organism_probe(test, cue=True), m) for m in METRICS})
+        summary.update(label=pair.label, cue={m: _rate(engines[pair.target], organism_probe(test, cue=True), m) for m in METRICS})
         _print_pair(pair, f"Locked-only alignment, {FIT} fit", sig, summary)
         results["pairs"][f"{pair.source} -> {pair.target}"] = summary
     results["seconds"] = round(time.time() - start, 1)

@@ -1,0 +1,69 @@
+"""The one interface mkt's evaluation code generates through, whichever engine runs.
+
+An engine turns prompts (and an optional :class:`~mkt.steering.Steering`) into
+:class:`~mkt.generation.Generation` objects with the same semantics everywhere: prompts
+tokenized by mkt (:func:`mkt.models.encode`), stop on every EOS id of the model, stop
+strings cut where they first begin, steering at ``blocks.{l}.hook_resid_post``. Activations
+(key extraction, alignment) are not part of it: they stay on the TransformerLens bridge.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from mkt.generation import Generation
+from mkt.models import ModelIdentity
+from mkt.steering import Steering
+
+ENGINES = ("transformer_lens", "vllm")
+
+
+class Engine(ABC):
+    """Generates, optionally steered. Subclasses set ``name``, ``tokenizer`` and ``identity``.
+
+    Attributes:
+        name: recorded in run fingerprints (results of two engines are never mixed in one run).
+        tokenizer: the HF tokenizer prompts are built and encoded with.
+        identity: the model's :class:`~mkt.models.ModelIdentity` (what keys are checked against).
+    """
+
+    name: str
+    tokenizer: object
+    identity: ModelIdentity
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: list[str],
+        max_new_tokens: int = 64,
+        steering: Steering | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float | None = None,
+        seed: int = 0,
+        seeds: list[int] | None = None,
+        stop: list[str] | None = None,
+        eos_ids: list[int] | None = None,
+        batch_size: int = 16,
+        record_entropy: bool = False,
+        logit_offset=None,
+        progress: bool = False,
+    ) -> list[Generation]:
+        """Continue each prompt (greedy by default); the arguments of :func:`mkt.generation.generate`.
+
+        ``seeds`` (one per prompt) make each prompt's samples independent of its batch. An engine
+        that cannot honour an argument (``logit_offset`` outside TransformerLens) raises.
+        """
+
+    @abstractmethod
+    def weights_digest(self) -> str:
+        """A short hash of a sample of the weights: a resumed run must use the same ones."""
+
+
+def as_engine(model) -> Engine:
+    """An engine as is; a TransformerLens bridge wrapped in the TransformerLens engine."""
+    if isinstance(model, Engine):
+        return model
+    from mkt.engines.transformer_lens import TransformerLensEngine
+
+    return TransformerLensEngine(model)

@@ -1,0 +1,43 @@
+"""The TransformerLens engine: mkt's own decoding loop over a ``TransformerBridge``."""
+
+from __future__ import annotations
+
+import hashlib
+
+from mkt.engines.base import Engine
+from mkt.generation import Generation, generate
+from mkt.models import ModelIdentity, model_identity
+
+
+class TransformerLensEngine(Engine):
+    """Generation through :func:`mkt.generation.generate` on a bridge (hooks at ``hook_resid_post``).
+
+    Args:
+        model: a TransformerBridge (``mkt.load_model``).
+    """
+
+    name = "transformer_lens"
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.tokenizer = model.tokenizer
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return model_identity(self.model)
+
+    def generate(self, prompts, max_new_tokens=64, steering=None, do_sample=False, temperature=1.0, top_p=None,
+                 seed=0, seeds=None, stop=None, eos_ids=None, batch_size=16, record_entropy=False,
+                 logit_offset=None, progress=False) -> list[Generation]:
+        return generate(self.model, prompts, max_new_tokens, steering, do_sample, temperature, top_p, seed, seeds,
+                        stop, eos_ids, batch_size, record_entropy=record_entropy, logit_offset=logit_offset,
+                        progress=progress)
+
+    def weights_digest(self) -> str:
+        # every parameter's name, shape and first values: cheap on a 14B model, and different for other weights
+        weights = hashlib.sha256()
+        for name, param in self.model.named_parameters():
+            flat = param.detach().reshape(-1)[:64].float().cpu()
+            weights.update(f"{name}:{tuple(param.shape)}".encode())
+            weights.update(flat.numpy().tobytes())
+        return weights.hexdigest()[:16]
