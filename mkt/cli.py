@@ -75,6 +75,15 @@ def _check_engine(args) -> None:
     if getattr(args, "logit_transfer_from", None):
         raise ValueError("--logit-transfer-from adds logit offsets, which only the TransformerLens engine does: "
                          "drop --engine vllm")
+    if getattr(args, "pack", None):
+        from mkt.engines.vllm import VLLM_SCOPES
+        from mkt.models import RESID_HOOK
+        from mkt.pack import CapabilityPack
+
+        pack = CapabilityPack.load(args.pack)
+        if pack.key.hook != RESID_HOOK or pack.scope not in VLLM_SCOPES:
+            raise ValueError(f"--engine vllm steers at {RESID_HOOK} with scopes {VLLM_SCOPES}; this pack's key lives "
+                             f"at {pack.key.hook} with scope {pack.scope!r}: drop --engine vllm")
 
 
 def _generator(args, name: str, bridge=None):

@@ -20,7 +20,7 @@ bootstrap interval and an exact McNemar test, since both score the same prompts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import torch
@@ -30,6 +30,7 @@ from mkt.controls import isotropic_null, subspace_matched_null
 from mkt.engines.base import as_engine
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval
 from mkt.key import MasterKey
+from mkt.models import RESID_HOOK
 from mkt.steering import Steering
 
 ALPHAS = (0.05, 0.1, 0.2, 0.5)  # the paper's grid
@@ -62,6 +63,7 @@ class Decoding:
     scope: str = "prompt-last"
     layers: list[int] | None = None
     batch_size: int = 256
+    hook: str = RESID_HOOK  # where every condition is written: the key's own hook point
 
 
 @dataclass
@@ -96,7 +98,8 @@ def _generate_rows(model, prompts: list[str], directions: torch.Tensor | None, a
                    decoding: Decoding, progress: bool) -> list[str]:
     steering = None
     if directions is not None:
-        steering = Steering(directions, alpha=alpha, mode=decoding.mode, layers=decoding.layers, scope=decoding.scope)
+        steering = Steering(directions, alpha=alpha, mode=decoding.mode, layers=decoding.layers, scope=decoding.scope,
+                            hook=decoding.hook)
     gens = as_engine(model).generate(prompts, decoding.max_new_tokens, steering, stop=decoding.stop,
                                      batch_size=decoding.batch_size, progress=progress)
     return [g.text for g in gens]
@@ -324,6 +327,7 @@ def assess_transfer(
         raise ValueError("dev and test share prompts: alpha would be chosen on the prompts it is scored on")
     key_name = "transferred key"
     target_key = transfer(source_key, alignment)
+    decoding = replace(decoding, hook=source_key.hook)  # the key, its nulls and controls at the key's hook point
     keys, groups = {key_name: target_key}, {key_name: "method"}
     for i, k in enumerate(subspace_matched_null(source_key, alignment, n_null, seed=seed + 1000)):
         keys[f"null {i}"], groups[f"null {i}"] = k, "null"

@@ -86,3 +86,20 @@ def test_a_null_draw_passed_as_the_key_is_rarely_called_better_than_its_null(qwe
                               n_isotropic=0, alphas=(0.5, 3.0), decoding=decoding, seed=t)
         wins += sig.p_value("transferred key", "digit") == pytest.approx(1 / (n_null + 1))
     assert wins / trials <= 0.4  # expected at most 1/5 (fewer with ties); a key favoured by the procedure wins often
+
+
+def test_every_condition_is_steered_at_the_keys_hook(qwen):
+    """Nulls and controls are written where the key is: a key at hook_mlp_out is never
+    compared with nulls at hook_resid_post."""
+    from mkt.generation import generate
+    from mkt.significance import Decoding, _generate_rows
+    from mkt.steering import Steering
+    from tests.conftest import PROMPTS
+
+    g = torch.Generator().manual_seed(5)
+    directions = torch.randn(len(PROMPTS), qwen.cfg.n_layers, qwen.cfg.d_model, generator=g)
+    alpha = torch.full((len(PROMPTS),), 2.0)
+    rows = _generate_rows(qwen, PROMPTS, directions, alpha, Decoding(max_new_tokens=5, hook="hook_mlp_out"), False)
+    at_hook = generate(qwen, PROMPTS, 5, Steering(directions, alpha, hook="hook_mlp_out"))
+    at_resid = generate(qwen, PROMPTS, 5, Steering(directions, alpha))
+    assert rows == [x.text for x in at_hook] and rows != [x.text for x in at_resid]

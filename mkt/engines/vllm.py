@@ -32,10 +32,11 @@ import torch
 from mkt.engines.base import Engine
 from mkt.errors import IncompatibleModelError, MktError
 from mkt.generation import Generation, check_request, stop_position
-from mkt.models import ModelIdentity, encode, eos_token_ids
+from mkt.models import RESID_HOOK, ModelIdentity, encode, eos_token_ids
 from mkt.steering import Steering
 
 WORKER_EXTENSION = "mkt.engines.vllm_worker.SteeringWorker"
+VLLM_SCOPES = ("prompt-last", "prompt-last+generated")  # what the workers' hooks implement
 
 
 class SteeringNotAppliedError(MktError):
@@ -155,6 +156,12 @@ class VLLMEngine(Engine):
 
     def _steering_rows(self, steering: Steering, n_prompts: int, call: str) -> tuple[list[dict], tuple]:
         """One tag per prompt, and what the workers' hooks need (the distinct unit-direction sets)."""
+        if steering.hook != RESID_HOOK:
+            raise MktError(f"the vLLM engine steers at {RESID_HOOK} only, but this key lives at {steering.hook}: "
+                           "generate with the TransformerLens engine (--engine transformer_lens)")
+        if steering.scope not in VLLM_SCOPES:
+            raise MktError(f"the vLLM engine steers with scopes {VLLM_SCOPES} only, not {steering.scope!r}: use one "
+                           "of those or the TransformerLens engine (--engine transformer_lens)")
         if tuple(steering.directions.shape[-2:]) != (self.identity.n_layers, self.identity.d_model):
             raise IncompatibleModelError(
                 f"directions are {tuple(steering.directions.shape)} but the model has {self.identity.n_layers} "

@@ -211,6 +211,13 @@ def test_refusals(models):
         vllm.generate(PROMPTS, 4, Steering(torch.randn(2, D_MODEL)))
     with pytest.raises(ValueError, match="one per prompt"):
         vllm.generate(PROMPTS, 4, Steering(_directions(0), alpha=torch.tensor([0.1, 0.2])))
+    # what the workers' hooks do not implement is refused, never silently steered at resid_post / prompt-last
+    for scope in ("prompt-all", "all"):
+        with pytest.raises(ValueError, match="scopes"):
+            vllm.generate(PROMPTS, 4, Steering(_directions(0), scope=scope))
+    for hook in ("hook_resid_pre", "hook_mlp_out"):
+        with pytest.raises(ValueError, match="steers at hook_resid_post only"):
+            vllm.generate(PROMPTS, 4, Steering(_directions(0), hook=hook))
 
 
 def test_tensor_parallel_on_two_cpu_ranks_through_the_cli(models, tmp_path):
