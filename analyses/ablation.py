@@ -428,6 +428,12 @@ class Sufficiency:
     alpha_cap: float  # the largest alpha tried when matching
 
 
+def pooled_p(s: Sufficiency) -> np.ndarray:
+    """[layer]: the key's empirical p against every matched null of every family at once."""
+    return np.array([empirical_p(s.matched_key[l], np.concatenate([n.value[l][n.matched[l]] for n in s.nulls]))
+                     if s.nulls else np.nan for l in range(len(s.matched_key))])
+
+
 def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[float], ref_alpha: float,
                 seeds: list[int], null_sets: dict[str, tuple[list[str], Tensor]], mode: str = "norm-preserving",
                 alpha_range: tuple[float, float] = (0.01, 16.0), match_steps: int = 5, kl_tolerance: float = 0.2,
@@ -689,19 +695,25 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
         n_un = (~null.matched).sum(-1)
         ax.plot([], [], " ", label=f"{null.family}: unmatched per layer " + " ".join(str(k) for k in n_un)
                 + f" of {null.matched.shape[1]}")
+    pooled = pooled_p(s)
     for l in range(len(x) if s.nulls else 0):
-        ax.annotate(f"p<={np.nanmax([null.p[l] for null in s.nulls]):.2g}", (x[l], s.matched_key[l]),
-                    xytext=(-10, -14), textcoords="offset points", fontsize=7, color="C0")
+        n_matched = sum(int(null.matched[l].sum()) for null in s.nulls)
+        ax.annotate(f"p={pooled[l]:.2g}\n(of {n_matched})", (x[l], s.matched_key[l]), xytext=(4, -20),
+                    textcoords="offset points", fontsize=7, color="C0")
     ax.set_title(f"one layer, alpha matched on KL at the decision token ({s.kl_target:.3g} nats = key at all layers, "
                  f"+/-{s.kl_tolerance:.0%});\nnulls that never reach it (alpha <= {s.alpha_cap:g}) are counted, not plotted;"
-                 " p: largest over families", fontsize=9)
+                 " p: the key against all matched nulls pooled", fontsize=9)
 
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
         ax.axhline(result.all_layers, color="green", ls="--", lw=1, label=f"key at all layers, alpha {result.alpha:g}")
         ax.axhline(result.no_key, color="gray", ls="--", lw=1, label="no key")
         ax.set_xlabel("relative depth of layer l")
         ax.set_ylabel(result.metric if len(result.metric) < 40 else "metric")
+    for ax in (axes[0, 0], axes[0, 1]):
         ax.legend(fontsize=6.5)
+    lo, hi = axes[1, 0].get_ylim()
+    axes[1, 0].set_ylim(lo - 0.75 * (hi - lo), hi)  # room for the legend below the points
+    axes[1, 0].legend(fontsize=6.5, loc="lower center", ncol=2)
 
     ax = axes[1, 1]
     nec = result.necessity
@@ -725,8 +737,9 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(pos, labels, fontsize=8)
     ax.set_ylabel("share of the capability that survives")
-    ax.set_title(f"necessity at every layer; Locked run itself: {nec.locked:+.2f} -> "
-                 + "/".join(f"{v:+.2f}" for v in nec.locked_ablated) + " when the key is projected out", fontsize=9)
+    ax.set_title("necessity: the direction projected out at every layer (last token / all positions);\n"
+                 f"the Locked run itself moves {nec.locked:+.2f} -> " + "/".join(f"{v:+.2f}" for v in nec.locked_ablated)
+                 + " when the key is projected out", fontsize=9)
     ax.legend(fontsize=7)
     fig.suptitle(f"Ablation of the key ({result.hook}): {result.model}, {result.n_prompts} prompts; metric: "
                  f"{result.metric}", fontsize=10)
@@ -807,7 +820,7 @@ def report(result: AblationResult) -> str:
                                                                   if ok.any() else "") + un)
         flag = "" if s.key_matched[layer] else " UNMATCHED"
         lines.append(f"  l={layer}: key alpha {s.matched_alpha[layer]:.3g} (KL {s.matched_kl[layer]:.3g}{flag}) "
-                     f"{s.matched_key[layer]:+.2f} | " + " | ".join(cells))
+                     f"{s.matched_key[layer]:+.2f}, pooled p={pooled_p(s)[layer]:.2g} | " + " | ".join(cells))
     n = result.necessity
     lines.append(f"necessity (Locked {n.locked:+.3f}; the Locked run with the key projected out "
                  + "/".join(f"{v:+.3f}" for v in n.locked_ablated) + f", mean-ablated {n.locked_mean_ablated:+.3f})")

@@ -21,6 +21,7 @@ from analyses.ablation import (
     null_direction_sets,
     patch_condition,
     plot_ablation,
+    pooled_p,
     project_out,
     projection_condition,
     report,
@@ -233,6 +234,9 @@ def test_sufficiency_and_necessity_match_independent_computations(qwen, key, tmp
     pc1 = top_principal_directions(prompt_states(qwen, PROMPTS), 1)[0]
     at = logits_of(qwen, PROMPTS, key=MasterKey(-pc1, key.model), alpha=float(pcs.alpha[1, 1]), layers=[1])
     assert pcs.value[1, 1] == pytest.approx(ld(at), abs=1e-5)
+    for layer in range(3):
+        pooled = np.concatenate([n.value[layer][n.matched[layer]] for n in s.nulls])
+        assert pooled_p(s)[layer] == pytest.approx(empirical_p(s.matched_key[layer], pooled), nan_ok=True)
     for null in s.nulls:
         ok = null.matched == (np.abs(null.kl / s.kl_target - 1) <= s.kl_tolerance)
         assert ok.all()
