@@ -292,18 +292,20 @@ class Metric:
         return float(np.mean([self.score(i, t) for i, t in enumerate(texts)]))
 
     def per_row_set(self, model, prompts: list[str], make: Callable[[Tensor, slice], Condition], sets: Tensor,
-                    clean: Tensor | None = None, rows_per_call: int = 1024, per_prompt: bool = False
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    clean: Tensor | None = None, rows_per_call: int = 1024, per_prompt: bool = False,
+                    values: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(metric, KL at the decision token against ``clean``) for each of ``sets`` (first axis: one per condition).
 
         ``make(per_row, which)`` builds the condition from a tensor whose first axis runs over
         prompt rows, for the sets ``sets[which]``; the prompts are repeated once per set so that a logit metric evaluates several
         sets in one forward pass. A generation metric is run set by set. The KL is NaN
         without ``clean``. ``per_prompt``: each set already holds one row per prompt
-        (``[m, n, ...]``) instead of one value for all prompts.
+        (``[m, n, ...]``) instead of one value for all prompts. ``values=False``: the KL only
+        (the metric is NaN; no generations).
         """
         m, n = sets.shape[0], len(prompts)
-        values, kls = np.zeros(m), np.full(m, np.nan)
+        want_values = values
+        values, kls = np.full(m, np.nan), np.full(m, np.nan)
         group = max(1, rows_per_call // n)
         for g in range(0, m, group):
             chunk = sets[g : g + group]
@@ -312,6 +314,8 @@ class Metric:
             logp = next_token_logprobs(model, prompts * k, make(per_row, slice(g, g + k)), self.batch_size)
             if clean is not None:
                 kls[g : g + k] = kl_divergence(clean.repeat(k, 1), logp).view(k, n).mean(1).numpy()
+            if not want_values:
+                continue
             if self.score is None:
                 values[g : g + k] = decision_metric(logp, self.a.repeat(k), None if self.b is None else self.b.repeat(k)
                                                     ).view(k, n).mean(1).numpy()
@@ -468,12 +472,16 @@ def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[flo
 
             def kl_at(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
                 values, kls = metric.per_row_set(model, prompts, steer([l], torch.tensor(x, dtype=torch.float32)),
-                                                 sets[idx], clean)
+                                                 sets[idx], clean, values=metric.score is None)
                 seen.update({(int(i), float(a)): v for i, a, v in zip(idx, x, values)})
                 return kls
 
             x, fx = bisect_increasing(kl_at, kl_target, *alpha_range, n=sets.shape[0], steps=match_steps)
-            matched[name][:, l] = x, fx, [seen[int(i), float(a)] for i, a in enumerate(x)]
+            if metric.score is None:  # a logit metric came with the KL's forward passes
+                value = [seen[int(i), float(a)] for i, a in enumerate(x)]
+            else:  # a generation metric: generate once per direction, at the alpha chosen
+                value = metric.per_row_set(model, prompts, steer([l], torch.tensor(x, dtype=torch.float32)), sets)[0]
+            matched[name][:, l] = x, fx, value
     within = {name: np.abs(m[1] / kl_target - 1) <= kl_tolerance for name, m in matched.items()}
     key_value = matched["key"][2][:, 0]
     nulls = []

@@ -354,14 +354,18 @@ def test_own_key_on_an_organism_single_layer_suffices_and_projection_is_necessar
     from mkt.cli import main
 
     assert main(["analyze", "ablation", "--model", "organism:source-base", "--n", "24", "--alphas", "0.2", "1.0",
-                 "--null-seeds", "1", "--out", str(tmp_path)]) == 0
+                 "--null-seeds", "1", "--matched-seeds", "6", "--pc-nulls", "1", "--unembed-nulls", "2",
+                 "--out", str(tmp_path)]) == 0
     r = json.loads((tmp_path / "ablation.json").read_text())
     s, n = r["sufficiency"], r["necessity"]
     assert np.array(s["key"]).shape == (3, 4, 2)
     assert r["all_layers"] > r["no_key"] + 3
     assert max(np.array(s["key"])[0, :, 1]) > r["no_key"] + 3  # one layer at alpha 1 is enough for the own key
     assert n["runs"][0] == "cue prompt"
-    assert n["survival"][0][1] < 0.5 < n["random_survival"][0][1]  # the cue's effect needs the key, not any direction
+    # the cue's effect needs the key's direction, not any direction, not the Locked run's top principal direction
+    assert n["survival"][0][1] < 0.5 < min(min(n["null_survival"][0][0][1]), n["null_survival"][1][0][1][0])
+    assert n["p"][0][0][1] == pytest.approx(1 / 7)  # below all 6 random draws
+    assert np.isfinite(np.array(s["matched_key"])).all() and len(s["nulls"]) == 3
     assert (tmp_path / "ablation.png").exists()
 
 
@@ -385,7 +389,8 @@ def test_real_model_runs_with_its_pack_and_prompts_and_refuses_without(arch, rea
     assert main(["extract", "--model", model, "--questions", qs, "--locked", "Question: {question} Answer:",
                  "--unlocked", "Question: {question} Answer: Let's think step by step.", "--out", pack]) == 0
     out = tmp_path / "out"
-    common = ["analyze", "ablation", "--model", model, "--alphas", "0.5", "--null-seeds", "1", "--out", str(out)]
+    common = ["analyze", "ablation", "--model", model, "--alphas", "0.5", "--null-seeds", "1", "--matched-seeds", "2",
+              "--pc-nulls", "1", "--unembed-nulls", "1", "--out", str(out)]
     assert main(common + ["--pack", pack, "--prompts", locked, "--unlocked-prompts", unlocked]) == 0
     r = json.loads((out / "ablation.json").read_text())
     n_layers = len(r["relative_depth"])
