@@ -1,19 +1,23 @@
 """Per-layer ablation: which layers suffice for the key's effect, and is the key's direction necessary?
 
 Three parts, each beside the null that would produce the same number if the effect were
-not real:
+not real; every steering, projection and patch acts at the key's own hook (``key.hook``):
 
 - **Sufficiency**: the key at one layer, at layers <= l and at layers >= l, over a grid of
-  alphas, and again at the alpha that makes the same KL divergence at the decision token
-  as the key at all layers (so that layers are compared on the size of the change they
-  make); each cell beside random directions of the key's norm steered the same way.
-- **Necessity**: the key's direction projected out at every layer (at the last prompt
-  token, or at every position) from the Unlocked run (cue prompt, task template or a
-  post-trained model) and from the steered Target: the share of the capability that
-  survives, beside projecting out random directions.
-- **Activation patching**: the Unlocked run's whole residual at one layer (last prompt
-  token) written into the Locked run, the most any single-layer change there can do;
-  beside a Locked residual of another prompt written the same way.
+  alphas, beside a few random directions (descriptive); then at one layer at the alpha that
+  makes the same KL divergence at the decision token as the key at all layers, beside
+  non-key directions matched the same way: isotropic random ones, +/- the top principal
+  directions of the Target's Locked-only states, and unembedding columns of other tokens.
+  Those that never reach the target are counted as unmatched; against the matched ones the
+  key's empirical p, ``(1 + #null >= key) / (1 + N)``.
+- **Necessity**: the key's direction projected out at every layer (at the last prompt token,
+  or at every position) from the Unlocked run (cue prompt, task template or a post-trained
+  model) and from the steered Target: the share of the capability that survives, beside
+  random directions and the top Locked principal directions projected out; the Locked run
+  ablated the same way, and a mean ablation (h.u set to its Locked mean).
+- **Activation patching**: the Unlocked run's state at one layer (last prompt token) written
+  into the Locked run; beside the Locked state moved by a random vector of the same size
+  (``||h_U - h_L||``). At the last layer the patch is the identity.
 
     mkt analyze ablation --model organism:target-family --metric logit_diff --tokens T rest
 """
@@ -834,8 +838,9 @@ def report(result: AblationResult) -> str:
                  + "/".join(f"{v:+.3f}" for v in n.locked_ablated) + f", mean-ablated {n.locked_mean_ablated:+.3f})")
     lines.append("  variance share of the Locked states along the key per layer " + " ".join(
         f"{v:.3f}" for v in n.variance_share_key) + "; " + "; ".join(
-        f"{name} " + " ".join(f"{v:.3f}" for v in vs.mean(0)) for name, vs in zip(n.null_families,
-                                                                                 n.variance_share_nulls)))
+        f"{name} (mean of {len(vs)}) " + " ".join(f"{v:.3f}" for v in vs.mean(0)) if name == "random" else
+        "; ".join(f"{lab} " + " ".join(f"{v:.3f}" for v in row) for lab, row in zip(labels, vs))
+        for name, labels, vs in zip(n.null_families, n.null_labels, n.variance_share_nulls)))
     for r, name in enumerate(n.runs):
         lines.append(f"  {name} {n.unlocked[r]:+.3f}: mean-ablated {n.mean_ablated[r]:+.3f} "
                      f"(survival {n.mean_survival[r]:.2f})")
