@@ -562,12 +562,14 @@ def necessity(model, prompts: list[str], key, metric: Metric, alpha: float, null
                 null_values[f][r, s] = metric.per_row_set(
                     m, ps, lambda per_row, which: combine(base, projection_condition(per_row, scope, hook)), sets)[0]
     surv = np.vectorize(survival)
-    key_surv = surv(ablated, locked, unlocked[:, None])
-    null_surv = [surv(v, locked, unlocked[:, None, None]) for v in null_values]
+    with np.errstate(invalid="ignore", divide="ignore"):  # no Locked -> Unlocked change: NaN survival, said so
+        key_surv = surv(ablated, locked, unlocked[:, None])
+        null_surv = [surv(v, locked, unlocked[:, None, None]) for v in null_values]
+        net = (ablated - locked_ablated[None]) / (unlocked[:, None] - locked)
     p = np.array([[[empirical_p(key_surv[r, s], ns[r, s], larger=False) for s in range(len(SCOPES))]
                    for r in range(len(runs))] for ns in null_surv])
     return Necessity([r[0] for r in runs], list(SCOPES), locked, locked_ablated, locked_mean, unlocked, ablated, key_surv,
-                     (ablated - locked_ablated[None]) / (unlocked[:, None] - locked), mean_ablated,
+                     net, mean_ablated,
                      surv(mean_ablated, locked, unlocked), list(null_sets), [labels for labels, _ in null_sets.values()],
                      null_surv, p.reshape(len(null_sets), len(runs), len(SCOPES)), variance_share(states, key.directions).numpy(),
                      [torch.stack([variance_share(states, d) for d in sets]).numpy() for _, sets in null_sets.values()])
