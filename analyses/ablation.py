@@ -1,19 +1,23 @@
 """Per-layer ablation: which layers suffice for the key's effect, and is the key's direction necessary?
 
 Three parts, each beside the null that would produce the same number if the effect were
-not real:
+not real; every steering, projection and patch acts at the key's own hook (``key.hook``):
 
 - **Sufficiency**: the key at one layer, at layers <= l and at layers >= l, over a grid of
-  alphas, and again at the alpha that makes the same KL divergence at the decision token
-  as the key at all layers (so that layers are compared on the size of the change they
-  make); each cell beside random directions of the key's norm steered the same way.
-- **Necessity**: the key's direction projected out at every layer (at the last prompt
-  token, or at every position) from the Unlocked run (cue prompt, task template or a
-  post-trained model) and from the steered Target: the share of the capability that
-  survives, beside projecting out random directions.
-- **Activation patching**: the Unlocked run's whole residual at one layer (last prompt
-  token) written into the Locked run, the most any single-layer change there can do;
-  beside a Locked residual of another prompt written the same way.
+  alphas, beside a few random directions (descriptive); then at one layer at the alpha that
+  makes the same KL divergence at the decision token as the key at all layers, beside
+  non-key directions matched the same way: isotropic random ones, +/- the top principal
+  directions of the Target's Locked-only states, and unembedding columns of other tokens.
+  Those that never reach the target are counted as unmatched; against the matched ones the
+  key's empirical p, ``(1 + #null >= key) / (1 + N)``.
+- **Necessity**: the key's direction projected out at every layer (at the last prompt token,
+  or at every position) from the Unlocked run (cue prompt, task template or a post-trained
+  model) and from the steered Target: the share of the capability that survives, beside
+  random directions and the top Locked principal directions projected out; the Locked run
+  ablated the same way, and a mean ablation (h.u set to its Locked mean).
+- **Activation patching**: the Unlocked run's state at one layer (last prompt token) written
+  into the Locked run; beside the Locked state moved by a random vector of the same size
+  (``||h_U - h_L||``). At the last layer the patch is the identity.
 
     mkt analyze ablation --model organism:target-family --metric logit_diff --tokens T rest
 """
@@ -42,11 +46,11 @@ from analyses._common import (
     resolve_run,
     write_outputs,
 )
-from mkt.activations import last_token_resid
+from mkt.activations import prompt_states
 from mkt.cliargs import finite_float, positive_int
 from mkt.generation import generate
 from mkt.key import random_like
-from mkt.models import resid_hook_name, single_token_id, tokenize_left_padded
+from mkt.models import RESID_HOOK, resid_hook_name, single_token_id, tokenize_left_padded
 from mkt.steering import Steering
 
 # A condition hooks a model while open, for the prompt rows ``rows`` of the batch it runs.
@@ -86,25 +90,83 @@ def survival(ablated: float, locked: float, unlocked: float) -> float:
     return (ablated - locked) / (unlocked - locked) if unlocked != locked else float("nan")
 
 
-def bisect_increasing(f: Callable[[float], float], target: float, lo: float, hi: float, steps: int = 8
-                      ) -> tuple[float, float]:
-    """(x, f(x)) with f(x) ~ target for f increasing on [lo, hi], bisecting in log x.
+def bisect_increasing(f: Callable[[np.ndarray, np.ndarray], np.ndarray], target: float, lo: float, hi: float,
+                      n: int = 1, steps: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """For ``n`` functions at once, the evaluated point whose value is closest to ``target``: (x[n], f(x)[n]).
 
-    When the target lies outside [f(lo), f(hi)] the nearer end is returned, so a caller can
-    tell an unreachable target by comparing f(x) with it.
+    ``f(x, idx)`` evaluates function ``idx[i]`` at ``x[i]``. Each is bisected in log x on
+    [lo, hi] as if increasing; a function whose target lies outside [f(lo), f(hi)] is not
+    bisected (``hi`` or ``lo`` is returned, and comparing f(x) with the target tells the
+    caller it is out of reach). A non-monotone function can make bisection miss a closer
+    point; what is returned is always the closest point *evaluated*, never an unevaluated
+    midpoint.
     """
-    f_hi = f(hi)
-    if f_hi <= target:
-        return hi, f_hi
-    f_lo = f(lo)
-    if f_lo >= target:
-        return lo, f_lo
-    x, fx = hi, f_hi
-    for _ in range(steps):
-        x = float(np.sqrt(lo * hi))
-        fx = f(x)
-        lo, hi = (x, hi) if fx < target else (lo, x)
-    return x, fx
+    xs: list[list[float]] = [[] for _ in range(n)]
+    fs: list[list[float]] = [[] for _ in range(n)]
+
+    def evaluate(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        fx = np.asarray(f(x, idx), dtype=float)
+        for i, a, b in zip(idx, x, fx):
+            xs[i].append(float(a))
+            fs[i].append(float(b))
+        return fx
+
+    idx = np.arange(n)
+    idx = idx[evaluate(np.full(n, hi, dtype=float), idx) > target]
+    if idx.size:
+        idx = idx[evaluate(np.full(idx.size, lo, dtype=float), idx) < target]
+    log_lo, log_hi = np.full(idx.size, np.log(lo)), np.full(idx.size, np.log(hi))
+    for _ in range(steps if idx.size else 0):
+        mid = (log_lo + log_hi) / 2
+        below = evaluate(np.exp(mid), idx) < target
+        log_lo, log_hi = np.where(below, mid, log_lo), np.where(below, log_hi, mid)
+    best = [int(np.argmin(np.abs(np.array(fs[i]) - target))) for i in range(n)]
+    return np.array([xs[i][b] for i, b in enumerate(best)]), np.array([fs[i][b] for i, b in enumerate(best)])
+
+
+def empirical_p(value: float, nulls: np.ndarray, larger: bool = True) -> float:
+    """(1 + #nulls at least as extreme as ``value``) / (1 + N): ``larger`` counts nulls >= value, else <= value.
+
+    NaN nulls (e.g. unmatched ones) are left out; with none left the p-value is NaN.
+    """
+    nulls = np.asarray(nulls, dtype=float)
+    nulls = nulls[~np.isnan(nulls)]
+    if nulls.size == 0 or np.isnan(value):
+        return float("nan")
+    extreme = nulls >= value if larger else nulls <= value
+    return float((1 + extreme.sum()) / (1 + nulls.size))
+
+
+def top_principal_directions(states: Float[Tensor, "n layer d"], k: int) -> Float[Tensor, "k layer d"]:
+    """The top ``k`` principal directions (unit vectors) of ``states`` per layer, centred over the n rows.
+
+    Signs are fixed so that each direction's largest-magnitude coordinate is positive.
+    """
+    x = states.double() - states.double().mean(0)
+    _, _, vh = torch.linalg.svd(x.transpose(0, 1), full_matrices=False)  # [layer, min(n, d), d]
+    pcs = vh[:, :k].transpose(0, 1)  # [k, layer, d]
+    sign = torch.sign(pcs.gather(-1, pcs.abs().argmax(-1, keepdim=True)))
+    return (pcs * sign).float()
+
+
+def variance_share(states: Float[Tensor, "n layer d"], directions: Float[Tensor, "layer d"]) -> Float[Tensor, "layer"]:
+    """The share of each layer's total variance (over the n rows) that lies along ``directions[layer]``."""
+    x = states.double() - states.double().mean(0)
+    u = directions.double() / directions.double().norm(dim=-1, keepdim=True)
+    return ((x * u).sum(-1).pow(2).sum(0) / x.pow(2).sum((0, 2))).float()
+
+
+def mean_ablate(h: Float[Tensor, "... d"], direction: Float[Tensor, "d"], mean: float | Tensor) -> Float[Tensor, "... d"]:
+    """``h`` with its component along ``direction`` set to ``mean``: ``h - (h.u - mean) u``."""
+    u = direction / direction.norm().clamp_min(1e-30)
+    return h - ((h @ u) - mean)[..., None] * u
+
+
+def size_matched_noise(diff: Float[Tensor, "n d"], seed: int) -> Float[Tensor, "n d"]:
+    """Random (isotropic) vectors with the row norms of ``diff``."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(diff.shape, generator=g, dtype=torch.float64)
+    return (noise / noise.norm(dim=-1, keepdim=True) * diff.double().norm(dim=-1, keepdim=True)).to(diff.dtype)
 
 
 # ---- model I/O -------------------------------------------------------------------------------------------
@@ -118,39 +180,66 @@ def steering_condition(steering: Steering) -> Condition:
     return lambda model, rows: steering.rows(rows.start, rows.stop).attach(model)
 
 
-def projection_condition(directions: Float[Tensor, "layer d"], scope: str) -> Condition:
-    """Project ``directions[l]`` out of ``resid_post`` of every layer l, at the last prompt token or everywhere.
-
-    ``last`` acts on the prefill only (generated tokens are left alone, like the key's own
-    ``prompt-last`` scope); ``all`` on every position of every forward, generated tokens too.
-    """
-    def hook(act: Float[Tensor, "batch pos d"], hook, layer: int) -> Tensor:
-        u = directions[layer].to(device=act.device, dtype=torch.float32)
+def _last_token_hooks(edit: Callable[[Tensor, int, slice], Tensor], n_layers: int, hook: str, scope: str = "last"
+                      ) -> Condition:
+    """Hooks at ``blocks.{l}.{hook}`` of every layer applying ``edit(act, layer, rows)`` to the last prompt token
+    (prefill only) or, with scope ``all``, to every position of every forward."""
+    def fn(act: Float[Tensor, "batch pos d"], hook, layer: int, rows: slice) -> Tensor:
         if scope == "all":
-            return project_out(act.float(), u).to(act.dtype)
+            return edit(act.float(), layer, rows).to(act.dtype)
         if act.shape[1] == 1:
             return act
         out = act.clone()
-        out[:, -1] = project_out(act[:, -1].float(), u).to(act.dtype)
+        out[:, -1] = edit(act[:, -1].float(), layer, rows).to(act.dtype)
         return out
 
-    def condition(model, rows: slice) -> ContextManager:
-        return model.hooks(fwd_hooks=[(resid_hook_name(layer), partial(hook, layer=layer))
-                                      for layer in range(directions.shape[0])])
-
-    return condition
+    return lambda model, rows: model.hooks(fwd_hooks=[(resid_hook_name(layer, hook), partial(fn, layer=layer, rows=rows))
+                                                      for layer in range(n_layers)])
 
 
-def patch_condition(layer: int, values: Float[Tensor, "n d"]) -> Condition:
-    """Write ``values[i]`` over prompt i's residual after ``layer`` at its last prompt token (prefill only)."""
-    def hook(act: Float[Tensor, "batch pos d"], hook, rows: slice) -> Tensor:
+def _per_row(directions: Tensor, layer: int, rows: slice, like: Tensor) -> Tensor:
+    """``directions[layer]`` (one for all rows) or ``directions[rows, layer]`` broadcast over positions."""
+    if directions.ndim == 2:
+        return directions[layer].to(device=like.device, dtype=torch.float32)
+    u = directions[rows, layer].to(device=like.device, dtype=torch.float32)
+    return u if like.ndim == 2 else u[:, None, :]
+
+
+def projection_condition(directions: Float[Tensor, "layer d"] | Float[Tensor, "row layer d"], scope: str,
+                         hook: str = RESID_HOOK) -> Condition:
+    """Project ``directions[l]`` out of ``blocks.{l}.{hook}`` of every layer l, at the last prompt token or everywhere.
+
+    ``last`` acts on the prefill only (generated tokens are left alone, like the key's own
+    ``prompt-last`` scope); ``all`` on every position of every forward, generated tokens too.
+    ``directions`` of shape ``[rows, layer, d]`` give each prompt row its own direction.
+    """
+    def edit(h: Tensor, layer: int, rows: slice) -> Tensor:
+        u = _per_row(directions, layer, rows, h)
+        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        return h - (h * u).sum(-1, keepdim=True) * u
+
+    return _last_token_hooks(edit, directions.shape[-2], hook, scope)
+
+
+def mean_ablation_condition(directions: Float[Tensor, "layer d"], means: Float[Tensor, "layer"],
+                            hook: str = RESID_HOOK) -> Condition:
+    """Set the component along ``directions[l]`` to ``means[l]`` at the last prompt token of every layer (prefill)."""
+    def edit(h: Tensor, layer: int, rows: slice) -> Tensor:
+        return mean_ablate(h, directions[layer].to(h.device, torch.float32), float(means[layer]))
+
+    return _last_token_hooks(edit, directions.shape[0], hook)
+
+
+def patch_condition(layer: int, values: Float[Tensor, "n d"], hook: str = RESID_HOOK) -> Condition:
+    """Write ``values[i]`` over prompt i's ``blocks.{layer}.{hook}`` at its last prompt token (prefill only)."""
+    def fn(act: Float[Tensor, "batch pos d"], hook, rows: slice) -> Tensor:
         if act.shape[1] == 1:
             return act
         out = act.clone()
         out[:, -1] = values[rows].to(device=act.device, dtype=act.dtype)
         return out
 
-    return lambda model, rows: model.hooks(fwd_hooks=[(resid_hook_name(layer), partial(hook, rows=rows))])
+    return lambda model, rows: model.hooks(fwd_hooks=[(resid_hook_name(layer, hook), partial(fn, rows=rows))])
 
 
 def combine(*conditions: Condition) -> Condition:
@@ -206,6 +295,39 @@ class Metric:
                                                    batch_size=self.batch_size)]
         return float(np.mean([self.score(i, t) for i, t in enumerate(texts)]))
 
+    def per_row_set(self, model, prompts: list[str], make: Callable[[Tensor, slice], Condition], sets: Tensor,
+                    clean: Tensor | None = None, rows_per_call: int = 1024, per_prompt: bool = False,
+                    values: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(metric, KL at the decision token against ``clean``) for each of ``sets`` (first axis: one per condition).
+
+        ``make(per_row, which)`` builds the condition from a tensor whose first axis runs over
+        prompt rows, for the sets ``sets[which]``; the prompts are repeated once per set so that a logit metric evaluates several
+        sets in one forward pass. A generation metric is run set by set. The KL is NaN
+        without ``clean``. ``per_prompt``: each set already holds one row per prompt
+        (``[m, n, ...]``) instead of one value for all prompts. ``values=False``: the KL only
+        (the metric is NaN; no generations).
+        """
+        m, n = sets.shape[0], len(prompts)
+        want_values = values
+        values, kls = np.full(m, np.nan), np.full(m, np.nan)
+        group = max(1, rows_per_call // n)
+        for g in range(0, m, group):
+            chunk = sets[g : g + group]
+            k = chunk.shape[0]
+            per_row = chunk.flatten(0, 1) if per_prompt else chunk.repeat_interleave(n, dim=0)
+            logp = next_token_logprobs(model, prompts * k, make(per_row, slice(g, g + k)), self.batch_size)
+            if clean is not None:
+                kls[g : g + k] = kl_divergence(clean.repeat(k, 1), logp).view(k, n).mean(1).numpy()
+            if not want_values:
+                continue
+            if self.score is None:
+                values[g : g + k] = decision_metric(logp, self.a.repeat(k), None if self.b is None else self.b.repeat(k)
+                                                    ).view(k, n).mean(1).numpy()
+            else:
+                values[g : g + k] = [self(model, prompts, make(chunk[i] if per_prompt else chunk[i].expand(n, *chunk.shape[1:]),
+                                                               slice(g + i, g + i + 1))) for i in range(k)]
+        return values, kls
+
 
 def token_pair_metric(model, n: int, token_a: str, token_b: str) -> Metric:
     """logit(token_a) - logit(token_b) for every prompt, or the log-odds of token_a with ``token_b="rest"``."""
@@ -229,6 +351,46 @@ def decision_token_metric(locked_logp: Float[Tensor, "n vocab"], unlocked_logp: 
     return Metric(f"logit(Unlocked top token) - logit(Locked top token), {differ}/{len(a)} prompts differ", a, b)
 
 
+# ---- the null directions ---------------------------------------------------------------------------------
+
+
+def locked_states(model, prompts: list[str], key) -> Float[Tensor, "n layer d"]:
+    """The Locked run's last-token states at the key's own hook point."""
+    return prompt_states(model, prompts, hook=key.hook)
+
+
+def scaled_like(key, units: Float[Tensor, "m layer d"]) -> Float[Tensor, "m layer d"]:
+    """Directions with the key's per-layer norms (only the direction matters to the rotation and projection)."""
+    return units / units.norm(dim=-1, keepdim=True).clamp_min(1e-30) * key.norms()[None, :, None]
+
+
+def null_direction_sets(model, key, states: Float[Tensor, "n layer d"], seeds: list[int], n_pcs: int,
+                        n_unembed: int, exclude_tokens: list[int]) -> dict[str, tuple[list[str], Tensor]]:
+    """Families of non-key directions (each ``[m, layer, d]``, the key's norms) with a label per member.
+
+    - ``random``: isotropic Gaussian (``random_like``), one per seed;
+    - ``Locked PCs``: +/- the top principal directions of the Target's Locked-only states
+      (pooling Unlocked states would put the cue's difference into the variance);
+    - ``unembedding``: the unembedding columns ``W_U[:, t]`` of other tokens, the same at every
+      layer (a push straight at another output token).
+    """
+    out: dict[str, tuple[list[str], Tensor]] = {}
+    if seeds:
+        out["random"] = ([f"seed {s}" for s in seeds], torch.stack([random_like(key, s).directions for s in seeds]))
+    if n_pcs:
+        pcs = top_principal_directions(states, n_pcs)
+        out["Locked PCs"] = ([f"{s}PC{k + 1}" for k in range(n_pcs) for s in "+-"],
+                             scaled_like(key, torch.stack([s * pcs[k] for k in range(n_pcs) for s in (1, -1)])))
+    if n_unembed:
+        others = [t for t in range(model.cfg.d_vocab) if t not in set(exclude_tokens)]
+        pick = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:n_unembed]
+        tokens = [others[i] for i in pick.tolist()]
+        w_u = model.W_U.detach().float().cpu()
+        cols = torch.stack([w_u[:, t][None].expand(key.n_layers, -1) for t in tokens])
+        out["unembedding"] = ([repr(model.tokenizer.convert_ids_to_tokens(t)) for t in tokens], scaled_like(key, cols))
+    return out
+
+
 # ---- the three parts -------------------------------------------------------------------------------------
 
 
@@ -237,148 +399,230 @@ def window_layers(window: str, layer: int, n_layers: int) -> list[int]:
 
 
 @dataclass
+class MatchedNull:
+    """One family of null directions, each at one layer at the alpha matching the key's KL target: ``[layer, m]``."""
+
+    family: str
+    labels: list[str]
+    alpha: np.ndarray
+    kl: np.ndarray
+    value: np.ndarray
+    matched: np.ndarray  # bool: the KL reached is within the tolerance of the target; the rest are "unmatched"
+    p: np.ndarray  # [layer]: (1 + #matched nulls with a metric >= the key's) / (1 + #matched)
+
+
+@dataclass
 class Sufficiency:
     """Metric of the key (and of random directions) steered at windows of layers.
 
-    Grid arrays are ``[window, layer, alpha]``; the KL-matched ones ``[layer]``, the key at
-    one layer only at the alpha whose KL at the decision token equals that of the key at
-    all layers at the reference alpha.
+    Grid arrays are ``[window, layer, alpha]`` (random: a few seeds, descriptive); the
+    KL-matched ones ``[layer]``: the key at one layer only at the alpha whose KL at the
+    decision token equals that of the key at all layers at the reference alpha, beside each
+    null family matched the same way (``nulls``).
     """
 
     alphas: list[float]
     windows: list[str]
     key: np.ndarray  # [window, layer, alpha]
-    random_mean: np.ndarray  # [window, layer, alpha], over the null seeds
+    random_mean: np.ndarray  # [window, layer, alpha], over the grid's null seeds
     random_max: np.ndarray
     kl_target: float  # KL at the decision token of the key at all layers at the reference alpha
-    matched_alpha: np.ndarray  # [layer]: the alpha making kl_target at layer l alone (the cap where out of reach)
-    matched_kl: np.ndarray  # [layer]: the KL it made (below kl_target where the target is out of reach)
+    kl_tolerance: float  # a KL within this relative distance of the target counts as matched
+    matched_alpha: np.ndarray  # [layer]: the evaluated alpha whose KL is closest to kl_target at layer l alone
+    matched_kl: np.ndarray  # [layer]
     matched_key: np.ndarray  # [layer]
-    matched_random_mean: np.ndarray  # [layer]: random directions, each at its own KL-matched alpha
-    matched_random_max: np.ndarray
-    matched_random_kl: np.ndarray  # [layer], mean over seeds
+    key_matched: np.ndarray  # [layer] bool
+    nulls: list[MatchedNull]
     alpha_cap: float  # the largest alpha tried when matching
 
 
+def pooled_p(s: Sufficiency) -> np.ndarray:
+    """[layer]: the key's empirical p against every matched null of every family at once."""
+    return np.array([empirical_p(s.matched_key[l], np.concatenate([n.value[l][n.matched[l]] for n in s.nulls]))
+                     if s.nulls else np.nan for l in range(len(s.matched_key))])
+
+
 def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[float], ref_alpha: float,
-                seeds: list[int], mode: str = "norm-preserving", alpha_range: tuple[float, float] = (0.01, 16.0),
-                match_steps: int = 6, progress: bool = True) -> Sufficiency:
-    """The key and ``len(seeds)`` random directions of its norms at every window x alpha, and KL-matched per layer."""
-    n_layers = model.cfg.n_layers
+                seeds: list[int], null_sets: dict[str, tuple[list[str], Tensor]], mode: str = "norm-preserving",
+                alpha_range: tuple[float, float] = (0.01, 16.0), match_steps: int = 5, kl_tolerance: float = 0.2,
+                progress: bool = True) -> Sufficiency:
+    """The key and ``len(seeds)`` random directions at every window x alpha; the key and ``null_sets`` KL-matched."""
+    n_layers, hook = model.cfg.n_layers, key.hook
     clean = next_token_logprobs(model, prompts, batch_size=metric.batch_size)
-    cache: dict[tuple, tuple[float, float]] = {}
 
-    def evaluate(d: int, directions, layers: tuple, alpha: float) -> tuple[float, float]:
-        """(metric, KL at the decision token); a logit metric shares the KL's forward pass."""
-        if (d, layers, alpha) not in cache:
-            condition = steering_condition(Steering(directions, alpha, mode, list(layers)))
-            logp = next_token_logprobs(model, prompts, condition, metric.batch_size)
-            value = (decision_metric(logp, metric.a, metric.b).mean().item() if metric.score is None
-                     else metric(model, prompts, condition))
-            cache[d, layers, alpha] = value, kl_divergence(clean, logp).mean().item()
-        return cache[d, layers, alpha]
+    def steer(layers: list[int], alpha: float | Tensor):
+        """Steering at ``layers`` with one alpha, or one per set (``alpha[which]``)."""
+        def make(per_row: Tensor, which: slice) -> Condition:
+            a = alpha[which].repeat_interleave(len(prompts)) if torch.is_tensor(alpha) else alpha
+            return steering_condition(Steering(per_row, a, mode, layers, hook=hook))
 
-    every = tuple(range(n_layers))
-    kl_target = evaluate(0, key.directions, every, ref_alpha)[1]
-    directions = [key.directions] + [random_like(key, s).directions for s in seeds]
-    grid = np.zeros((len(WINDOWS), n_layers, len(alphas), len(directions)))
-    matched = np.zeros((n_layers, len(directions), 3))  # alpha, metric, KL
+        return make
+
+    kl_target = metric.per_row_set(model, prompts, steer(list(range(n_layers)), ref_alpha), key.directions[None],
+                                   clean)[1][0]
+    grid_sets = torch.stack([key.directions] + [random_like(key, s).directions for s in seeds])
+    grid = np.zeros((len(WINDOWS), n_layers, len(alphas), grid_sets.shape[0]))
     cells = [(w, l) for w in range(len(WINDOWS)) for l in range(n_layers)]
-    for w, l in tqdm(cells, desc="sufficiency", disable=not progress):
-        layers = tuple(window_layers(WINDOWS[w], l, n_layers))
-        for d, dirs in enumerate(directions):
-            for j, alpha in enumerate(alphas):
-                grid[w, l, j, d] = evaluate(d, dirs, layers, alpha)[0]
-            if WINDOWS[w] == "only":
-                alpha, kl = bisect_increasing(lambda a: evaluate(d, dirs, layers, a)[1], kl_target, *alpha_range,
-                                              steps=match_steps)
-                matched[l, d] = alpha, evaluate(d, dirs, layers, alpha)[0], kl
-        cache.clear()  # each cell's evaluations are its own
-    rnd, m_rnd = grid[..., 1:], matched[:, 1:]
-    return Sufficiency(list(alphas), list(WINDOWS), grid[..., 0], rnd.mean(-1), rnd.max(-1), kl_target,
-                       matched[:, 0, 0], matched[:, 0, 2], matched[:, 0, 1], m_rnd[..., 1].mean(-1),
-                       m_rnd[..., 1].max(-1), m_rnd[..., 2].mean(-1), alpha_range[1])
+    for w, l in tqdm(cells, desc="sufficiency grid", disable=not progress):
+        for j, alpha in enumerate(alphas):
+            grid[w, l, j] = metric.per_row_set(model, prompts, steer(window_layers(WINDOWS[w], l, n_layers), alpha),
+                                               grid_sets)[0]
+
+    families = [("key", (["key"], key.directions[None]))] + list(null_sets.items())
+    matched = {name: np.zeros((3, n_layers, sets.shape[0])) for name, (_, sets) in families}  # alpha, KL, metric
+    for l in tqdm(range(n_layers), desc="KL matching", disable=not progress):
+        for name, (_, sets) in families:
+            seen: dict[tuple[int, float], float] = {}
+
+            def kl_at(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+                values, kls = metric.per_row_set(model, prompts, steer([l], torch.tensor(x, dtype=torch.float32)),
+                                                 sets[idx], clean, values=metric.score is None)
+                seen.update({(int(i), float(a)): v for i, a, v in zip(idx, x, values)})
+                return kls
+
+            x, fx = bisect_increasing(kl_at, kl_target, *alpha_range, n=sets.shape[0], steps=match_steps)
+            if metric.score is None:  # a logit metric came with the KL's forward passes
+                value = [seen[int(i), float(a)] for i, a in enumerate(x)]
+            else:  # a generation metric: generate once per direction, at the alpha chosen
+                value = metric.per_row_set(model, prompts, steer([l], torch.tensor(x, dtype=torch.float32)), sets)[0]
+            matched[name][:, l] = x, fx, value
+    within = {name: np.abs(m[1] / kl_target - 1) <= kl_tolerance for name, m in matched.items()}
+    key_value = matched["key"][2][:, 0]
+    nulls = []
+    for name, (labels, _) in families[1:]:
+        a, kl, value = matched[name]
+        p = [empirical_p(key_value[l], np.where(within[name][l], value[l], np.nan)) for l in range(n_layers)]
+        nulls.append(MatchedNull(name, labels, a, kl, value, within[name], np.array(p)))
+    k = matched["key"]
+    return Sufficiency(list(alphas), list(WINDOWS), grid[..., 0], grid[..., 1:].mean(-1), grid[..., 1:].max(-1),
+                       float(kl_target), kl_tolerance, k[0][:, 0], k[1][:, 0], key_value, within["key"][:, 0], nulls,
+                       alpha_range[1])
 
 
 @dataclass
 class Necessity:
-    """The key's direction projected out of Unlocked runs; arrays ``[run, scope]``."""
+    """The key's direction projected out (and mean-ablated) at every layer; arrays ``[run, scope]``.
+
+    Runs are the Unlocked run(s) and the steered model; the Locked run itself is ablated too
+    (``locked_ablated``): the projection moves it as well, and ``survival_net`` compares the
+    ablated Unlocked run with the ablated Locked run instead of the intact one.
+    """
 
     runs: list[str]
     scopes: list[str]
     locked: float  # the Locked run: the model on the Locked prompts, no key
+    locked_ablated: np.ndarray  # [scope]: the Locked run with the key's direction projected out
+    locked_mean_ablated: float  # the Locked run with h.u set to its Locked mean (last token)
     unlocked: np.ndarray  # [run]
     ablated: np.ndarray  # [run, scope]
-    random_mean: np.ndarray  # [run, scope]: random directions (the key's norms) projected out instead
-    random_min: np.ndarray
-    survival: np.ndarray  # [run, scope]
-    random_survival: np.ndarray  # [run, scope], of random_mean
+    survival: np.ndarray  # [run, scope]: (ablated - Locked) / (Unlocked - Locked)
+    survival_net: np.ndarray  # [run, scope]: (ablated - Locked ablated) / (Unlocked - Locked)
+    mean_ablated: np.ndarray  # [run]: h.u set to its Locked-run mean at the last token of every layer
+    mean_survival: np.ndarray  # [run]
+    null_families: list[str]
+    null_labels: list[list[str]]
+    null_survival: list[np.ndarray]  # per family [run, scope, m]
+    p: np.ndarray  # [family, run, scope]: (1 + #nulls with survival <= the key's) / (1 + m)
+    variance_share_key: np.ndarray  # [layer]: share of the Locked states' variance along the key
+    variance_share_nulls: list[np.ndarray]  # per family [m, layer]
 
 
-def necessity(model, prompts: list[str], key, metric: Metric, alpha: float, seeds: list[int],
-              unlocked_model=None, unlocked_prompts: list[str] | None = None, unlocked_label: str = "",
-              mode: str = "norm-preserving") -> Necessity:
-    """Project the key out at every layer from the Unlocked run and from the steered model; random directions too.
+def necessity(model, prompts: list[str], key, metric: Metric, alpha: float, null_sets: dict[str, tuple[list[str], Tensor]],
+              states: Float[Tensor, "n layer d"], unlocked_model=None, unlocked_prompts: list[str] | None = None,
+              unlocked_label: str = "", mode: str = "norm-preserving") -> Necessity:
+    """Project the key (and each null direction) out at every layer, at the key's hook, from each run.
 
     The steered run is checked, not tested: the projection sits after the injection at every
     layer, so it removes what the key wrote by construction and only the rotation's norm
     change can survive; a survival near 1 there would mean the hooks miss the injection.
+    Null families: directions that can fail this test, the top principal directions of the
+    Locked states hold more variance than the key (``variance_share_*`` says how much).
     """
+    hook = key.hook
     runs: list[tuple[str, object, list[str], Condition]] = []
     if unlocked_model is not None or unlocked_prompts is not None:
         runs.append((unlocked_label or "Unlocked run", unlocked_model or model, unlocked_prompts or prompts,
                      no_condition))
     runs.append((f"steered (alpha={alpha:g})", model, prompts, steering_condition(key.steering(alpha=alpha, mode=mode))))
+    units = key.directions / key.directions.norm(dim=-1, keepdim=True)
+    means = (states * units).sum(-1).mean(0)  # [layer]: the Locked run's mean h.u
     locked = metric(model, prompts)
-    nulls = [random_like(key, s).directions for s in seeds]
+    locked_ablated = np.array([metric(model, prompts, projection_condition(key.directions, s, hook)) for s in SCOPES])
+    locked_mean = metric(model, prompts, mean_ablation_condition(key.directions, means, hook))
     unlocked = np.zeros(len(runs))
     ablated = np.zeros((len(runs), len(SCOPES)))
-    rnd = np.zeros((len(runs), len(SCOPES), len(seeds)))
+    mean_ablated = np.zeros(len(runs))
+    null_values = [np.zeros((len(runs), len(SCOPES), sets.shape[0])) for _, sets in null_sets.values()]
     for r, (_, m, ps, base) in enumerate(runs):
         unlocked[r] = metric(m, ps, base)
+        mean_ablated[r] = metric(m, ps, combine(base, mean_ablation_condition(key.directions, means, hook)))
         for s, scope in enumerate(SCOPES):
-            ablated[r, s] = metric(m, ps, combine(base, projection_condition(key.directions, scope)))
-            for i, null in enumerate(nulls):
-                rnd[r, s, i] = metric(m, ps, combine(base, projection_condition(null, scope)))
+            ablated[r, s] = metric(m, ps, combine(base, projection_condition(key.directions, scope, hook)))
+            for f, (_, sets) in enumerate(null_sets.values()):
+                null_values[f][r, s] = metric.per_row_set(
+                    m, ps, lambda per_row, which: combine(base, projection_condition(per_row, scope, hook)), sets)[0]
     surv = np.vectorize(survival)
-    return Necessity([r[0] for r in runs], list(SCOPES), locked, unlocked, ablated, rnd.mean(-1), rnd.min(-1),
-                     surv(ablated, locked, unlocked[:, None]), surv(rnd.mean(-1), locked, unlocked[:, None]))
+    with np.errstate(invalid="ignore", divide="ignore"):  # no Locked -> Unlocked change: NaN survival, said so
+        key_surv = surv(ablated, locked, unlocked[:, None])
+        null_surv = [surv(v, locked, unlocked[:, None, None]) for v in null_values]
+        net = (ablated - locked_ablated[None]) / (unlocked[:, None] - locked)
+    p = np.array([[[empirical_p(key_surv[r, s], ns[r, s], larger=False) for s in range(len(SCOPES))]
+                   for r in range(len(runs))] for ns in null_surv])
+    return Necessity([r[0] for r in runs], list(SCOPES), locked, locked_ablated, locked_mean, unlocked, ablated, key_surv,
+                     net, mean_ablated,
+                     surv(mean_ablated, locked, unlocked), list(null_sets), [labels for labels, _ in null_sets.values()],
+                     null_surv, p.reshape(len(null_sets), len(runs), len(SCOPES)), variance_share(states, key.directions).numpy(),
+                     [torch.stack([variance_share(states, d) for d in sets]).numpy() for _, sets in null_sets.values()])
 
 
 @dataclass
 class Patching:
-    """Unlocked -> Locked activation patching at one layer at a time (last prompt token); arrays ``[layer]``."""
+    """Unlocked -> Locked activation patching at one layer at a time (last prompt token); arrays ``[layer]``.
 
+    At the last layer the patch replaces the final residual, so it reproduces the Unlocked
+    run's output by identity (no test of anything there).
+    """
+
+    hook: str
     locked: float
     unlocked: float
-    patched: np.ndarray  # the Unlocked run's residual written into the Locked run at layer l
-    control: np.ndarray  # another prompt's Locked residual written the same way
+    patched: np.ndarray  # the Unlocked run's state written into the Locked run at layer l
+    control: np.ndarray  # [layer, seed]: the Locked state plus a random vector of norm ||h_U - h_L||, per prompt
+    p: np.ndarray  # [layer]: (1 + #controls >= patched) / (1 + seeds)
 
 
-def activation_patching(model, prompts: list[str], metric: Metric, unlocked_model=None,
-                        unlocked_prompts: list[str] | None = None) -> Patching:
-    """Patch the Unlocked run's last-token residual into the Locked run, layer by layer.
+def activation_patching(model, prompts: list[str], metric: Metric, seeds: list[int], hook: str = RESID_HOOK,
+                        unlocked_model=None, unlocked_prompts: list[str] | None = None) -> Patching:
+    """Patch the Unlocked run's last-token state at ``hook`` into the Locked run, layer by layer.
 
-    The control writes the Locked residual of the next prompt (rolled by one): a foreign state
-    of the same kind, which moves the metric only as far as any replacement does.
+    The control moves the Locked state as far as the patch does (per prompt, ||h_U - h_L||),
+    in a random direction: it fails if any change of that size carries the decision.
     """
-    donor = last_token_resid(unlocked_model or model, unlocked_prompts or prompts)
-    own = last_token_resid(model, prompts)
-    shifted = own.roll(1, dims=0)
+    donor = prompt_states(unlocked_model or model, unlocked_prompts or prompts, hook=hook)
+    own = prompt_states(model, prompts, hook=hook)
     n_layers = model.cfg.n_layers
-    patched = [metric(model, prompts, patch_condition(layer, donor[:, layer])) for layer in range(n_layers)]
-    control = [metric(model, prompts, patch_condition(layer, shifted[:, layer])) for layer in range(n_layers)]
-    return Patching(metric(model, prompts), metric(unlocked_model or model, unlocked_prompts or prompts),
-                    np.array(patched), np.array(control))
+    patched = np.array([metric(model, prompts, patch_condition(layer, donor[:, layer], hook))
+                        for layer in range(n_layers)])
+    control = np.zeros((n_layers, len(seeds)))
+    for layer in range(n_layers):
+        diff = donor[:, layer] - own[:, layer]
+        values = torch.stack([own[:, layer] + size_matched_noise(diff, 1000 * layer + s) for s in seeds])
+        control[layer] = metric.per_row_set(model, prompts, lambda per_row, which: patch_condition(layer, per_row, hook),
+                                            values, per_prompt=True)[0]
+    p = np.array([empirical_p(patched[l], control[l]) for l in range(n_layers)])
+    return Patching(hook, metric(model, prompts), metric(unlocked_model or model, unlocked_prompts or prompts),
+                    patched, control, p)
 
 
 @dataclass
 class AblationResult:
     model: str
     metric: str
+    hook: str  # the key's hook point: every steering, projection and patch acts there
     alpha: float  # the reference alpha: the key at all layers, and the KL it makes
     n_prompts: int
-    null_seeds: list[int]
+    null_seeds: list[int]  # random directions of the sufficiency grid (descriptive)
+    matched_seeds: list[int]  # random directions of the KL-matched and necessity nulls
     relative_depth: np.ndarray
     no_key: float
     all_layers: float
@@ -389,16 +633,29 @@ class AblationResult:
 
 
 def layer_ablation(model, prompts: list[str], key, metric: Metric, alpha: float, alphas: list[float],
-                   seeds: list[int], unlocked_model=None, unlocked_prompts: list[str] | None = None,
-                   unlocked_label: str = "", mode: str = "norm-preserving", model_name: str = "",
+                   seeds: list[int], matched_seeds: list[int] | None = None, n_pcs: int = 3, n_unembed: int = 6,
+                   unlocked_model=None, unlocked_prompts: list[str] | None = None, unlocked_label: str = "",
+                   mode: str = "norm-preserving", model_name: str = "", match_steps: int = 5,
                    progress: bool = True) -> AblationResult:
     """Sufficiency, necessity and (with an Unlocked run) activation patching of ``key`` on ``model``."""
+    matched_seeds = list(seeds) if matched_seeds is None else list(matched_seeds)
     has_unlocked = unlocked_model is not None or unlocked_prompts is not None
-    suff = sufficiency(model, prompts, key, metric, alphas, alpha, seeds, mode, progress=progress)
-    nec = necessity(model, prompts, key, metric, alpha, seeds, unlocked_model, unlocked_prompts, unlocked_label, mode)
-    patch = activation_patching(model, prompts, metric, unlocked_model, unlocked_prompts) if has_unlocked else None
+    states = locked_states(model, prompts, key)
+    exclude = [int(t) for t in {*metric.a.tolist(), *([] if metric.b is None else metric.b.tolist())}] \
+        if metric.a is not None else []
+    null_sets = null_direction_sets(model, key, states, matched_seeds, n_pcs, n_unembed, exclude)
+    suff = sufficiency(model, prompts, key, metric, alphas, alpha, seeds, null_sets, mode, match_steps=match_steps,
+                       progress=progress)
+    necessity_nulls = {name: (labels, sets) for name, (labels, sets) in null_sets.items() if name != "unembedding"}
+    if "Locked PCs" in necessity_nulls:  # projecting out +PC and -PC is the same: keep one of each
+        labels, sets = necessity_nulls["Locked PCs"]
+        necessity_nulls["Locked PCs"] = ([lab.lstrip("+") for lab in labels[::2]], sets[::2])
+    nec = necessity(model, prompts, key, metric, alpha, necessity_nulls, states, unlocked_model, unlocked_prompts,
+                    unlocked_label, mode)
+    patch = (activation_patching(model, prompts, metric, matched_seeds, key.hook, unlocked_model, unlocked_prompts)
+             if has_unlocked else None)
     notes = [] if has_unlocked else ["no Unlocked run: necessity from the steered model only, no activation patching"]
-    return AblationResult(model_name, metric.name, alpha, len(prompts), list(seeds),
+    return AblationResult(model_name, metric.name, key.hook, alpha, len(prompts), list(seeds), matched_seeds,
                           relative_depth(model.cfg.n_layers), metric(model, prompts),
                           metric(model, prompts, steering_condition(key.steering(alpha=alpha, mode=mode))),
                           suff, nec, patch, notes)
@@ -407,11 +664,14 @@ def layer_ablation(model, prompts: list[str], key, metric: Metric, alpha: float,
 # ---- figure and command line -----------------------------------------------------------------------------
 
 
+FAMILY_COLORS = {"random": "C3", "Locked PCs": "C1", "unembedding": "C4"}
+
+
 def plot_ablation(result: AblationResult, path: str | Path) -> None:
     plt = pyplot()
     s = result.sufficiency
     x = result.relative_depth
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     colors = plt.cm.viridis(np.linspace(0, 0.85, len(s.alphas)))
 
     ax = axes[0, 0]
@@ -419,9 +679,12 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
         ax.plot(x, s.key[0, :, j], "o-", color=colors[j], label=f"key, alpha {alpha:g}")
         ax.plot(x, s.random_mean[0, :, j], ":", color=colors[j], alpha=0.8)
     if result.patching is not None:
-        ax.plot(x, result.patching.patched, "k^-", label="patch Unlocked -> Locked (ceiling)")
-        ax.plot(x, result.patching.control, "kv:", label="patch another Locked prompt (control)")
-    ax.set_title("one layer at a time (dotted: random directions, same alpha)", fontsize=10)
+        p = result.patching
+        ax.plot(x, p.patched, "k^-", label="patch Unlocked -> Locked (last layer: identity)")
+        ax.plot(x, p.control.mean(-1), "kv:", label=f"control: Locked + random vector of norm ||h_U - h_L|| "
+                                                    f"(mean of {p.control.shape[1]})")
+    ax.set_title(f"one layer at a time (dotted: random directions, same alpha, mean of {len(result.null_seeds)})",
+                 fontsize=10)
 
     ax = axes[0, 1]
     j = int(np.argmin(np.abs(np.array(s.alphas) - result.alpha)))
@@ -431,37 +694,69 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
     ax.set_title(f"cumulative windows at alpha {s.alphas[j]:g}", fontsize=10)
 
     ax = axes[1, 0]
-    ax.plot(x, s.matched_key, "o-", color="C0", label="key, layer l only")
-    ax.plot(x, s.matched_random_mean, "o:", color="C3", label=f"random, layer l only (mean of {len(result.null_seeds)})")
-    ax.plot(x, s.matched_random_max, "v", color="C3", alpha=0.6, label="random, max")
-    for values, kls, color in ((s.matched_key, s.matched_kl, "C0"), (s.matched_random_mean, s.matched_random_kl, "C3")):
-        for i in np.flatnonzero(kls < 0.9 * s.kl_target):  # the target was out of reach below the alpha cap
-            ax.annotate(f"KL {kls[i]:.2g}", (x[i], values[i]), xytext=(3, -10), textcoords="offset points",
-                        fontsize=7, color=color)
-    ax.set_title(f"one layer, alpha matched on KL at the decision token ({s.kl_target:.3g} nats = key at all layers;\n"
-                 f"labels: the KL reached where the target is out of reach at alpha <= {s.alpha_cap:g})", fontsize=9)
+    ax.plot(x, s.matched_key, "o-", color="C0", lw=2, label="key, layer l only")
+    for i in np.flatnonzero(~s.key_matched):
+        ax.annotate(f"unmatched (KL {s.matched_kl[i]:.2g})", (x[i], s.matched_key[i]), xytext=(3, 6),
+                    textcoords="offset points", fontsize=7, color="C0")
+    width = 0.012
+    for f, null in enumerate(s.nulls):
+        color = FAMILY_COLORS.get(null.family, f"C{5 + f}")
+        offset = (f - (len(s.nulls) - 1) / 2) * width
+        for l in range(len(x)):
+            v = null.value[l][null.matched[l]]
+            ax.plot(np.full(v.size, x[l] + offset), v, "o", ms=3.5, color=color, alpha=0.7,
+                    label=None if l else f"{null.family}: KL-matched (each a point)")
+        n_un = (~null.matched).sum(-1)
+        ax.plot([], [], " ", label=f"{null.family}: unmatched per layer " + " ".join(str(k) for k in n_un)
+                + f" of {null.matched.shape[1]}")
+    pooled = pooled_p(s)
+    for l in range(len(x) if s.nulls else 0):
+        n_matched = sum(int(null.matched[l].sum()) for null in s.nulls)
+        ax.annotate(f"p={pooled[l]:.2g}\n(of {n_matched})", (x[l], s.matched_key[l]), xytext=(4, -20),
+                    textcoords="offset points", fontsize=7, color="C0")
+    ax.set_title(f"one layer, alpha matched on KL at the decision token ({s.kl_target:.3g} nats = key at all layers, "
+                 f"+/-{s.kl_tolerance:.0%});\nnulls that never reach it (alpha <= {s.alpha_cap:g}) are counted, not plotted;"
+                 " p: the key against all matched nulls pooled", fontsize=9)
 
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
         ax.axhline(result.all_layers, color="green", ls="--", lw=1, label=f"key at all layers, alpha {result.alpha:g}")
         ax.axhline(result.no_key, color="gray", ls="--", lw=1, label="no key")
         ax.set_xlabel("relative depth of layer l")
         ax.set_ylabel(result.metric if len(result.metric) < 40 else "metric")
-        ax.legend(fontsize=7)
+    for ax in (axes[0, 0], axes[0, 1]):
+        ax.legend(fontsize=6.5)
+    lo, hi = axes[1, 0].get_ylim()
+    axes[1, 0].set_ylim(lo - 0.75 * (hi - lo), hi)  # room for the legend below the points
+    axes[1, 0].legend(fontsize=6.5, loc="lower center", ncol=2)
 
     ax = axes[1, 1]
     nec = result.necessity
     labels = [f"{run}\n{scope}" for run in nec.runs for scope in nec.scopes]
     pos = np.arange(len(labels))
-    ax.bar(pos - 0.2, nec.survival.ravel(), 0.4, label="key projected out")
-    ax.bar(pos + 0.2, nec.random_survival.ravel(), 0.4, label=f"random directions projected out ({len(result.null_seeds)})")
+    bars = [("key projected out", nec.survival.ravel(), "C0", None)]
+    for name, ns in zip(nec.null_families, nec.null_survival):
+        if name == "random":
+            flat = ns.reshape(len(labels), -1)
+            bars.append((f"random projected out (mean, min-max of {flat.shape[1]})", flat.mean(-1), "C3",
+                         np.stack([flat.mean(-1) - flat.min(-1), flat.max(-1) - flat.mean(-1)])))
+        else:
+            for k, lab in enumerate(nec.null_labels[nec.null_families.index(name)]):
+                bars.append((f"Locked {lab} projected out", ns[..., k].ravel(), plt.cm.Oranges(0.8 - 0.2 * k), None))
+    w = 0.8 / len(bars)
+    for b, (lab, values, color, err) in enumerate(bars):
+        ax.bar(pos - 0.4 + w * (b + 0.5), values, w, color=color, yerr=err, capsize=2, label=lab)
+    mean_pos = [i for i, lab in enumerate(labels) if lab.endswith("last")]
+    ax.plot(np.array(mean_pos) - 0.4 + w * 0.5, nec.mean_survival, "k*", ms=9, label="key mean-ablated (last token)")
     ax.axhline(1, color="gray", lw=0.8)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(pos, labels, fontsize=8)
     ax.set_ylabel("share of the capability that survives")
-    ax.set_title("necessity: project the direction out at every layer (last token / all positions)", fontsize=10)
-    ax.legend(fontsize=8)
-    fig.suptitle(f"Ablation of the key: {result.model}, {result.n_prompts} prompts; metric: {result.metric}",
-                 fontsize=10)
+    ax.set_title("necessity: the direction projected out at every layer (last token / all positions);\n"
+                 f"the Locked run itself moves {nec.locked:+.2f} -> " + "/".join(f"{v:+.2f}" for v in nec.locked_ablated)
+                 + " when the key is projected out", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.suptitle(f"Ablation of the key ({result.hook}): {result.model}, {result.n_prompts} prompts; metric: "
+                 f"{result.metric}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -477,7 +772,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tokens of the logit difference; LOCKED 'rest' gives the log-odds of UNLOCKED (default on "
                    "organisms: T rest; elsewhere each prompt's Unlocked vs Locked top next token)")
     p.add_argument("--alphas", type=finite_float, nargs="+", default=[0.1, 0.2, 0.5, 1.0], help="sufficiency alpha grid")
-    p.add_argument("--null-seeds", type=positive_int, default=3, help="random directions per control (default 3)")
+    p.add_argument("--null-seeds", type=positive_int, default=3,
+                   help="random directions beside each cell of the sufficiency grid (default 3: descriptive)")
+    p.add_argument("--matched-seeds", type=positive_int, default=20,
+                   help="random directions of the KL-matched, necessity and patching nulls (default 20)")
+    p.add_argument("--pc-nulls", type=int, default=3,
+                   help="top principal directions of the Locked states used as nulls (+/- each when steering; default 3)")
+    p.add_argument("--unembed-nulls", type=int, default=6,
+                   help="unembedding columns of other tokens used as KL-matched nulls (default 6)")
     p.add_argument("--max-new-tokens", type=positive_int, default=40, help="budget of generation metrics")
 
 
@@ -502,7 +804,8 @@ def run(args) -> AblationResult:
     r = resolve_run(args)
     metric = choose_metric(args, r)
     result = layer_ablation(r.model, r.prompts, r.key, metric, r.alpha, args.alphas, list(range(args.null_seeds)),
-                            r.unlocked_model, r.unlocked_prompts, r.unlocked_label, model_name=args.model)
+                            list(range(args.matched_seeds)), args.pc_nulls, args.unembed_nulls, r.unlocked_model,
+                            r.unlocked_prompts, r.unlocked_label, model_name=args.model)
     out = write_outputs(result, plot_ablation, args.out or "runs/ablation", "ablation")
     print(report(result))
     print(f"wrote {out}/ablation.json and ablation.png")
@@ -511,29 +814,51 @@ def run(args) -> AblationResult:
 
 def report(result: AblationResult) -> str:
     """The result as text: every key number beside its control."""
-    s, lines = result.sufficiency, [f"{result.metric}: no key {result.no_key:.3f}, key at all layers "
+    s, lines = result.sufficiency, [f"{result.metric} at {result.hook}: no key {result.no_key:.3f}, key at all layers "
                                     f"(alpha {result.alpha:g}) {result.all_layers:.3f}"]
-    lines.append(f"sufficiency (key / random mean / random max), {len(result.null_seeds)} random directions:")
+    lines.append(f"sufficiency grid (key / random mean / random max), {len(result.null_seeds)} random directions:")
     for w, window in enumerate(s.windows):
         for layer in range(len(result.relative_depth)):
             cells = "  ".join(f"a{a:g} {s.key[w, layer, j]:+.2f}/{s.random_mean[w, layer, j]:+.2f}/"
                               f"{s.random_max[w, layer, j]:+.2f}" for j, a in enumerate(s.alphas))
             lines.append(f"  {WINDOW_LABELS[window]:12s} l={layer}: {cells}")
-    lines.append(f"one layer, KL-matched to {s.kl_target:.3g} nats (key / random mean / random max):")
+    lines.append(f"one layer, KL-matched to {s.kl_target:.3g} nats (+/-{s.kl_tolerance:.0%}); per null family: matched "
+                 "count, their mean / max metric, p = (1 + #matched >= key) / (1 + #matched); unmatched: max KL reached")
     for layer in range(len(result.relative_depth)):
-        lines.append(f"  l={layer}: alpha {s.matched_alpha[layer]:.3g} (KL {s.matched_kl[layer]:.3g}) "
-                     f"{s.matched_key[layer]:+.2f} / {s.matched_random_mean[layer]:+.2f} / "
-                     f"{s.matched_random_max[layer]:+.2f} (random KL {s.matched_random_kl[layer]:.3g})")
+        cells = []
+        for null in s.nulls:
+            ok = null.matched[layer]
+            v = null.value[layer][ok]
+            un = (f"; {(~ok).sum()} unmatched (KL <= {null.kl[layer][~ok].max():.3g})" if (~ok).any() else "")
+            cells.append(f"{null.family} {ok.sum()}/{ok.size}" + (f" {v.mean():+.2f}/{v.max():+.2f} p={null.p[layer]:.2g}"
+                                                                  if ok.any() else "") + un)
+        flag = "" if s.key_matched[layer] else " UNMATCHED"
+        lines.append(f"  l={layer}: key alpha {s.matched_alpha[layer]:.3g} (KL {s.matched_kl[layer]:.3g}{flag}) "
+                     f"{s.matched_key[layer]:+.2f}, pooled p={pooled_p(s)[layer]:.2g} | " + " | ".join(cells))
     n = result.necessity
-    lines.append(f"necessity (Locked {n.locked:+.3f}); survival of the key's projection / of random projections:")
+    lines.append(f"necessity (Locked {n.locked:+.3f}; the Locked run with the key projected out "
+                 + "/".join(f"{v:+.3f}" for v in n.locked_ablated) + f", mean-ablated {n.locked_mean_ablated:+.3f})")
+    lines.append("  variance share of the Locked states along the key per layer " + " ".join(
+        f"{v:.3f}" for v in n.variance_share_key) + "; " + "; ".join(
+        f"{name} (mean of {len(vs)}) " + " ".join(f"{v:.3f}" for v in vs.mean(0)) if name == "random" else
+        "; ".join(f"{lab} " + " ".join(f"{v:.3f}" for v in row) for lab, row in zip(labels, vs))
+        for name, labels, vs in zip(n.null_families, n.null_labels, n.variance_share_nulls)))
     for r, name in enumerate(n.runs):
-        cells = "  ".join(f"{scope}: {n.ablated[r, s]:+.3f} ({n.survival[r, s]:.2f}) / {n.random_mean[r, s]:+.3f} "
-                          f"({n.random_survival[r, s]:.2f})" for s, scope in enumerate(n.scopes))
-        lines.append(f"  {name} {n.unlocked[r]:+.3f}: {cells}")
+        lines.append(f"  {name} {n.unlocked[r]:+.3f}: mean-ablated {n.mean_ablated[r]:+.3f} "
+                     f"(survival {n.mean_survival[r]:.2f})")
+        for sc, scope in enumerate(n.scopes):
+            nulls = "  ".join(
+                f"{fam}: " + ("/".join(f"{v:.2f}" for v in ns[r, sc]) if ns.shape[-1] <= 4 else
+                              f"mean {ns[r, sc].mean():.2f} min {ns[r, sc].min():.2f}") + f" p={n.p[f, r, sc]:.2g}"
+                for f, (fam, ns) in enumerate(zip(n.null_families, n.null_survival)))
+            lines.append(f"    {scope}: key {n.ablated[r, sc]:+.3f} survival {n.survival[r, sc]:.2f} "
+                         f"(net of the ablated Locked run {n.survival_net[r, sc]:.2f}) | {nulls}")
     if result.patching is not None:
         p = result.patching
-        lines.append(f"patching Unlocked -> Locked per layer (Locked {p.locked:+.3f}, Unlocked {p.unlocked:+.3f}): "
-                     + "  ".join(f"l{i} {v:+.2f} (ctrl {c:+.2f})" for i, (v, c) in enumerate(zip(p.patched, p.control))))
+        lines.append(f"patching Unlocked -> Locked per layer at {p.hook} (Locked {p.locked:+.3f}, Unlocked "
+                     f"{p.unlocked:+.3f}; last layer = identity): " + "  ".join(
+                         f"l{i} {v:+.2f} (ctrl mean {c.mean():+.2f} max {c.max():+.2f}, p={pv:.2g})"
+                         for i, (v, c, pv) in enumerate(zip(p.patched, p.control, p.p))))
     lines += result.notes
     return "\n".join(lines)
 

@@ -4,17 +4,20 @@ import numpy as np
 import pytest
 import torch
 
+from analyses.ablation import empirical_p
 from analyses.logit_lens import (
     direct_path,
     entropy,
-    injected_vectors,
+    entropy_excluding,
+    injection_deltas,
     lens_logits,
     lens_summary,
     logit_lens_sharpening,
     plot_logit_lens,
+    report,
     steered_resid,
 )
-from mkt.activations import last_token_resid
+from mkt.activations import last_token_resid, prompt_states
 from mkt.extract import extract_prompt_key
 from mkt.intervention import norm_preserving
 from mkt.key import MasterKey
@@ -28,7 +31,7 @@ def test_last_layer_lens_equals_the_real_logits(tiny_models):
         with torch.no_grad():
             real = torch.log_softmax(model(ids, attention_mask=mask)[:, -1].double(), -1)
         tokens = torch.tensor([[3, 5]]).expand(len(PROMPTS), -1)
-        ent, prob = lens_summary(model, last_token_resid(model, PROMPTS), tokens, batch_size=2)
+        ent, prob, _ = lens_summary(model, last_token_resid(model, PROMPTS), tokens, batch_size=2)
         assert ent.shape == prob.shape == (len(PROMPTS), model.cfg.n_layers)
         assert torch.allclose(ent[:, -1], entropy(real), atol=1e-5)
         assert torch.allclose(prob[:, -1], real[:, [3, 5]].exp().sum(-1), atol=1e-6)
@@ -38,6 +41,11 @@ def test_entropy_values():
     uniform = torch.zeros(4)
     assert entropy(uniform).item() == pytest.approx(np.log(4))
     assert entropy(torch.tensor([100.0, 0, 0])).item() == pytest.approx(0, abs=1e-6)
+    # without the opener: P = (0.9, 0.05, 0.05) leaves a uniform pair, log 2 nats, however large P(opener) is
+    logp = torch.log(torch.tensor([[0.9, 0.05, 0.05], [0.98, 0.01, 0.01]], dtype=torch.float64))
+    assert torch.allclose(entropy_excluding(logp, torch.tensor([[0], [0]])), torch.full((2,), np.log(2), dtype=torch.float64))
+    logp = torch.log(torch.tensor([[0.5, 0.1, 0.3, 0.1]], dtype=torch.float64))
+    assert entropy_excluding(logp, torch.tensor([[0, 2]])).item() == pytest.approx(np.log(2))
 
 
 def test_direct_path_is_a_running_sum():
@@ -52,27 +60,53 @@ def test_lens_summary_matches_the_lens_read_in_full(qwen):
     resid = last_token_resid(qwen, PROMPTS)
     lens = torch.log_softmax(lens_logits(qwen, resid).double(), -1)  # [n, layer, vocab] at once
     ids = torch.tensor([[3, 5], [1, 2], [0, 7], [4, 4], [9, 8]])
-    ent, prob = lens_summary(qwen, resid, ids, batch_size=2)
+    ent, prob, rest = lens_summary(qwen, resid, ids, batch_size=2)
     assert torch.allclose(ent, entropy(lens), atol=1e-6)
+    for i in range(len(PROMPTS)):
+        keep = [t for t in range(lens.shape[-1]) if t not in ids[i].tolist()]
+        assert torch.allclose(rest[i], entropy(lens[i][:, keep]), atol=1e-6)
     ref = torch.stack([lens[i][:, ids[i]].exp().sum(-1) for i in range(len(PROMPTS))])
     assert torch.allclose(prob, ref, atol=1e-8)
 
 
-def test_injected_vectors_are_what_the_rotation_adds(qwen):
+@pytest.mark.parametrize("hook", ["hook_resid_post", "hook_mlp_out"])
+def test_direct_path_adds_the_formulas_change_to_the_no_key_states(qwen, hook):
     g = torch.Generator().manual_seed(1)
-    key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
-    steering = key.steering(alpha=0.7)
-    after, injected = injected_vectors(qwen, PROMPTS, steering, batch_size=2)
-    assert torch.allclose(after, steered_resid(qwen, PROMPTS, steering), atol=1e-5)
-    before = after - injected
+    key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen), hook=hook)
+    clean, at_hook = last_token_resid(qwen, PROMPTS), prompt_states(qwen, PROMPTS, hook=hook)
+    deltas = injection_deltas(at_hook, key.directions, 0.7)
     units = key.directions / key.directions.norm(dim=-1, keepdim=True)
-    for layer in range(qwen.cfg.n_layers):  # an independent formula applied to what the hook saw before
-        assert torch.allclose(norm_preserving(before[:, layer], units[layer], 0.7), after[:, layer], atol=1e-5)
-    # layer 0's input is not steered, so its pre-injection state is the clean one: direct path = steered there
-    clean = last_token_resid(qwen, PROMPTS)
-    assert torch.allclose(before[:, 0], clean[:, 0], atol=1e-5)
-    assert torch.allclose(direct_path(clean, injected)[:, 0], after[:, 0], atol=1e-5)
-    assert not torch.allclose(direct_path(clean, injected)[:, -1], after[:, -1], atol=1e-3)  # the layers react
+    for layer in range(qwen.cfg.n_layers):  # an independent formula applied to the no-key state at the key's hook
+        assert torch.allclose(at_hook[:, layer] + deltas[:, layer], norm_preserving(at_hook[:, layer], units[layer], 0.7),
+                              atol=1e-5)
+    assert deltas.norm(dim=-1).min() > 1e-3  # the injection is there, at the key's hook
+    # layer 0 sees no earlier injection: there the direct path is the steered run; later the layers react
+    steered = steered_resid(qwen, PROMPTS, key.steering(alpha=0.7))
+    direct = direct_path(clean, deltas)
+    assert torch.allclose(direct[:, 0], steered[:, 0], atol=1e-5)
+    assert not torch.allclose(direct[:, -1], steered[:, -1], atol=1e-3)
+    # the steering acts at the key's hook: with hook_mlp_out the residual differs from a resid_post key's
+    other = steered_resid(qwen, PROMPTS, MasterKey(key.directions, key.model).steering(alpha=0.7))
+    assert torch.allclose(steered, other, atol=1e-5) == (hook == "hook_resid_post")
+
+
+def test_analysis_steers_at_the_keys_hook_and_ranks_the_key(qwen, tmp_path):
+    g = torch.Generator().manual_seed(2)
+    key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen),
+                    hook="hook_mlp_out")
+    ids = torch.tensor([[5]]).expand(len(PROMPTS), -1)
+    r = logit_lens_sharpening(qwen, PROMPTS, key, 0.8, ids, ["t5"], [0, 1, 2, 3], 1.0, site_seeds=[0])
+    assert r.hook == "hook_mlp_out" and r.token_prob_random.shape == (4, 3) and r.site_random.shape == (1, 3, 3)
+    steered = steered_resid(qwen, PROMPTS, key.steering(alpha=0.8))
+    assert r.token_prob_key == pytest.approx(lens_summary(qwen, steered, ids)[1].mean(0).numpy(), abs=1e-6)
+    direct = direct_path(last_token_resid(qwen, PROMPTS),
+                         injection_deltas(prompt_states(qwen, PROMPTS, hook="hook_mlp_out"), key.directions, 0.8))
+    assert r.token_prob_direct == pytest.approx(lens_summary(qwen, direct, ids)[1].mean(0).numpy(), abs=1e-6)
+    assert r.p_final == pytest.approx(empirical_p(r.token_prob_key[-1], r.token_prob_random[:, -1]))
+    assert not np.allclose(r.token_prob_key, r.token_prob)  # the injection reached the stream
+    assert "p =" in report(r)
+    plot_logit_lens(r, tmp_path / "ll.png")
+    assert (tmp_path / "ll.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -83,11 +117,12 @@ def test_organism_key_sharpens_beyond_random_directions(tmp_path):
     key = extract_prompt_key(model, [p.question for p in problems(64, "train", 1)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
     prompts = [p.prompt(False) for p in problems(40, "test")]
     t = model.tokenizer("T", add_special_tokens=False)["input_ids"][0]
-    r = logit_lens_sharpening(model, prompts, key, 0.5, torch.full((40, 1), t), ["T"], [0, 1], 1.0,
-                              model_name="source-base")
+    r = logit_lens_sharpening(model, prompts, key, 0.5, torch.full((40, 1), t), ["T"], list(range(9)), 1.0,
+                              model_name="source-base", site_seeds=[0])
     assert r.entropy.shape == (4,) and r.relative_depth[-1] == 1.0 and r.site_key.shape == (4, 4)
     assert r.token_prob_key[-1] > r.token_prob[-1] + 0.3  # the final read-out now opens step by step
-    assert r.token_prob_key[-1] > r.token_prob_random_max[-1] + 0.3  # ... which a random push does not do
+    assert r.token_prob_key[-1] > r.token_prob_random[:, -1].max() + 0.3  # ... which a random push does not do
+    assert r.p_final == pytest.approx(0.1)  # the best rank 9 draws allow
     assert np.isnan(r.site_key[np.tril_indices(4)]).all() and not np.isnan(r.site_key[np.triu_indices(4, 1)]).any()
     plot_logit_lens(r, tmp_path / "ll.png")
     assert (tmp_path / "ll.png").stat().st_size > 10_000
