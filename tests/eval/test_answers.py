@@ -179,7 +179,15 @@ def test_last_boxed_absent_or_broken() -> None:
         (r"12\pi square units", r"12\pi"),
         (r"60\ \text{km}/\text{h}", "60"),
         (r"3 \mathrm{m^2}", "3"),
-        ("8 meals", "8"),  # any word of four letters or more
+        ("8 meals", "8meals"),  # only unit words are dropped, not object nouns
+        ("3 hundredths", "3hundredths"),  # nor fraction words
+        ("5 factorial", "5factorial"),
+        (r"4\text{ less}", "4less"),
+        ("12 squared units", "12"),
+        ("2, 100", "2, 100"),  # a list: a space after the comma (kept: not one number)
+        ("x = 1, 125", "1, 125"),
+        ("1, 2, 3", "1,2,3"),
+        ("1,125", "1125"),  # one number
         ("5m", "5m"),  # no space: a product
         (r"\frac{1}{2} h", r"\frac{1}{2}h"),  # a letter after an expression is a variable
         ("2 abc", "2abc"),  # short words are variables
@@ -510,7 +518,8 @@ SPELLINGS = [
     (UNITS, "math", "9.8", r"\boxed{9.8 \text{ m/s}^2}", True),
     (UNITS, "math", "60", r"\boxed{60\ \text{km/h}}", True),
     (UNITS, "math", "60", r"\boxed{60 km/h}", True),
-    (UNITS, "math", "8", r"\boxed{8 meals}", True),
+    (UNITS, "math", "8", r"\boxed{8 meals}", False),  # only unit words are dropped in MATH
+    (UNITS, "gsm8k", "8", "She cooks 8 meals.", True),  # GSM8K reads the last number
     (UNITS, "math", r"2\sqrt{3}", r"\boxed{2\sqrt{3} \text{ cm}}", True),
     (UNITS, "math", r"\frac{3}{4}", r"\boxed{\frac{3}{4} \text{ inch}}", True),
     (UNITS, "math", r"\frac{68}{3}", r"\boxed{\frac{68}{3} pounds}", True),
