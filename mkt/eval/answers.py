@@ -331,6 +331,11 @@ _UNICODE_SYMBOLS = {
     "\N{GREEK PHI SYMBOL}": "\\phi ",
     "\N{GREEK LUNATE EPSILON SYMBOL}": "\\epsilon ",
     "\N{GREEK THETA SYMBOL}": "\\theta ",
+    "\N{DOUBLE-STRUCK CAPITAL R}": "\\mathbb{R}",
+    "\N{DOUBLE-STRUCK CAPITAL N}": "\\mathbb{N}",
+    "\N{DOUBLE-STRUCK CAPITAL Z}": "\\mathbb{Z}",
+    "\N{DOUBLE-STRUCK CAPITAL Q}": "\\mathbb{Q}",
+    "\N{DOUBLE-STRUCK CAPITAL C}": "\\mathbb{C}",
 }
 # Vulgar fractions (one quarter to seven eighths); a digit before one makes a mixed number,
 # "2\u00bd" -> "2\\frac{1}{2}", which the parser reads as 2 + 1/2.
@@ -445,7 +450,10 @@ _UNIT_WORD = (
 _UNIT_SYMBOL = r"[msghL](?![A-Za-z])"
 _UNIT_POWER = r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?"
 # "square units", "miles per hour", "km/h", "m/s^2": units joined by spaces or slashes.
-_UNIT_REST = rf"(?:(?:\s*/\s*|\s+)(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER})*\s*\.?\s*$"
+_UNIT_REST = (
+    rf"(?:(?:\s*/\s*|\s+)(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER})*"
+    r"(?:\s+(?i:squared|cubed)(?![A-Za-z]))?\s*\.?\s*$"  # "12 cm squared"
+)
 _TRAILING_UNIT_RE = re.compile(
     rf"(?:(?:(?<=[\d}}.)])|(?<=\\pi))\s+{_UNIT_WORD}"
     rf"|(?<=\d)\s+{_UNIT_SYMBOL}"
@@ -1205,6 +1213,15 @@ def _equal_structured(p: str, g: str) -> bool:
     return _scalar_equal(p, g)
 
 
+_SPACED_SYMBOL_RE = re.compile(rf"(?<=\d)\s+(?={_UNIT_SYMBOL})")
+
+
+def _join_symbol(s: str) -> str | None:
+    """``"5 h"`` -> ``"5h"``: a one-letter unit read as a variable; None when there is none."""
+    joined = _SPACED_SYMBOL_RE.sub("", s)
+    return joined if joined != s else None
+
+
 def math_equal(pred: str | None, gold: str) -> bool:
     """Whether a predicted MATH answer is equivalent to the gold answer.
 
@@ -1229,9 +1246,16 @@ def math_equal(pred: str | None, gold: str) -> bool:
         p, g = normalize_math(pred), normalize_math(gold)
         if not p or not g:
             return False
-        if p == g:
+        if p == g or _equal_structured(p, g):
             return True
-        return bool(_equal_structured(p, g))
+        # "5 h" drops a one-letter unit; against a gold "5h" (a product) it is read with its
+        # letter too. Only a letter right after a number and a space, either side.
+        joined_p, joined_g = _join_symbol(pred), _join_symbol(gold)
+        if joined_p is None and joined_g is None:
+            return False
+        p2 = normalize_math(joined_p) if joined_p is not None else p
+        g2 = normalize_math(joined_g) if joined_g is not None else g
+        return p2 == g2 or bool(_equal_structured(p2, g2))
     except Exception:  # noqa: BLE001 - scoring must never crash an evaluation run
         return False
 
