@@ -3,7 +3,9 @@
     python bench/bench_answers.py [--repeats 3] [--agieval ../shared/data/agieval/math.jsonl]
 
 The pairs are the spelling table of tests/eval/test_answers.py (gold, model output, the
-expected verdict). math-verify is scored as its README does it, ``verify(parse(gold),
+expected verdict), with its independent families: "negatives" (pairs that must never be
+equal, from a review and fresh ones) and "reviewed" (the review's pairs that must be equal).
+False positives (equal said of a pair that is not) are counted apart, per family. math-verify is scored as its README does it, ``verify(parse(gold),
 parse(output))`` with default settings, a MATH gold given as ``$\\boxed{gold}$``; it is
 skipped, with a message, when it is not importable (it is not a dependency of mkt: install
 it into a separate environment or a ``pip install --target`` folder on PYTHONPATH).
@@ -85,24 +87,29 @@ def agieval_pairs(path: Path) -> list[Pair]:
 
 def report(name: str, pairs: list[Pair], families: list[str], checkers: dict[str, Checker], repeats: int) -> dict:
     results = {label: timed_verdicts(checker, pairs, repeats) for label, checker in checkers.items()}
-    print(f"\n{name}: accuracy (correct verdicts / pairs)")
-    print(f"{'family':<12}{'n':>5}" + "".join(f"{label:>16}" for label in checkers))
-    summary: dict = {"accuracy": {}, "us_per_pair": {}}
-    for family in sorted(set(families)):
-        idx = [i for i, f in enumerate(families) if f == family]
-        row = f"{family:<12}{len(idx):>5}"
+    print(f"\n{name}: accuracy (correct verdicts / pairs) and false positives (said equal / pairs that are not)")
+    print(f"{'family':<12}{'n':>5}{'neg':>5}" + "".join(f"{label + ' right':>18}{'FP':>8}" for label in checkers))
+    summary: dict = {"accuracy": {}, "false_positives": {}, "us_per_pair": {}}
+    for family in sorted(set(families)) + ["all"]:
+        idx = [i for i, f in enumerate(families) if f == family or family == "all"]
+        negatives = [i for i in idx if not pairs[i][3]]
+        row = f"{family:<12}{len(idx):>5}{len(negatives):>5}"
         for label, (verdicts, _) in results.items():
             right = sum(verdicts[i] == pairs[i][3] for i in idx)
+            false_pos = sum(verdicts[i] for i in negatives)
             summary["accuracy"].setdefault(label, {})[family] = [right, len(idx)]
-            row += f"{f'{right}/{len(idx)}':>11} {right / len(idx):>4.0%}"
+            summary["false_positives"].setdefault(label, {})[family] = [false_pos, len(negatives)]
+            row += f"{f'{right}/{len(idx)}':>13} {right / len(idx):>4.0%}{f'{false_pos}/{len(negatives)}':>8}"
         print(row)
     print(f"{'us / pair':<17}" + "".join(f"{t * 1e6:>16.0f}" for _, t in results.values()))
     for label, (_, t) in results.items():
         summary["us_per_pair"][label] = round(t * 1e6, 1)
     for label, (verdicts, _) in results.items():
         wrong = [(families[i], *pairs[i]) for i in range(len(pairs)) if verdicts[i] != pairs[i][3]]
-        print(f"{label} wrong on {len(wrong)}:")
-        for family, kind, gold, output, expected in wrong[:40]:
+        # False positives first: they are the worse mistake.
+        wrong.sort(key=lambda row: row[4])
+        print(f"{label} wrong on {len(wrong)} ({sum(not row[4] for row in wrong)} false positives):")
+        for family, kind, gold, output, expected in wrong[:60]:
             print(f"  {family:<10} {kind:<6} gold={gold!r:<24} output={output[:70]!r:<50} expected={expected}")
     return summary
 

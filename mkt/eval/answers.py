@@ -331,6 +331,11 @@ _UNICODE_SYMBOLS = {
     "\N{GREEK PHI SYMBOL}": "\\phi ",
     "\N{GREEK LUNATE EPSILON SYMBOL}": "\\epsilon ",
     "\N{GREEK THETA SYMBOL}": "\\theta ",
+    "\N{DOUBLE-STRUCK CAPITAL R}": "\\mathbb{R}",
+    "\N{DOUBLE-STRUCK CAPITAL N}": "\\mathbb{N}",
+    "\N{DOUBLE-STRUCK CAPITAL Z}": "\\mathbb{Z}",
+    "\N{DOUBLE-STRUCK CAPITAL Q}": "\\mathbb{Q}",
+    "\N{DOUBLE-STRUCK CAPITAL C}": "\\mathbb{C}",
 }
 # Vulgar fractions (one quarter to seven eighths); a digit before one makes a mixed number,
 # "2\u00bd" -> "2\\frac{1}{2}", which the parser reads as 2 + 1/2.
@@ -418,25 +423,37 @@ def _unicode_to_latex(s: str) -> str:
 
 # Units trailing a value are dropped: the value is the answer. MATH's gold answers drop
 # them and the problem fixes the unit, so "12 cm" is not told from a gold "12 m" (nor is
-# 12 cm converted: "120 mm" is not 12). A unit is a known abbreviation, a one-letter symbol
-# right after a number ("5 m", "9.8 m/s^2"; "\frac{1}{2} h" keeps its variable, "5m" is a
-# product), or any word of four letters or more ("meters", "meals"). Only a product of four
-# variables written after a space ("2 abcd") would be misread so, and answers write
-# products without spaces; shorter runs ("2 ab") stay variables. Number words are not
-# units: "3 hundred" is not 3, nor "2 thirds" 2.
+# 12 cm converted: "120 mm" is not 12). A unit is a word of an allow-list (below: length,
+# area, volume, mass, time, speed, temperature, money, angle, "percent", "units"; plurals,
+# "square"/"cubic"/"squared" with a unit, "X per Y", "X/Y"), a known abbreviation, or a
+# one-letter symbol right after a number and a space ("5 m", "9.8 m/s^2"; "\frac{1}{2} h"
+# keeps its variable, "5m" is a product). Any other word keeps its place and makes the
+# answer unreadable rather than equal to the bare number: "3 hundredths", "5 factorial",
+# "7 less", "4 fold", "2 thirds" and object nouns ("8 meals") are not 3, 5, 7, 4, 2, 8.
+# (GSM8K scoring reads the last number and never needs this list.)
 _UNIT_ABBREVIATIONS = (
     r"(?i:(?:sq|cu)\.?\s*in|cm|mm|km|kg|mg|ml|ft|yds?|mi|mph|kph|hrs?|mins?|secs?|lbs?|oz|sq|cu|per)"
 )
 _GLUED_UNITS = "cm|mm|km|kg|ft|mph|kph"  # abbreviations that may touch the number: "12cm"
-_NUMBER_WORDS = (
-    r"(?i:hundred|thousand|million|billion|trillion|dozen|squared|cubed|half|halves|third|"
-    r"quarter|fourth|fifth|sixth|seventh|eighth|ninth|tenth)s?(?![a-z])"
+_UNIT_NAMES = (
+    r"(?i:(?:(?:milli|centi|kilo)?(?:meter|metre)|inch(?:e)?|foot|feet|yard|mile|unit|acre|hectare"
+    r"|(?:milli)?(?:liter|litre)|gallon|quart|pint|cup|(?:fluid\s+)?ounce|(?:milli|kilo)?gram|pound|ton|tonne"
+    r"|second|minute|hour|day|week|month|year|decade|centur(?:y|ie)|knot"
+    r"|degree|celsius|fahrenheit|kelvin|radian"
+    r"|dollar|cent|euro|yen|rupee|penn(?:y|ie)|pence|percent)s?)(?![A-Za-z])"
 )
-_UNIT_WORD = rf"(?:{_UNIT_ABBREVIATIONS}(?![A-Za-z])\.?|(?!{_NUMBER_WORDS})[A-Za-z][a-z]{{3,}})"
+_UNIT_WORD = (
+    rf"(?:{_UNIT_ABBREVIATIONS}(?![A-Za-z])\.?"
+    rf"|(?i:(?:square|cubic|squared|cubed)\s+)?{_UNIT_NAMES}"
+    rf"|(?i:square|cubic)\s+{_UNIT_ABBREVIATIONS}(?![A-Za-z])\.?)"
+)
 _UNIT_SYMBOL = r"[msghL](?![A-Za-z])"
 _UNIT_POWER = r"(?:\s*\^\s*\{?\s*[23]\s*\}?)?"
 # "square units", "miles per hour", "km/h", "m/s^2": units joined by spaces or slashes.
-_UNIT_REST = rf"(?:(?:\s*/\s*|\s+)(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER})*\s*\.?\s*$"
+_UNIT_REST = (
+    rf"(?:(?:\s*/\s*|\s+)(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER})*"
+    r"(?:\s+(?i:squared|cubed)(?![A-Za-z]))?\s*\.?\s*$"  # "12 cm squared"
+)
 _TRAILING_UNIT_RE = re.compile(
     rf"(?:(?:(?<=[\d}}.)])|(?<=\\pi))\s+{_UNIT_WORD}"
     rf"|(?<=\d)\s+{_UNIT_SYMBOL}"
@@ -444,9 +461,14 @@ _TRAILING_UNIT_RE = re.compile(
     rf"{_UNIT_POWER}{_UNIT_REST}"
 )
 _TEXT_CMDS = r"text|textbf|textit|textrm|textnormal|mbox|mathrm|mathbf|mathit|mathsf|mathtt|hbox"
-_TEXT_UNIT = rf"\\(?:{_TEXT_CMDS})\s*\{{\s*[A-Za-z][A-Za-z\s./]*{_UNIT_POWER}\s*\}}{_UNIT_POWER}"
-# A \text{words} at the very end of an answer that starts with a value is an annotation
-# ("17\text{ meters}", "8\text{ meals}", "\text{km}/\text{h}"): the value alone is the answer.
+# The content of a \text{...} unit: unit words or symbols joined by spaces or slashes.
+_TEXT_UNIT_BODY = (
+    rf"\s*(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER}"
+    rf"(?:(?:\s*/\s*|\s+)(?:{_UNIT_WORD}|{_UNIT_SYMBOL}){_UNIT_POWER})*\s*"
+)
+_TEXT_UNIT = rf"\\(?:{_TEXT_CMDS})\s*\{{{_TEXT_UNIT_BODY}\}}{_UNIT_POWER}"
+# A \text{unit} at the very end of an answer that starts with a value is an annotation
+# ("17\text{ meters}", "\text{km}/\text{h}"): the value alone is the answer.
 _TRAILING_TEXT_RE = re.compile(rf"(?<=[\d}}.a-zA-Z])\s*{_TEXT_UNIT}(?:\s*/\s*{_TEXT_UNIT})*\s*\.?\s*$")
 _TEXT_OPEN_RE = re.compile(rf"\\(?:{_TEXT_CMDS})\s*\{{")
 # "\\" (a matrix row break) is matched first so that its second backslash is never read
@@ -549,7 +571,10 @@ def _strip_assignment(s: str) -> str:
     return rest
 
 
-def _normalize_once(s: str) -> str:
+_THOUSANDS = r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?"  # one number with thousands separators
+
+
+def _normalize_once(s: str, thousands: bool = True) -> str:
     # One space for any run of whitespace first: it keeps every later regex linear even on
     # a degenerate generation full of blanks.
     s = re.sub(r"\s+", " ", s).strip()
@@ -580,8 +605,15 @@ def _normalize_once(s: str) -> str:
     s = re.sub(r"\\(?:geq|geqslant)(?![a-zA-Z])", r"\\ge", s)
     s = re.sub(r"\\(?:neq)(?![a-zA-Z])", r"\\ne", s)
     s = s.strip()
-    if re.fullmatch(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?", s):
+    if thousands and re.fullmatch(_THOUSANDS, s):
         s = s.replace(",", "")  # the whole answer is one number with thousands separators
+    # Scientific notation, the whole answer: "1.2e3" is 1.2\times10^{3}.
+    m = re.fullmatch(r"(-?\d+(?:\.\d+)?)[eE]([-+]?)(\d{1,3})", s)
+    if m:
+        s = f"{m.group(1)}\\times10^{{{'-' if m.group(2) == '-' else ''}{m.group(3)}}}"
+    # "2 pi" is 2\pi; "3 times 4" is 3\times 4.
+    s = re.sub(r"(?:(?<=\d)\s*|^)pi(?![A-Za-z])", r"\\pi", s)
+    s = re.sub(r"(?<=\d)\s+times\s+(?=\d)", r"\\times ", s)
     # Spaces carry no meaning in math mode, except that "\pi r" must not become "\pir".
     s = re.sub(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])", lambda m: m.group(1) + "\x00", s)
     s = re.sub(r"\s+", "", s).replace("\x00", " ")
@@ -607,6 +639,9 @@ def _normalize_once(s: str) -> str:
     return s
 
 
+_LIST_COMMA_RE = re.compile(r",(?:\s|~|\\[ ,;:>]|\\q?quad)")
+
+
 def normalize_math(s: str) -> str:
     """Normalise a MATH answer string so that equal answers compare equal as strings.
 
@@ -629,11 +664,19 @@ def normalize_math(s: str) -> str:
     if s is None:
         return ""
     s = _unicode_to_latex(str(s))
+    # "2, 100" is a list, "2,100" one number: the whole-answer thousands rule is for an
+    # answer written with no space after any comma (the rules below remove spaces, so this
+    # is decided on the answer as written).
+    thousands = _LIST_COMMA_RE.search(s) is None
     for _ in range(6):
-        new = _normalize_once(s)
+        new = _normalize_once(s, thousands)
         if new == s:
             break
         s = new
+    if not thousands and re.fullmatch(_THOUSANDS, s):
+        # A list that reads like one number ("2, 100"): its commas keep their space, so
+        # that the normal form stays a list when normalised again.
+        s = s.replace(",", ", ")
     return s
 
 
@@ -1170,6 +1213,15 @@ def _equal_structured(p: str, g: str) -> bool:
     return _scalar_equal(p, g)
 
 
+_SPACED_SYMBOL_RE = re.compile(rf"(?<=\d)\s+(?={_UNIT_SYMBOL})")
+
+
+def _join_symbol(s: str) -> str | None:
+    """``"5 h"`` -> ``"5h"``: a one-letter unit read as a variable; None when there is none."""
+    joined = _SPACED_SYMBOL_RE.sub("", s)
+    return joined if joined != s else None
+
+
 def math_equal(pred: str | None, gold: str) -> bool:
     """Whether a predicted MATH answer is equivalent to the gold answer.
 
@@ -1194,9 +1246,16 @@ def math_equal(pred: str | None, gold: str) -> bool:
         p, g = normalize_math(pred), normalize_math(gold)
         if not p or not g:
             return False
-        if p == g:
+        if p == g or _equal_structured(p, g):
             return True
-        return bool(_equal_structured(p, g))
+        # "5 h" drops a one-letter unit; against a gold "5h" (a product) it is read with its
+        # letter too. Only a letter right after a number and a space, either side.
+        joined_p, joined_g = _join_symbol(pred), _join_symbol(gold)
+        if joined_p is None and joined_g is None:
+            return False
+        p2 = normalize_math(joined_p) if joined_p is not None else p
+        g2 = normalize_math(joined_g) if joined_g is not None else g
+        return p2 == g2 or bool(_equal_structured(p2, g2))
     except Exception:  # noqa: BLE001 - scoring must never crash an evaluation run
         return False
 
