@@ -1,7 +1,10 @@
-"""Every analysis runs on every architecture mkt is tested on, with its real tokenizer.
+"""Every analysis runs on real architectures with their real tokenizers.
 
 Smallest settings: this checks that each analysis reads, steers and writes its JSON and PNG
-on each family (BOS, chat templates and vocabularies of real models), not what it finds.
+on each family (BOS, chat templates and vocabularies of real models), not what it finds. One
+architecture per tokenizer family and block shape (dense, MoE, parallel attention and MLP,
+absolute positions), to keep the suite within its time; tests/test_real_models.py runs
+extraction, transfer, steering and packs on all 11.
 """
 
 import json
@@ -9,7 +12,6 @@ import json
 import pytest
 
 from mkt.cli import main
-from mkt.tiny_models import ARCHITECTURES
 
 pytestmark = pytest.mark.slow
 
@@ -17,14 +19,15 @@ LOCKED = "Question: {question}\nAnswer:"
 UNLOCKED = "Question: {question}\nAnswer: Let's think step by step."
 
 
-@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("arch", ["qwen3", "qwen3_moe", "llama", "gemma3", "gpt2", "gpt_neox"])
 def test_every_analysis_runs(arch, real_inputs, tmp_path):
     inp = real_inputs(arch)
     model, pack, task = str(inp["model"]), str(inp["pack"]), str(inp["task"])
     keyed = ["--model", model, "--pack", pack, "--task", task, "--n", "3"]
     runs = {
-        "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1"],
-        "logit_lens": keyed + ["--null-seeds", "1"],
+        "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1", "--matched-seeds", "1", "--pc-nulls", "1",
+                             "--unembed-nulls", "1"],
+        "logit_lens": keyed + ["--null-seeds", "1", "--site-seeds", "1"],
         "entropy": keyed + ["--samples", "2", "--pass-n", "2", "--controls", "1", "--max-new-tokens", "3"],
         "atomic": keyed + ["--max-new-tokens", "3"],
     }
