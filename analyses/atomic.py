@@ -188,7 +188,7 @@ def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metr
     The random-direction control gives every test prompt its own direction (the key's
     per-layer norms, the transferred key's alpha), so its rate averages over ``n`` draws.
     """
-    from analyses._common import organism_key
+    from analyses._common import cached_organism_key
     from mkt.extract import extract_prompt_key
     from mkt.models import load_model
     from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
@@ -203,7 +203,7 @@ def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metr
         return score([p.prompt(cue) for p in probs], lambda i, text: getattr(score_answer(text, probs[i]), metric),
                      **kw)
 
-    keys = {TRANSFERRED: organism_key(target, target_name),
+    keys = {TRANSFERRED: cached_organism_key(target, target_name),
             OWN: extract_prompt_key(target, [p.question for p in problems(256, "train", 1)], LOCKED_TEMPLATE,
                                     UNLOCKED_TEMPLATE)}
     dev_rates = {name: {a: float(run(dev, key=key, alpha=a).mean()) for a in alpha_grid} for name, key in keys.items()}

@@ -128,3 +128,13 @@ def test_real_model_without_a_pack_or_prompts_exits_2(real_inputs, tmp_path, cap
                  "--out", str(tmp_path)]) == 2
     assert "pass --prompts FILE or --task FILE" in capsys.readouterr().err
     assert not (tmp_path / "entropy.json").exists()
+
+
+def test_compare_ranks_the_key_against_the_pc_null():
+    from analyses.entropy import compare
+
+    without = np.zeros(4)
+    c = compare(without, np.full(4, -0.4), [np.full(4, 0.1)], -1,
+                pcs={"+PC1": np.full(4, -0.5), "-PC1": np.full(4, -0.3), "+PC2": np.zeros(4)})
+    assert c.pc_rank == 2 and c.pc_p_value == pytest.approx(2 / 4)  # one PC sharpens more than the key
+    assert c.p_value == pytest.approx(1 / 2) and c.pc_diffs["+PC1"] == pytest.approx(-0.5)
