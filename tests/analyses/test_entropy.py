@@ -138,3 +138,21 @@ def test_compare_ranks_the_key_against_the_pc_null():
                 pcs={"+PC1": np.full(4, -0.5), "-PC1": np.full(4, -0.3), "+PC2": np.zeros(4)})
     assert c.pc_rank == 2 and c.pc_p_value == pytest.approx(2 / 4)  # one PC sharpens more than the key
     assert c.p_value == pytest.approx(1 / 2) and c.pc_diffs["+PC1"] == pytest.approx(-0.5)
+
+
+def test_seeded_sampling_drops_finished_rows_and_draws_what_each_prompt_draws_alone(source_and_key):
+    """pass@k samples with one seed per row: a batch that drops finished rows (and their
+    generators) draws, row by row, what each prompt draws alone."""
+    from mkt.organisms.task import problems
+
+    model, key = source_and_key
+    prompts = [p.prompt(False) for p in problems(12, "test")] * 2
+    seeds = list(range(100, 124))
+    steer = key.steering(alpha=0.5)
+    together = generate(model, prompts, 40, steer, do_sample=True, seeds=seeds, batch_size=24)
+    alone = [generate(model, [p], 40, steer, do_sample=True, seeds=[s], batch_size=1)[0]
+             for p, s in zip(prompts, seeds)]
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+    lengths = {g.n_tokens for g in together}
+    assert len(lengths) > 1 and all(g.stopped for g in together if g.n_tokens < 40)  # rows did finish early
+    assert [g.token_ids for g in together[:12]] != [g.token_ids for g in together[12:]]  # seeds differ
