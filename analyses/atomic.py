@@ -291,7 +291,7 @@ def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(names)), names, rotation=12, ha="right", fontsize=8)
     ax.set_ylabel(f"gain over plain baseline (points of {probes[0].metric})")
-    ax.set_title(f"Atomic vs non-atomic: gains with paired 95% bootstrap intervals; the verdict reads only "
+    ax.set_title(f"Atomic vs non-atomic: gains with paired 95% Newcombe score intervals; the verdict reads only "
                  f"'{probes[0].primary}' (outlined)", fontsize=9)
     ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()
