@@ -156,3 +156,23 @@ def test_seeded_sampling_drops_finished_rows_and_draws_what_each_prompt_draws_al
     lengths = {g.n_tokens for g in together}
     assert len(lengths) > 1 and all(g.stopped for g in together if g.n_tokens < 40)  # rows did finish early
     assert [g.token_ids for g in together[:12]] != [g.token_ids for g in together[12:]]  # seeds differ
+
+
+@pytest.mark.slow
+def test_organism_key_cache_is_validated_on_load(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from analyses._common import cached_organism_key, organism_key
+
+    target = load_model("organism:target-base", device="cpu")
+    first = cached_organism_key(target, "organism:target-base", tmp_path)
+    (path,) = tmp_path.glob("target-base-*.safetensors")
+    again = cached_organism_key(target, "organism:target-base", tmp_path)
+    assert torch.equal(first.directions, again.directions) and again.provenance == first.provenance
+    assert torch.equal(first.directions, organism_key(target, "organism:target-base").directions)  # deterministic
+    # a file under the right name but for another target (or zoo) is recomputed, not trusted
+    save_file({"directions": torch.zeros_like(first.directions)}, str(path),
+              metadata={"target": "organism:target-family", "seed": "1", "zoo_hash": "x", "hook": first.hook,
+                        "provenance": "{}"})
+    assert torch.equal(cached_organism_key(target, "organism:target-base", tmp_path).directions, first.directions)
