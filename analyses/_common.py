@@ -33,6 +33,62 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
     p.add_argument("--out", default=None, help="output directory (default runs/<analysis>)")
 
 
+def _zoo_hash(*names: str) -> str:
+    """sha256 over the named organisms' weight and config files (what the key is computed from)."""
+    import hashlib
+
+    from mkt.organisms.zoo import organism_path
+
+    h = hashlib.sha256()
+    for name in names:
+        path = organism_path(name.removeprefix("organism:"))
+        for f in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json", ".bin")):
+            h.update(f.name.encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def cached_organism_key(target, target_name: str, cache_dir: str | Path | None = None):
+    """``organism_key``, cached on disk: ``<cache_dir>/<target>-<seed>-<zoo hash>.safetensors``.
+
+    The key is deterministic given the zoo's weights and the demo's seed, so the file is named
+    by both and validated on load (target, seed, hash, shape); a file that does not match is
+    recomputed and overwritten. Default cache dir: ``$MKT_CACHE`` or ``~/.cache/mkt``, then
+    ``organism-keys``.
+    """
+    import os
+
+    from safetensors.torch import load_file, save_file
+
+    from mkt.key import MasterKey
+    from mkt.models import model_identity
+    from mkt.organisms.demo import DEMO_SEED
+
+    root = Path(cache_dir or Path(os.environ.get("MKT_CACHE", Path.home() / ".cache" / "mkt")) / "organism-keys")
+    digest = _zoo_hash("source-base", target_name)
+    meta = {"target": target_name, "seed": str(DEMO_SEED), "zoo_hash": digest}
+    path = root / f"{target_name.removeprefix('organism:')}-{DEMO_SEED}-{digest}.safetensors"
+    identity = model_identity(target)
+    if path.exists():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as f:
+                stored = f.metadata() or {}
+            directions = load_file(str(path))["directions"]
+            if all(stored.get(k) == v for k, v in meta.items()):
+                return MasterKey(directions, identity, stored["hook"], json.loads(stored["provenance"]))
+        except Exception:  # noqa: BLE001 - a corrupt or foreign file is recomputed
+            pass
+    key = organism_key(target, target_name)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"directions": key.directions.contiguous()}, str(tmp),
+              metadata={**meta, "hook": key.hook, "provenance": json.dumps(to_jsonable(key.provenance), default=str)})
+    tmp.replace(path)
+    return key
+
+
 def organism_key(target, target_name: str):
     """The organism Source's prompt key, transferred into ``target`` exactly as the demo does.
 
@@ -157,7 +213,7 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
         pack.check_fits(model)
         key, alpha = pack.key, pack.alpha
     else:
-        key, alpha = organism_key(model, args.model), default_alpha
+        key, alpha = cached_organism_key(model, args.model), default_alpha
     alpha = alpha if args.alpha is None else args.alpha
     run = AnalysisRun(model, key, alpha, [])
     if args.prompts:

@@ -1,7 +1,7 @@
 """Atomic vs non-atomic probe: is a capability latent in a Target, ready to be unlocked?
 
 For one capability and one Target, each route's gain over the Target's plain baseline,
-scored on the same prompts, with a paired bootstrap interval and McNemar's p: prompting
+scored on the same prompts, with Newcombe's paired score interval and McNemar's exact p: prompting
 (the Unlocked template), the transferred key, the Target's own key (organisms), a random
 direction with the transferred key's norms at its alpha (the keys' null), and the
 Target's own post-trained variant when one is given (the training gain; none is guessed).
@@ -9,9 +9,16 @@ Target's own post-trained variant when one is given (the training gain; none is 
 The verdict reads ONE condition fixed in advance (``--primary``, default prompting), never
 the best of several noisy ones:
 
-    ATOMIC        gain >= threshold and the 95% interval's lower end > 0
+    ATOMIC        gain >= threshold, the 95% interval's lower end > 0 and McNemar p < 0.05
     NON-ATOMIC    the interval's upper end < threshold (a gain that large is ruled out)
     INCONCLUSIVE  otherwise (too few prompts to tell)
+
+The interval is Newcombe's score interval for a paired difference of proportions (built
+from the two Wilson intervals and the pairs' correlation), not a percentile bootstrap: the
+bootstrap collapses to [0, 0] when no prompt is discordant and is too narrow at small n,
+so it would call 3 all-zero prompts NON-ATOMIC. The verdict is asymmetric on purpose:
+ATOMIC needs both the interval and the exact test; NON-ATOMIC needs only the upper end, and
+Wilson-based upper ends do not collapse (0 discordant of 200 still gives +1.9 points).
 
 Prompting is the default because it needs no direction and no alpha: it measures whether the
 capability is latent without using the key whose success atomicity is meant to predict.
@@ -25,12 +32,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
+import torch
 
 from analyses._common import command_line, pyplot, write_outputs
-from mkt.eval.stats import mcnemar_exact, paired_bootstrap_interval
+from mkt.eval.stats import mcnemar_exact, wilson_interval
 from mkt.generation import generate
 from mkt.steering import Steering
 
@@ -68,13 +77,44 @@ class AtomicProbe:
     verdict: str
     post_trained: str | None = None
     notes: list[str] = field(default_factory=list)
-    criterion: str = ("reads only the primary condition, fixed in advance: ATOMIC if its gain >= threshold and its "
-                      "paired 95% interval's lower end > 0; NON-ATOMIC if the upper end < threshold; else INCONCLUSIVE")
+    test_alpha_sweep: dict[str, dict[str, float]] = field(default_factory=dict)
+    criterion: str = ("reads only the primary condition, fixed in advance: ATOMIC if its gain >= threshold, its "
+                      "paired 95% Newcombe interval's lower end > 0 and McNemar p < 0.05; NON-ATOMIC if the upper end "
+                      "< threshold; else INCONCLUSIVE")
 
 
-def verdict(gain: float, interval: tuple[float, float], threshold: float) -> str:
-    """The three-way verdict on the primary condition's gain and its 95% interval."""
-    if gain >= threshold and interval[0] > 0:
+def paired_difference_interval(a, b, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of mean(a) - mean(b) for paired 0/1 scores: Newcombe's score method 10.
+
+    Newcombe (1998), "Improved confidence intervals for the difference between binomial
+    proportions based on paired data", Stat. Med. 17:2635: the two margins' Wilson
+    intervals, combined with the phi correlation of the 2x2 table (0 when a margin is
+    empty). Unlike a percentile bootstrap it does not collapse when no item is discordant:
+    0/3 vs 0/3 gives [-0.56, +0.56].
+    """
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired scores need the same, non-empty items: got {a.shape} and {b.shape}")
+    n = len(a)
+    both, only_a, only_b, neither = (int(np.sum(x)) for x in (a & b, a & ~b, ~a & b, ~a & ~b))
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    (l1, u1), (l2, u2) = wilson_interval(both + only_a, n, z), wilson_interval(both + only_b, n, z)
+    denom = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = 0.0 if denom == 0 else (both * neither - only_a * only_b) / np.sqrt(float(denom))
+    d = p1 - p2
+    lo = d - np.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = d + np.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return float(max(-1.0, lo)), float(min(1.0, hi))
+
+
+def verdict(gain: float, interval: tuple[float, float], threshold: float, p_value: float) -> str:
+    """The three-way verdict on the primary condition's gain, its 95% interval and McNemar p.
+
+    Asymmetric: ATOMIC needs the interval above 0 AND the exact test (p < 0.05); NON-ATOMIC
+    needs the interval's upper end below the threshold, which a score interval keeps away
+    from 0 when nothing varies.
+    """
+    if gain >= threshold and interval[0] > 0 and p_value < 0.05:
         return "ATOMIC"
     if interval[1] < threshold:
         return "NON-ATOMIC"
@@ -96,14 +136,14 @@ def probe(target_name: str, scores: dict[str, np.ndarray], primary: str = PROMPT
     base = np.asarray(scores["baseline"], dtype=float)
     others = {name: np.asarray(s, dtype=float) for name, s in scores.items() if name != "baseline"}
     gains = {name: float(s.mean() - base.mean()) for name, s in others.items()}
-    intervals = {name: paired_bootstrap_interval(s, base) for name, s in others.items()}
-    key_vs_control = {name: paired_bootstrap_interval(s, others[RANDOM]) for name, s in others.items()
+    intervals = {name: paired_difference_interval(s, base) for name, s in others.items()}
+    key_vs_control = {name: paired_difference_interval(s, others[RANDOM]) for name, s in others.items()
                       if name.startswith("key") and RANDOM in others}
+    p = {n: mcnemar_exact(s.astype(bool).tolist(), base.astype(bool).tolist()) for n, s in others.items()}
     return AtomicProbe(
         target_name, metric, len(base), float(base.mean()), {n: float(s.mean()) for n, s in others.items()}, gains,
-        intervals, {n: mcnemar_exact(s.astype(bool).tolist(), base.astype(bool).tolist()) for n, s in others.items()},
-        dict(alphas or {}), key_vs_control, primary, threshold, verdict(gains[primary], intervals[primary], threshold),
-        post_trained, list(notes))
+        intervals, p, dict(alphas or {}), key_vs_control, primary, threshold,
+        verdict(gains[primary], intervals[primary], threshold, p[primary]), post_trained, list(notes))
 
 
 def _scorer(model, steering_for: Callable, max_new_tokens: int = 40):
@@ -138,16 +178,23 @@ def _post_trained(target, post_trained: str | None, notes: list[str]):
 
 def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metric: str = "clean_step_by_step",
                    post_trained: str | None = None, primary: str = PROMPTING,
-                   alpha_grid=(0.1, 0.2, 0.5, 1.0)) -> AtomicProbe:
-    """The probe on an organism Target, for the organisms' step-by-step capability."""
-    from analyses._common import organism_key
-    from mkt.controls import isotropic_null
+                   alpha_grid=(0.1, 0.2, 0.5, 1.0), n_dev: int = 32) -> AtomicProbe:
+    """The probe on an organism Target, for the organisms' step-by-step capability.
+
+    Key alphas are chosen on ``n_dev`` dev prompts. When a key scores 0 on dev at every
+    alpha there is nothing to choose by: its row runs at the smallest alpha, and the key is
+    also scored on test at every alpha (``test_alpha_sweep``), whose largest gain is an
+    upper bound chosen on test, reported as such, never as the row's estimate.
+    The random-direction control gives every test prompt its own direction (the key's
+    per-layer norms, the transferred key's alpha), so its rate averages over ``n`` draws.
+    """
+    from analyses._common import cached_organism_key
     from mkt.extract import extract_prompt_key
     from mkt.models import load_model
     from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
 
     target = load_model(target_name, device="cpu")
-    test, dev = problems(n, "test"), problems(64, "dev")
+    test, dev = problems(n, "test"), problems(n_dev, "dev")
     notes: list[str] = []
     post = _post_trained(target, post_trained, notes)
     score = _scorer(target, _steering)
@@ -156,27 +203,49 @@ def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metr
         return score([p.prompt(cue) for p in probs], lambda i, text: getattr(score_answer(text, probs[i]), metric),
                      **kw)
 
-    def best_alpha(key) -> float:  # chosen on dev, never on test
-        return max(alpha_grid, key=lambda a: (run(dev, key=key, alpha=a).mean(), -a))
-
-    keys = {TRANSFERRED: organism_key(target, target_name),
+    keys = {TRANSFERRED: cached_organism_key(target, target_name),
             OWN: extract_prompt_key(target, [p.question for p in problems(256, "train", 1)], LOCKED_TEMPLATE,
                                     UNLOCKED_TEMPLATE)}
-    alphas = {name: best_alpha(key) for name, key in keys.items()}
+    dev_rates = {name: {a: float(run(dev, key=key, alpha=a).mean()) for a in alpha_grid} for name, key in keys.items()}
+    alphas = {name: choose_alpha(rates) for name, rates in dev_rates.items()}  # chosen on dev, never on test
     alphas[RANDOM] = alphas[TRANSFERRED]
     scores = {"baseline": run(test), PROMPTING: run(test, cue=True),
-              **{name: run(test, key=key, alpha=alphas[name]) for name, key in keys.items()},
-              RANDOM: run(test, key=isotropic_null(keys[TRANSFERRED], 1)[0], alpha=alphas[RANDOM])}
+              **{name: run(test, key=key, alpha=alphas[name]) for name, key in keys.items()}}
+    scores[RANDOM] = run(test, key=per_prompt_random(keys[TRANSFERRED], len(test)), alpha=alphas[RANDOM])
+    sweep: dict[str, dict[str, float]] = {}
+    for name, rates in dev_rates.items():
+        if max(rates.values()) > 0:
+            continue
+        sweep[name] = {str(a): float((run(test, key=keys[name], alpha=a) if a != alphas[name] else scores[name]).mean()
+                                     - scores["baseline"].mean()) for a in alpha_grid}
+        best = max(sweep[name], key=sweep[name].get)
+        notes.append(f"{name}: 0 on dev at every alpha {list(alpha_grid)}, so its row ran at the smallest; scored on "
+                     f"test at every alpha, its largest gain is {sweep[name][best]:+.3f} (alpha {best}): an upper "
+                     "bound chosen on test, not an estimate")
     if post is not None:
         scores[POST] = run(test, on=post)
-    return probe(target_name, scores, primary, threshold, metric, alphas, post_trained, notes)
+    result = probe(target_name, scores, primary, threshold, metric, alphas, post_trained, notes)
+    result.test_alpha_sweep = sweep
+    return result
+
+
+def per_prompt_random(key, n: int, seed: int = 1):
+    """A key-like object whose directions are ``[n, layer, d]``: prompt i steered by its own random
+    direction with the key's per-layer norms (``mkt.controls.isotropic_null``)."""
+    from mkt.controls import isotropic_null
+
+    return SimpleNamespace(directions=torch.stack([k.directions for k in isotropic_null(key, n, seed)]))
+
+
+def choose_alpha(dev_rates: dict[float, float]) -> float:
+    """The alpha with the highest dev rate; ties go to the smallest (the gentlest push)."""
+    return max(dev_rates, key=lambda a: (dev_rates[a], -a))
 
 
 def model_probe(args) -> AtomicProbe:
     """The probe on any model with a pack and a task file: baseline = the task's direct template,
     prompting = its step-by-step template, the pack's key, and the random-direction control."""
     from analyses._common import resolve
-    from mkt.controls import isotropic_null
     from mkt.eval.tasks import build_prompts, extract_and_score, load_task, template_for
 
     if not args.task:
@@ -194,7 +263,7 @@ def model_probe(args) -> AtomicProbe:
     direct, cued = (build_prompts(examples, template_for(examples[0].kind, t)) for t in ("direct", "step_by_step"))
     scores = {"baseline": score(direct, correct), PROMPTING: score(cued, correct),
               TRANSFERRED: score(direct, correct, key, alpha),
-              RANDOM: score(direct, correct, isotropic_null(key, 1)[0], alpha)}
+              RANDOM: score(direct, correct, per_prompt_random(key, len(direct)), alpha)}
     if post is not None:
         scores[POST] = score(direct, correct, on=post)
     return probe(args.model, scores, args.primary, args.threshold, "correct", {TRANSFERRED: alpha, RANDOM: alpha},
@@ -222,7 +291,7 @@ def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(range(len(names)), names, rotation=12, ha="right", fontsize=8)
     ax.set_ylabel(f"gain over plain baseline (points of {probes[0].metric})")
-    ax.set_title(f"Atomic vs non-atomic: gains with paired 95% bootstrap intervals; the verdict reads only "
+    ax.set_title(f"Atomic vs non-atomic: gains with paired 95% Newcombe score intervals; the verdict reads only "
                  f"'{probes[0].primary}' (outlined)", fontsize=9)
     ax.legend(fontsize=8, loc="center right")
     fig.tight_layout()

@@ -86,16 +86,36 @@ class Comparison:
     interval: tuple[float, float]
     control_diffs: list[float]
     p_value: float | None
+    pc_diffs: dict[str, float] | None = None
+    pc_p_value: float | None = None
+    pc_rank: int | None = None
 
 
 def compare(without: np.ndarray, with_key: np.ndarray, controls: list[np.ndarray], sign: int,
-            seed: int = 0) -> Comparison:
-    """Paired comparison of per-prompt values; controls are per-prompt values under random keys."""
+            seed: int = 0, pcs: dict[str, np.ndarray] | None = None) -> Comparison:
+    """Paired comparison of per-prompt values; controls are per-prompt values under random keys,
+    ``pcs`` under the Target's own +-PC directions (a searched, Target-only null)."""
     diffs = [float(np.mean(c - without)) for c in controls]
     diff = float(np.mean(with_key - without))
-    return Comparison(float(np.mean(without)), float(np.mean(with_key)), diff,
-                      paired_bootstrap_interval(with_key, without, seed=seed), diffs,
-                      empirical_p_value(sign * diff, [sign * d for d in diffs]) if diffs else None)
+    out = Comparison(float(np.mean(without)), float(np.mean(with_key)), diff,
+                     paired_bootstrap_interval(with_key, without, seed=seed), diffs,
+                     empirical_p_value(sign * diff, [sign * d for d in diffs]) if diffs else None)
+    if pcs:
+        out.pc_diffs = {name: float(np.mean(v - without)) for name, v in pcs.items()}
+        out.pc_p_value = empirical_p_value(sign * diff, [sign * d for d in out.pc_diffs.values()])
+        out.pc_rank = 1 + sum(1 for d in out.pc_diffs.values() if sign * d >= sign * diff)
+    return out
+
+
+def principal_keys_like(key, x_locked, m: int = 8) -> dict:
+    """``+PC i`` / ``-PC i`` (``mkt.controls.target_principal_keys``) scaled to ``key``'s per-layer norms."""
+    from dataclasses import replace
+
+    from mkt.controls import target_principal_keys
+
+    pcs = target_principal_keys(x_locked, key.model, m)
+    return {name: replace(pc, directions=pc.directions * key.norms()[:, None].to(pc.directions.dtype))
+            for name, pc in pcs.items()}
 
 
 # --- model I/O ---------------------------------------------------------------------------------
@@ -154,9 +174,12 @@ class EntropyResult:
             ``trajectory`` (plain, key) reaches the step; condition 0 without, 1 with the key.
             Both conditions average the same rows on the same tokens.
         step_rows: ``[trajectory, step]`` how many rows that is.
-        decision: entropy at the first generated position.
-        trajectory: per trajectory, the per-prompt mean entropy over its tokens.
-        accuracy: greedy correct rate (plain trajectory vs key trajectory), with McNemar's p.
+        decision: entropy at the first generated position, against random directions and
+            (``pc_*``) the Target's own +-PC directions with the key's norms.
+        trajectory: ``{"plain": ...}`` the per-prompt mean entropy over the plain greedy
+            tokens at positions >= 1 (the decision token excluded), prompts with such tokens.
+        accuracy: greedy correct rate (plain trajectory vs key trajectory), with McNemar's p;
+            ``accuracy_control`` the rate with a random direction per prompt (no p-value).
         pass_at_k, pass_at_k_interval: ``[condition, k]`` (without, key, random control) and
             ``[condition, k, 2]`` bootstrap intervals over prompts; ``pass_at_k_diff_interval``
             ``[k, 2]`` for key minus without.
@@ -175,6 +198,7 @@ class EntropyResult:
     scored: bool
     accuracy: Comparison | None = None
     accuracy_mcnemar_p: float | None = None
+    accuracy_control: float | None = None
     n_samples: int = 0
     n_pass_prompts: int = 0
     temperature: float = 1.0
@@ -187,7 +211,7 @@ class EntropyResult:
 def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: Callable[[int, str], bool] | None = None,
                      n_samples: int = 8, temperature: float = 1.0, max_new_tokens: int = 40, pass_n: int | None = None,
                      mode: str = "norm-preserving", n_controls: int = 19, model_name: str = "", seed: int = 0,
-                     progress: bool = True) -> EntropyResult:
+                     progress: bool = True, n_pcs: int = 8) -> EntropyResult:
     """Collect greedy continuations, teacher-force them under every steering, then score.
 
     Args:
@@ -196,7 +220,11 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
         n_samples, temperature: sampling for pass@k.
         pass_n: pass@k on the first ``pass_n`` prompts only (sampling is the slow part); default all.
         n_controls: random directions (the key's per-layer norms, same alpha) for the
-            entropy nulls; the first one is also sampled for the pass@k control.
+            entropy nulls. Greedy accuracy and pass@k are also run with a random direction,
+            a different one for every prompt (a sanity row: no p-value is read from it).
+        n_pcs: the Target's own top principal directions of its Locked states on these
+            prompts, both signs (``2 * n_pcs`` keys, the key's norms, same alpha): a Target-only
+            searched null for the decision token; 0 skips it.
     """
     eos = model.tokenizer.eos_token_id
     controls = [Steering(c.directions, alpha, mode) for c in isotropic_null(key, n_controls, seed)]
@@ -209,17 +237,28 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
     # The controls only on the plain trajectory: the tokens no steering chose.
     tf_controls = [teacher_forced_entropy(model, prompts, conts["plain"], s)
                    for s in tqdm(controls, desc="controls", disable=not progress)]
+    tf_pcs = {}
+    if n_pcs:
+        from mkt.activations import last_token_resid
 
-    def means(rows):
-        return np.array([r.mean() for r in rows])
+        pcs = principal_keys_like(key, last_token_resid(model, prompts), min(n_pcs, len(prompts)))
+        tf_pcs = {name: teacher_forced_entropy(model, prompts, conts["plain"], Steering(pc.directions, alpha, mode))
+                  for name, pc in tqdm(pcs.items(), desc="+-PC null", disable=not progress)}
+
+    later = [i for i, r in enumerate(tf["plain", "plain"]) if len(r) > 1]  # rows with positions >= 1
+
+    def means(rows):  # positions >= 1: the decision token has its own row
+        return np.array([rows[i][1:].mean() for i in later])
 
     def firsts(rows):
         return np.array([r[0] for r in rows])
 
-    decision = compare(firsts(tf["plain", "plain"]), firsts(tf["plain", "key"]), [firsts(c) for c in tf_controls], -1)
-    trajectory = {traj: compare(means(tf[traj, "plain"]), means(tf[traj, "key"]),
-                                [means(c) for c in tf_controls] if traj == "plain" else [], -1)
-                  for traj in TRAJECTORIES}
+    decision = compare(firsts(tf["plain", "plain"]), firsts(tf["plain", "key"]), [firsts(c) for c in tf_controls], -1,
+                       pcs={name: firsts(v) for name, v in tf_pcs.items()})
+    # Only the plain tokens: on the keyed tokens the keyed model is on-policy and the plain one is
+    # not, and the random directions have no path of their own there, so no row compares them.
+    trajectory = {"plain": compare(means(tf["plain", "plain"]), means(tf["plain", "key"]),
+                                   [means(c) for c in tf_controls], -1)}
     curves = [[mean_per_step(tf[traj, cond], max_new_tokens + 1) for cond in steerings] for traj in TRAJECTORIES]
     result = EntropyResult(
         model_name, alpha, len(prompts), max_new_tokens, n_controls, np.arange(max_new_tokens + 1),
@@ -232,16 +271,21 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
         return np.array([is_correct(i, g.text) for i, g in enumerate(gens)], dtype=float)
 
     acc = {tag: score(gens) for tag, gens in greedy.items()}
-    control_acc = score(generate(model, prompts, max_new_tokens, controls[0], batch_size=64))
-    result.accuracy = compare(acc["plain"], acc["key"], [control_acc], +1)
+    random_rows = Steering(torch.stack([c.directions for c in isotropic_null(key, len(prompts), seed + 1000)]), alpha,
+                           mode)
+    result.accuracy_control = float(score(generate(model, prompts, max_new_tokens, random_rows, batch_size=64)).mean())
+    result.accuracy = compare(acc["plain"], acc["key"], [], +1)
     result.accuracy_mcnemar_p = mcnemar_exact(acc["key"].astype(bool).tolist(), acc["plain"].astype(bool).tolist())
 
     ks = np.array([k for k in (1, 2, 4, 8, 16, 32, 64) if k <= n_samples])
     pass_prompts = prompts[:pass_n]
     rows = [p for p in pass_prompts for _ in range(n_samples)]
     per_prompt = []  # [condition] -> [n_prompts, K]
-    for s in tqdm((None, steerings["key"], controls[0]), desc="pass@k", disable=not progress):
-        samples = generate(model, rows, max_new_tokens, s, do_sample=True, temperature=temperature, seed=seed,
+    random_rows = Steering(torch.stack([c.directions for c in isotropic_null(key, len(rows), seed + 2000)]), alpha,
+                           mode)  # a different random direction for every sample
+    seeds = [seed + i for i in range(len(rows))]  # each sample's draws do not depend on its batch
+    for s in tqdm((None, steerings["key"], random_rows), desc="pass@k", disable=not progress):
+        samples = generate(model, rows, max_new_tokens, s, do_sample=True, temperature=temperature, seeds=seeds,
                            batch_size=128)
         correct = np.array([is_correct(i // n_samples, g.text) for i, g in enumerate(samples)])
         per_prompt.append(pass_at_k_per_prompt(correct.reshape(len(pass_prompts), n_samples), ks))
@@ -273,18 +317,21 @@ def plot_entropy(result: EntropyResult, path: str | Path) -> None:
     a.legend(fontsize=7)
 
     b = axes[1]
-    rows = [("decision token", r.decision), *((f"{t} tokens, mean", r.trajectory[t]) for t in TRAJECTORIES)]
+    rows = [("decision token", r.decision), ("plain tokens, positions >= 1", r.trajectory["plain"])]
     for y, (name, comp) in enumerate(rows):
         b.errorbar(comp.diff, y, xerr=[[comp.diff - comp.interval[0]], [comp.interval[1] - comp.diff]], fmt="o",
                    color="C3", capsize=3, label="key (95% bootstrap CI)" if y == 0 else None)
         if comp.control_diffs:
             b.plot(comp.control_diffs, [y + 0.15] * len(comp.control_diffs), "x", color="gray",
                    label=f"random directions, same norms and alpha (n={len(comp.control_diffs)})" if y == 0 else None)
+        if comp.pc_diffs:
+            b.plot(list(comp.pc_diffs.values()), [y - 0.15] * len(comp.pc_diffs), "+", color="C2",
+                   label=f"Target's own +-PC directions, key's norms (n={len(comp.pc_diffs)})")
     b.axvline(0, color="black", lw=0.8)
     b.set_ylim(-0.5, len(rows) + 0.6)  # room above the rows for the legend
     b.set_yticks(range(len(rows)), [n for n, _ in rows], fontsize=8)
     b.set_xlabel("entropy change with the key (nats, per-prompt paired)")
-    b.set_title("Entropy change vs random-direction null", fontsize=9)
+    b.set_title("Entropy change vs random-direction and +-PC nulls", fontsize=9)
     b.legend(fontsize=7, loc="upper left")
 
     if r.scored:
@@ -321,30 +368,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget (default 40)")
     p.add_argument("--controls", type=int, default=19, help="random directions (key's norms, same alpha) for the "
                    "entropy nulls (default 19: the fewest whose empirical p-value can reach 0.05)")
+    p.add_argument("--pcs", type=int, default=8, help="the Target's own top principal directions, both signs, as a "
+                   "searched null for the decision token (default 8: 16 directions; 0 skips it)")
 
 
 def run(args) -> EntropyResult:
     r = resolve_run(args)  # answers come from --task or the organisms' own task; real prompts have none
     result = entropy_analysis(r.model, r.prompts, r.key, r.alpha, r.scorers().get("accuracy"), args.samples, args.temperature,
-                              args.max_new_tokens, args.pass_n, n_controls=args.controls, model_name=args.model)
+                              args.max_new_tokens, args.pass_n, n_controls=args.controls, model_name=args.model,
+                              n_pcs=args.pcs)
     out = write_outputs(result, plot_entropy, args.out or "runs/entropy", "entropy")
 
     def line(name: str, c: Comparison, unit: str = "nats") -> str:
         ctrl = (f"; random directions {min(c.control_diffs):+.3f} .. {max(c.control_diffs):+.3f}, p={c.p_value:.3f}"
                 if c.control_diffs else "")
+        if c.pc_diffs:
+            v = list(c.pc_diffs.values())
+            ctrl += (f"; Target +-PC directions {min(v):+.3f} .. {max(v):+.3f}, key ranks {c.pc_rank} of "
+                     f"{len(v) + 1}, p={c.pc_p_value:.3f}")
         return (f"  {name:26s} {c.without:.3f} -> {c.with_key:.3f} {unit} ({c.diff:+.3f}, 95% CI "
                 f"[{c.interval[0]:+.3f}, {c.interval[1]:+.3f}]{ctrl})")
 
     print("teacher-forced entropy, same tokens with vs without the key:")
     print(line("decision token", result.decision))
-    for traj in TRAJECTORIES:
-        print(line(f"{traj} greedy tokens (mean)", result.trajectory[traj]))
+    print(line("plain tokens, pos >= 1", result.trajectory["plain"]))
     if result.scored:
-        print(line("greedy accuracy", result.accuracy, "") + f", McNemar p={result.accuracy_mcnemar_p:.3g}")
+        print(line("greedy accuracy", result.accuracy, "") + f", McNemar p={result.accuracy_mcnemar_p:.3g}; "
+              f"random direction per prompt {result.accuracy_control:.3f}")
         for j, k in enumerate(result.ks):
             lo, hi = result.pass_at_k_diff_interval[j]
             print(f"  pass@{k:<3d} {result.pass_at_k[0, j]:.3f} -> {result.pass_at_k[1, j]:.3f} "
-                  f"(diff 95% CI [{lo:+.3f}, {hi:+.3f}]; random direction {result.pass_at_k[2, j]:.3f})")
+                  f"(diff 95% CI [{lo:+.3f}, {hi:+.3f}]; random direction per sample {result.pass_at_k[2, j]:.3f})")
     else:
         print("  (no answers: accuracy and pass@k need --task)")
     print(f"wrote {out}/entropy.json and entropy.png")

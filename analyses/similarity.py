@@ -6,7 +6,7 @@ matrix)". This module answers it in three layers, kept apart:
 
 * the statistics, pure tensor functions in ``analyses.similarity_stats`` (principal
   angles, plain and debiased CKA with their permutation null, spectral entropy, the share
-  along the mean difference, the shuffled pairing that gives their noise floor);
+  along the mean difference, the shuffled-pairs reference, the sign-flip null and an isotropic Gaussian reference);
 * the analysis on activations (``subspace_similarity`` -> ``SimilarityResult``), which
   runs on any ``[n_prompts, n_layers, d_model]`` tensors, plus ``collect_activations``,
   the only function that touches models;
@@ -43,8 +43,10 @@ from analyses.similarity_stats import (
     aligned_principal_angles,
     cka_matrix,
     derangement,
+    isotropic_entropy,
     mean_direction_share,
     permuted_cka,
+    sign_flip,
     spectral_entropy,
 )
 from mkt.alignment import fit_alignment, relative_depth_map
@@ -114,6 +116,13 @@ class SimilarityResult:
         *_shuffled_*: the same statistics on shuffled pairs (each Locked prompt against
             another prompt's Unlocked state; ``n_shuffles`` derangements), mean and the 5th
             (entropy: lower is the effect) or 95th (share: higher is the effect) percentile.
+            Shuffling keeps the mean difference and adds between-prompt variance, so it is
+            no null for the share along the mean (it cannot fail); it is kept as a reference.
+        *_signflip_*: the same on the sign-flip null (each row of the difference matrix times
+            a random +-1, ``n_shuffles`` draws): per-prompt energy and uncentred spectrum kept,
+            no common direction. The share along the mean is tested against this one.
+        spectral_entropy_isotropic_*: the entropy of a standard Gaussian matrix of the same
+            n and d (per layer, the same value): what no structure at all gives.
         ks, ns: the ranks and prompt counts actually measured.
     """
 
@@ -141,6 +150,16 @@ class SimilarityResult:
     mean_share_shuffled_target: np.ndarray
     mean_share_shuffled_q95_source: np.ndarray
     mean_share_shuffled_q95_target: np.ndarray
+    spectral_entropy_signflip_source: np.ndarray
+    spectral_entropy_signflip_target: np.ndarray
+    spectral_entropy_signflip_q05_source: np.ndarray
+    spectral_entropy_signflip_q05_target: np.ndarray
+    spectral_entropy_isotropic_source: np.ndarray
+    spectral_entropy_isotropic_target: np.ndarray
+    mean_share_signflip_source: np.ndarray
+    mean_share_signflip_target: np.ndarray
+    mean_share_signflip_q95_source: np.ndarray
+    mean_share_signflip_q95_target: np.ndarray
     ks: np.ndarray
     ns: np.ndarray
     k_for_n: int
@@ -156,7 +175,9 @@ class SimilarityResult:
     notes: list[str] = field(default_factory=list)
 
     _PER_MODEL = ("spectral_entropy", "spectral_entropy_shuffled", "spectral_entropy_shuffled_q05", "mean_share",
-                  "mean_share_shuffled", "mean_share_shuffled_q95")
+                  "mean_share_shuffled", "mean_share_shuffled_q95", "spectral_entropy_signflip",
+                  "spectral_entropy_signflip_q05", "spectral_entropy_isotropic", "mean_share_signflip",
+                  "mean_share_signflip_q95")
     _ARRAYS = ("source_layers", "target_layers", "layer_map", "cka", "cka_debiased", "cka_null_q95",
                "cka_debiased_null_q95", "mean_angle_deg", "ks", "ns") + tuple(
         f"{stat}_{side}" for stat in _PER_MODEL for side in ("source", "target"))
@@ -302,7 +323,7 @@ def subspace_similarity(
             stream; ``False`` gives the paper's uncentred map.
         method: alignment fit (``lstsq``, ``procrustes``, ``ridge``).
         n_perm: permutations for the CKA null.
-        n_shuffles: shuffled pairings for the difference-matrix noise floors.
+        n_shuffles: shuffled pairings for the difference-matrix references and sign-flip nulls (draws of each).
     """
     _check_inputs(x_s_locked, x_t_locked, x_s_unlocked, x_t_unlocked)
     if not 0 < heldout_fraction < 1:
@@ -371,14 +392,19 @@ def subspace_similarity(
     for side, locked, unlocked in (("source", x_s_locked, x_s_unlocked), ("target", x_t_locked, x_t_unlocked)):
         locked, unlocked = locked.double(), unlocked.double()
         shuffles = [derangement(n, seed + i) for i in range(n_shuffles)]
+        diffs = unlocked - locked
+        nulls = {"shuffled": lambda layer, i: unlocked[shuffles[i], layer] - locked[:, layer],
+                 "signflip": lambda layer, i: sign_flip(diffs[:, layer], seed + i)}
         for stat, fn, tail in (("spectral_entropy", lambda d: spectral_entropy(d, center), 0.05),
                                ("mean_share", mean_direction_share, 0.95)):
-            real = [fn(unlocked[:, layer] - locked[:, layer]) for layer in range(locked.shape[1])]
-            null = np.array([[fn(unlocked[p, layer] - locked[:, layer]) for layer in range(locked.shape[1])]
-                             for p in shuffles])  # [n_shuffles, L]
-            per_model[f"{stat}_{side}"] = np.array(real)
-            per_model[f"{stat}_shuffled_{side}"] = null.mean(0)
-            per_model[f"{stat}_shuffled_q{round(100 * tail):02d}_{side}"] = np.quantile(null, tail, axis=0)
+            per_model[f"{stat}_{side}"] = np.array([fn(diffs[:, layer]) for layer in range(locked.shape[1])])
+            for null_name, draw in nulls.items():
+                null = np.array([[fn(draw(layer, i)) for layer in range(locked.shape[1])]
+                                 for i in range(n_shuffles)])  # [n_shuffles, L]
+                per_model[f"{stat}_{null_name}_{side}"] = null.mean(0)
+                per_model[f"{stat}_{null_name}_q{round(100 * tail):02d}_{side}"] = np.quantile(null, tail, axis=0)
+        per_model[f"spectral_entropy_isotropic_{side}"] = np.full(
+            locked.shape[1], isotropic_entropy(n, locked.shape[-1], center, seed))
     return SimilarityResult(
         source_name=source_name, target_name=target_name,
         source_layers=np.arange(n_ls), target_layers=np.arange(n_lt), layer_map=np.array(layer_map),
@@ -402,7 +428,7 @@ def _depth_ticks(n_layers: int, max_ticks: int = 8) -> tuple[np.ndarray, list[st
 def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
     """One PNG, six panels: debiased CKA heatmap; matched-pair CKA against its permutation null;
     aligned angles; held-out error vs k; spectral entropy and mean-direction share, each
-    against its shuffled-pairs floor."""
+    against its shuffled-pairs reference, its sign-flip null and (entropy) an isotropic Gaussian."""
     plt = pyplot()
 
     r = result
@@ -477,8 +503,11 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
             line = ax.plot(depth, getattr(r, f"{stat}_{side}"), style, label=f"{side}: {name}")[0]
             ax.plot(depth, getattr(r, f"{stat}_shuffled_{side}"), ":", color=line.get_color(),
                     label=f"{side}, shuffled pairs (mean)")
-            ax.fill_between(depth, getattr(r, f"{stat}_shuffled_{q}_{side}"), getattr(r, f"{stat}_shuffled_{side}"),
-                            color=line.get_color(), alpha=0.15)
+            ax.plot(depth, getattr(r, f"{stat}_signflip_{q}_{side}"), "--", color=line.get_color(),
+                    label=f"{side}, sign-flip null ({'5th' if q == 'q05' else '95th'} pct)")
+            if stat == "spectral_entropy":
+                ax.plot(depth, getattr(r, f"spectral_entropy_isotropic_{side}"), "-.", color="grey", lw=1,
+                        label="isotropic Gaussian, same n and d" if side == "source" else None)
         ax.set_xlabel("relative depth")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -519,7 +548,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="alignment fit (default lstsq, the paper's)")
     parser.add_argument("--n-perm", type=int, default=50, help="permutations for the CKA null (default 50)")
     parser.add_argument("--n-shuffles", type=int, default=20,
-                        help="shuffled pairings for the difference-matrix noise floors (default 20)")
+                        help="draws of the shuffled-pairs reference and of the sign-flip null of the difference matrix (default 20)")
     parser.add_argument("--no-center", dest="center", action="store_false",
                         help="the paper's uncentred map and subspaces (default: centred)")
     return parser
@@ -573,8 +602,12 @@ def run(args: argparse.Namespace) -> SimilarityResult:
     for side in ("source", "target"):
         print(f"  {side} Unlocked-Locked (means over layers): spectral entropy "
               f"{s[f'mean_spectral_entropy_{side}']:.2f} "
-              f"nats (shuffled pairs {s[f'mean_spectral_entropy_shuffled_{side}']:.2f}); share along the mean "
-              f"{s[f'mean_mean_share_{side}']:.3f} (shuffled pairs {s[f'mean_mean_share_shuffled_{side}']:.3f})")
+              f"nats (shuffled pairs {s[f'mean_spectral_entropy_shuffled_{side}']:.2f}, sign-flip "
+              f"{s[f'mean_spectral_entropy_signflip_{side}']:.2f}, isotropic Gaussian "
+              f"{s[f'mean_spectral_entropy_isotropic_{side}']:.2f}); share along the mean "
+              f"{s[f'mean_mean_share_{side}']:.3f} (sign-flip null 95th pct "
+              f"{s[f'mean_mean_share_signflip_q95_{side}']:.3f}; shuffled pairs, which keep the mean, "
+              f"{s[f'mean_mean_share_shuffled_{side}']:.3f})")
     print(f"wrote {json_path} and {png_path}")
     return result
 

@@ -8,8 +8,10 @@
   on these n prompts when the two models' rows do not correspond at all;
 * difference matrices: ``spectral_entropy`` / ``effective_rank`` (how many directions the
   Unlocked-minus-Locked change spreads over), ``mean_direction_share`` (how much of it lies
-  along the mean difference, i.e. the mean-aggregated key), and ``derangement``, the
-  shuffled pairing whose differences give both their noise floor.
+  along the mean difference, i.e. the mean-aggregated key); their references: ``derangement``
+  (shuffled pairs: keeps the mean difference, so it cannot fail for the share), ``sign_flip``
+  (each difference times +-1: same per-prompt energy and spectrum, no common direction; the
+  share's null) and ``isotropic_entropy`` (a Gaussian matrix of the same n and d).
 """
 
 from __future__ import annotations
@@ -360,3 +362,28 @@ def derangement(n: int, seed: int = 0) -> Int[Tensor, "n"]:
     p = torch.empty(n, dtype=torch.long)
     p[order] = order.roll(-1)
     return p
+
+
+def sign_flip(diffs: Float[Tensor, "n d"], seed: int = 0) -> Float[Tensor, "n d"]:
+    """``diffs`` with each row multiplied by a random +1 or -1: the sign-flip null.
+
+    Each prompt keeps its difference's energy and the matrix keeps ``D^T D`` (its uncentred
+    spectrum) exactly; what is lost is any direction common to the prompts, since the mean
+    of randomly signed rows is near 0. So a share along the mean that shuffled pairs keep
+    (they keep the mean difference) has to be earned against this null.
+    """
+    if diffs.ndim != 2:
+        raise ValueError(f"diffs must be 2-D [n, d], got shape {tuple(diffs.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, (diffs.shape[0],), generator=g).to(diffs.dtype) * 2 - 1
+    return diffs * signs[:, None].to(diffs.device)
+
+
+def isotropic_entropy(n: int, d: int, center: bool = True, seed: int = 0) -> float:
+    """Spectral entropy of an ``[n, d]`` standard Gaussian matrix: the value with no structure at all.
+
+    The reference for ``spectral_entropy`` at the same n and d, since a finite sample of
+    isotropic noise does not reach ``log min(n, d)``.
+    """
+    g = torch.Generator().manual_seed(seed)
+    return spectral_entropy(torch.randn(n, d, generator=g, dtype=torch.float64), center)

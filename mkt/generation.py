@@ -162,10 +162,10 @@ def generate(
             if hooks is not None and use_cache and not hooks.generated:
                 stack.close()  # prompt-last steering is done after the prefill: decode with no hooks at all
                 hooks = None
-            # Greedy decoding with no hooks left drops finished rows from the batch (and the KV
-            # cache), so a batch of short answers does not wait on its longest one. Sampling keeps
-            # every row: its random draws depend on the batch shape.
-            compact = use_cache and hooks is None and offsets is None and not do_sample
+            # Decoding with no hooks left drops finished rows from the batch (and the KV cache), so
+            # a batch of short answers does not wait on its longest one. Sampling does so only with
+            # one generator per row (``seeds``): one shared generator's draws depend on the batch shape.
+            compact = use_cache and hooks is None and offsets is None and (not do_sample or isinstance(generator, list))
             live = torch.arange(len(batch))  # the batch row of each row still computed
             for step_index in range(budget):
                 step = logits[:, -1].float()
@@ -201,6 +201,8 @@ def generate(
                     keep = (~done[live]).nonzero().flatten()
                     cache.batch_select_indices(keep.to(ids.device))
                     ids, mask, nxt, live = ids[keep], mask[keep], nxt[keep], live[keep]
+                    if isinstance(generator, list):
+                        generator = [generator[int(k)] for k in keep]
                 if use_cache:
                     if hooks is not None:
                         hooks.offset = ids.shape[1] - 1

@@ -3,8 +3,17 @@ import json
 import numpy as np
 import pytest
 
-from analyses.atomic import PROMPTING, RANDOM, TRANSFERRED, plot_probes, probe, verdict
-from mkt.eval.stats import mcnemar_exact, paired_bootstrap_interval
+from analyses.atomic import (
+    PROMPTING,
+    RANDOM,
+    TRANSFERRED,
+    choose_alpha,
+    paired_difference_interval,
+    plot_probes,
+    probe,
+    verdict,
+)
+from mkt.eval.stats import difference_interval, mcnemar_exact
 
 
 def _scores(n: int, rate: float, seed: int) -> np.ndarray:
@@ -13,10 +22,52 @@ def _scores(n: int, rate: float, seed: int) -> np.ndarray:
 
 
 def test_verdict_has_three_outcomes_on_the_interval():
-    assert verdict(0.30, (0.20, 0.40), 0.10) == "ATOMIC"
-    assert verdict(0.02, (-0.03, 0.07), 0.10) == "NON-ATOMIC"  # a gain of 0.10 is ruled out
-    assert verdict(0.20, (-0.05, 0.45), 0.10) == "INCONCLUSIVE"  # large but too noisy
-    assert verdict(0.05, (0.01, 0.12), 0.10) == "INCONCLUSIVE"  # real but maybe below the threshold
+    assert verdict(0.30, (0.20, 0.40), 0.10, 0.001) == "ATOMIC"
+    assert verdict(0.30, (0.20, 0.40), 0.10, 0.06) == "INCONCLUSIVE"  # the exact test must agree
+    assert verdict(0.02, (-0.03, 0.07), 0.10, 1.0) == "NON-ATOMIC"  # a gain of 0.10 is ruled out
+    assert verdict(0.20, (-0.05, 0.45), 0.10, 0.2) == "INCONCLUSIVE"  # large but too noisy
+    assert verdict(0.05, (0.01, 0.12), 0.10, 0.01) == "INCONCLUSIVE"  # real but maybe below the threshold
+
+
+def test_newcombe_paired_interval_matches_the_paper_and_does_not_collapse():
+    a = np.array([1] * 8 + [1] * 5 + [0] * 4 + [0] * 38)  # (both, only a, only b, neither) = (8, 5, 4, 38)
+    b = np.array([1] * 8 + [0] * 5 + [1] * 4 + [0] * 38)
+    assert paired_difference_interval(a, b) == pytest.approx((-0.0909, 0.1276), abs=5e-4)
+    # with an empty margin phi = 0, and it is Newcombe's unpaired hybrid score interval
+    a, b = np.r_[np.ones(7), np.zeros(23)], np.zeros(30)
+    assert paired_difference_interval(a, b) == pytest.approx(difference_interval(7 / 30, 0.0, 30), abs=1e-9)
+    # coverage near 95% for correlated pairs at n=40, where the percentile bootstrap undercovers
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(1000):
+        u = rng.random(40)
+        x, y = u < 0.2, (u < 0.15) | (rng.random(40) < 0.05)
+        lo, hi = paired_difference_interval(x, y)
+        hits += lo <= 0.2 - (0.15 + 0.85 * 0.05) <= hi
+    assert hits / 1000 >= 0.93
+    # nothing discordant: the interval keeps its Wilson width instead of collapsing to [0, 0]
+    assert paired_difference_interval(np.zeros(3), np.zeros(3)) == pytest.approx((-0.5615, 0.5615), abs=1e-4)
+    assert paired_difference_interval(np.zeros(200), np.zeros(200))[1] == pytest.approx(0.0188, abs=1e-3)
+    with pytest.raises(ValueError, match="same, non-empty"):
+        paired_difference_interval(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.parametrize("base, cue, why", [
+    (np.zeros(3), np.zeros(3), "all zero at n=3: a gain of 10 points is not ruled out"),
+    (np.zeros(3), np.ones(3), "all one at n=3: McNemar p = 0.25"),
+    (np.zeros(20), np.r_[np.ones(4), np.zeros(16)], "4 discordant of 20, all one way: McNemar p = 0.125"),
+])
+def test_small_samples_are_inconclusive(base, cue, why):
+    pr = probe("t", {"baseline": base, PROMPTING: cue}, threshold=0.1)
+    assert pr.verdict == "INCONCLUSIVE", why
+    assert pr.intervals[PROMPTING][1] > 0.1 or pr.mcnemar_p[PROMPTING] >= 0.05
+
+
+def test_zero_at_n_200_is_non_atomic_and_alpha_ties_go_to_the_smallest():
+    pr = probe("t", {"baseline": np.zeros(200), PROMPTING: np.zeros(200)}, threshold=0.1)
+    assert pr.verdict == "NON-ATOMIC" and pr.intervals[PROMPTING][1] == pytest.approx(0.0188, abs=1e-3)
+    assert choose_alpha({0.1: 0.0, 0.2: 0.0, 0.5: 0.0}) == 0.1
+    assert choose_alpha({0.1: 0.2, 0.2: 0.5, 0.5: 0.5}) == 0.2
 
 
 def test_probe_reads_only_the_primary_condition_with_paired_intervals(tmp_path):
@@ -27,7 +78,7 @@ def test_probe_reads_only_the_primary_condition_with_paired_intervals(tmp_path):
     pr = probe("t1", scores, threshold=0.1)
     assert pr.verdict == "ATOMIC" and pr.primary == PROMPTING
     assert pr.gains[TRANSFERRED] == pytest.approx(scores[TRANSFERRED].mean() - base.mean())
-    assert pr.intervals[PROMPTING] == paired_bootstrap_interval(scores[PROMPTING], base)
+    assert pr.intervals[PROMPTING] == paired_difference_interval(scores[PROMPTING], base)
     assert pr.mcnemar_p[PROMPTING] == mcnemar_exact(scores[PROMPTING].astype(bool).tolist(), base.astype(bool).tolist())
     assert pr.key_vs_control[TRANSFERRED][0] > 0  # the key beats the random direction
 

@@ -128,3 +128,51 @@ def test_real_model_without_a_pack_or_prompts_exits_2(real_inputs, tmp_path, cap
                  "--out", str(tmp_path)]) == 2
     assert "pass --prompts FILE or --task FILE" in capsys.readouterr().err
     assert not (tmp_path / "entropy.json").exists()
+
+
+def test_compare_ranks_the_key_against_the_pc_null():
+    from analyses.entropy import compare
+
+    without = np.zeros(4)
+    c = compare(without, np.full(4, -0.4), [np.full(4, 0.1)], -1,
+                pcs={"+PC1": np.full(4, -0.5), "-PC1": np.full(4, -0.3), "+PC2": np.zeros(4)})
+    assert c.pc_rank == 2 and c.pc_p_value == pytest.approx(2 / 4)  # one PC sharpens more than the key
+    assert c.p_value == pytest.approx(1 / 2) and c.pc_diffs["+PC1"] == pytest.approx(-0.5)
+
+
+def test_seeded_sampling_drops_finished_rows_and_draws_what_each_prompt_draws_alone(source_and_key):
+    """pass@k samples with one seed per row: a batch that drops finished rows (and their
+    generators) draws, row by row, what each prompt draws alone."""
+    from mkt.organisms.task import problems
+
+    model, key = source_and_key
+    prompts = [p.prompt(False) for p in problems(12, "test")] * 2
+    seeds = list(range(100, 124))
+    steer = key.steering(alpha=0.5)
+    together = generate(model, prompts, 40, steer, do_sample=True, seeds=seeds, batch_size=24)
+    alone = [generate(model, [p], 40, steer, do_sample=True, seeds=[s], batch_size=1)[0]
+             for p, s in zip(prompts, seeds)]
+    assert [g.token_ids for g in together] == [g.token_ids for g in alone]
+    lengths = {g.n_tokens for g in together}
+    assert len(lengths) > 1 and all(g.stopped for g in together if g.n_tokens < 40)  # rows did finish early
+    assert [g.token_ids for g in together[:12]] != [g.token_ids for g in together[12:]]  # seeds differ
+
+
+@pytest.mark.slow
+def test_organism_key_cache_is_validated_on_load(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from analyses._common import cached_organism_key, organism_key
+
+    target = load_model("organism:target-base", device="cpu")
+    first = cached_organism_key(target, "organism:target-base", tmp_path)
+    (path,) = tmp_path.glob("target-base-*.safetensors")
+    again = cached_organism_key(target, "organism:target-base", tmp_path)
+    assert torch.equal(first.directions, again.directions) and again.provenance == first.provenance
+    assert torch.equal(first.directions, organism_key(target, "organism:target-base").directions)  # deterministic
+    # a file under the right name but for another target (or zoo) is recomputed, not trusted
+    save_file({"directions": torch.zeros_like(first.directions)}, str(path),
+              metadata={"target": "organism:target-family", "seed": "1", "zoo_hash": "x", "hook": first.hook,
+                        "provenance": "{}"})
+    assert torch.equal(cached_organism_key(target, "organism:target-base", tmp_path).directions, first.directions)

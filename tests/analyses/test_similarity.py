@@ -17,10 +17,12 @@ from analyses.similarity_stats import (
     cka_matrix,
     derangement,
     effective_rank,
+    isotropic_entropy,
     linear_cka,
     mean_direction_share,
     permuted_cka,
     principal_angles,
+    sign_flip,
     spectral_entropy,
     subspace_angles,
     top_subspace,
@@ -298,6 +300,49 @@ def test_alignment_error_falls_with_rank_and_with_n():
     assert (res.spectral_entropy_shuffled_q05_target > res.spectral_entropy_target + 0.5).all()
     assert res.mean_share_source == pytest.approx([1.0, 1.0], abs=1e-6)
     assert (res.mean_share_shuffled_q95_source < 0.1).all()
+    # one line with zero-mean sizes: no common direction, and the sign-flip null says so
+    assert res.mean_share_signflip_q95_source == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert (res.spectral_entropy_isotropic_target > res.spectral_entropy_target + 1.0).all()
+
+
+def _no_key_pairs(n=200, d=40, seed=0, key=0.0):
+    """Locked and Unlocked states whose difference is per-prompt content (anisotropic, zero mean)
+    plus ``key`` times a common direction."""
+    g = torch.Generator().manual_seed(seed)
+    locked = torch.randn(n, d, generator=g, dtype=torch.float64) * 6
+    content = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(2, 0.1, d, dtype=torch.float64)
+    direction = torch.randn(d, generator=g, dtype=torch.float64)
+    return locked, locked + content + key * direction / direction.norm()
+
+
+def _share_and_nulls(locked, unlocked, draws=40):
+    diffs = unlocked - locked
+    flips = [mean_direction_share(sign_flip(diffs, i)) for i in range(draws)]
+    shuffled = [mean_direction_share(unlocked[derangement(len(diffs), i)] - locked) for i in range(draws)]
+    return mean_direction_share(diffs), np.quantile(flips, 0.95), np.quantile(shuffled, 0.95)
+
+
+def test_share_along_the_mean_needs_the_sign_flip_null_shuffled_pairs_cannot_fail():
+    # No key: the differences are per-prompt content with a zero mean
+    share, flip_q95, shuffled_q95 = _share_and_nulls(*_no_key_pairs())
+    assert share < flip_q95  # the sign-flip null is not beaten: there is no common direction
+    assert share > 1.5 * shuffled_q95  # ...yet it "beats" shuffled pairs, whose added variance dilutes the share
+    # A common direction half the content's size: beats the sign-flip null (0.24 vs 0.12)
+    share, flip_q95, _ = _share_and_nulls(*_no_key_pairs(key=4.0))
+    assert share > 0.2 and share > 1.8 * flip_q95
+    # sign flips keep every row's energy and D^T D
+    d = torch.randn(30, 7, dtype=torch.float64)
+    f = sign_flip(d, 3)
+    torch.testing.assert_close(f.norm(dim=1), d.norm(dim=1))
+    torch.testing.assert_close(f.T @ f, d.T @ d)
+    assert not torch.equal(f, d) and torch.equal(sign_flip(d, 3), f)
+
+
+def test_isotropic_entropy_reference_sits_below_log_rank():
+    h = isotropic_entropy(200, 40)
+    assert math.log(40) - 0.1 < h < math.log(40)  # finite-sample spread keeps it just below log d
+    assert isotropic_entropy(40, 200) < math.log(39) + 1e-9  # centred: rank n - 1
+    assert isotropic_entropy(200, 40, seed=1) == pytest.approx(h, abs=0.02)
 
 
 def test_subspace_similarity_shapes_range_skips_and_json_round_trip(tmp_path):
