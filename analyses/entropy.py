@@ -238,10 +238,11 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
     tf_controls = [teacher_forced_entropy(model, prompts, conts["plain"], s)
                    for s in tqdm(controls, desc="controls", disable=not progress)]
     tf_pcs = {}
-    if n_pcs:
+    m = min(n_pcs, len(prompts) - 1, key.d_model)  # centred, n prompts span at most n - 1 directions
+    if m >= 1:
         from mkt.activations import last_token_resid
 
-        pcs = principal_keys_like(key, last_token_resid(model, prompts), min(n_pcs, len(prompts)))
+        pcs = principal_keys_like(key, last_token_resid(model, prompts), m)
         tf_pcs = {name: teacher_forced_entropy(model, prompts, conts["plain"], Steering(pc.directions, alpha, mode))
                   for name, pc in tqdm(pcs.items(), desc="+-PC null", disable=not progress)}
 
