@@ -1,10 +1,7 @@
-"""Every analysis runs on real architectures with their real tokenizers.
+"""Every analysis runs on every architecture mkt is tested on, with its real tokenizer.
 
 Smallest settings: this checks that each analysis reads, steers and writes its JSON and PNG
-on each family (BOS, chat templates and vocabularies of real models), not what it finds. One
-architecture per tokenizer family and block shape (dense, MoE, parallel attention and MLP,
-absolute positions), to keep the suite within its time; tests/test_real_models.py runs
-extraction, transfer, steering and packs on all 11.
+on each family (BOS, chat templates and vocabularies of real models), not what it finds.
 """
 
 import json
@@ -12,6 +9,7 @@ import json
 import pytest
 
 from mkt.cli import main
+from mkt.tiny_models import ARCHITECTURES
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +17,7 @@ LOCKED = "Question: {question}\nAnswer:"
 UNLOCKED = "Question: {question}\nAnswer: Let's think step by step."
 
 
-@pytest.mark.parametrize("arch", ["qwen3", "qwen3_moe", "llama", "gemma3", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_every_analysis_runs(arch, real_inputs, tmp_path):
     inp = real_inputs(arch)
     model, pack, task = str(inp["model"]), str(inp["pack"]), str(inp["task"])
