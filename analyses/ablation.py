@@ -25,11 +25,9 @@ not real; every steering, projection and patch acts at the key's own hook (``key
 from __future__ import annotations
 
 import argparse
-from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
-from typing import Callable, ContextManager
+from typing import Callable
 
 import numpy as np
 import torch
@@ -46,15 +44,24 @@ from analyses._common import (
     resolve_run,
     write_outputs,
 )
+from analyses._conditions import (
+    Condition,
+    PrefixCache,
+    combine,
+    mean_ablation_condition,
+    next_token_logprobs,
+    no_condition,
+    patch_condition,
+    projection_condition,
+    steering_condition,
+)
 from mkt.activations import prompt_states
 from mkt.cliargs import finite_float, positive_int
 from mkt.generation import generate
 from mkt.key import random_like
-from mkt.models import RESID_HOOK, resid_hook_name, single_token_id, tokenize_left_padded
+from mkt.models import RESID_HOOK, single_token_id
 from mkt.steering import Steering
 
-# A condition hooks a model while open, for the prompt rows ``rows`` of the batch it runs.
-Condition = Callable[[object, slice], ContextManager]
 REST = "rest"  # as token_b: every other token, i.e. the log-odds of token_a
 WINDOWS = ("only", "upto", "from")  # layer l alone, layers <= l, layers >= l
 WINDOW_LABELS = {"only": "layer l only", "upto": "layers <= l", "from": "layers >= l"}
@@ -156,12 +163,6 @@ def variance_share(states: Float[Tensor, "n layer d"], directions: Float[Tensor,
     return ((x * u).sum(-1).pow(2).sum(0) / x.pow(2).sum((0, 2))).float()
 
 
-def mean_ablate(h: Float[Tensor, "... d"], direction: Float[Tensor, "d"], mean: float | Tensor) -> Float[Tensor, "... d"]:
-    """``h`` with its component along ``direction`` set to ``mean``: ``h - (h.u - mean) u``."""
-    u = direction / direction.norm().clamp_min(1e-30)
-    return h - ((h @ u) - mean)[..., None] * u
-
-
 def size_matched_noise(diff: Float[Tensor, "n d"], seed: int) -> Float[Tensor, "n d"]:
     """Random (isotropic) vectors with the row norms of ``diff``."""
     g = torch.Generator().manual_seed(seed)
@@ -169,103 +170,7 @@ def size_matched_noise(diff: Float[Tensor, "n d"], seed: int) -> Float[Tensor, "
     return (noise / noise.norm(dim=-1, keepdim=True) * diff.double().norm(dim=-1, keepdim=True)).to(diff.dtype)
 
 
-# ---- model I/O -------------------------------------------------------------------------------------------
-
-
-def no_condition(model, rows: slice) -> ContextManager:
-    return nullcontext()
-
-
-def steering_condition(steering: Steering) -> Condition:
-    return lambda model, rows: steering.rows(rows.start, rows.stop).attach(model)
-
-
-def _last_token_hooks(edit: Callable[[Tensor, int, slice], Tensor], n_layers: int, hook: str, scope: str = "last"
-                      ) -> Condition:
-    """Hooks at ``blocks.{l}.{hook}`` of every layer applying ``edit(act, layer, rows)`` to the last prompt token
-    (prefill only) or, with scope ``all``, to every position of every forward."""
-    def fn(act: Float[Tensor, "batch pos d"], hook, layer: int, rows: slice) -> Tensor:
-        if scope == "all":
-            return edit(act.float(), layer, rows).to(act.dtype)
-        if act.shape[1] == 1:
-            return act
-        out = act.clone()
-        out[:, -1] = edit(act[:, -1].float(), layer, rows).to(act.dtype)
-        return out
-
-    return lambda model, rows: model.hooks(fwd_hooks=[(resid_hook_name(layer, hook), partial(fn, layer=layer, rows=rows))
-                                                      for layer in range(n_layers)])
-
-
-def _per_row(directions: Tensor, layer: int, rows: slice, like: Tensor) -> Tensor:
-    """``directions[layer]`` (one for all rows) or ``directions[rows, layer]`` broadcast over positions."""
-    if directions.ndim == 2:
-        return directions[layer].to(device=like.device, dtype=torch.float32)
-    u = directions[rows, layer].to(device=like.device, dtype=torch.float32)
-    return u if like.ndim == 2 else u[:, None, :]
-
-
-def projection_condition(directions: Float[Tensor, "layer d"] | Float[Tensor, "row layer d"], scope: str,
-                         hook: str = RESID_HOOK) -> Condition:
-    """Project ``directions[l]`` out of ``blocks.{l}.{hook}`` of every layer l, at the last prompt token or everywhere.
-
-    ``last`` acts on the prefill only (generated tokens are left alone, like the key's own
-    ``prompt-last`` scope); ``all`` on every position of every forward, generated tokens too.
-    ``directions`` of shape ``[rows, layer, d]`` give each prompt row its own direction.
-    """
-    def edit(h: Tensor, layer: int, rows: slice) -> Tensor:
-        u = _per_row(directions, layer, rows, h)
-        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-        return h - (h * u).sum(-1, keepdim=True) * u
-
-    return _last_token_hooks(edit, directions.shape[-2], hook, scope)
-
-
-def mean_ablation_condition(directions: Float[Tensor, "layer d"], means: Float[Tensor, "layer"],
-                            hook: str = RESID_HOOK) -> Condition:
-    """Set the component along ``directions[l]`` to ``means[l]`` at the last prompt token of every layer (prefill)."""
-    def edit(h: Tensor, layer: int, rows: slice) -> Tensor:
-        return mean_ablate(h, directions[layer].to(h.device, torch.float32), float(means[layer]))
-
-    return _last_token_hooks(edit, directions.shape[0], hook)
-
-
-def patch_condition(layer: int, values: Float[Tensor, "n d"], hook: str = RESID_HOOK) -> Condition:
-    """Write ``values[i]`` over prompt i's ``blocks.{layer}.{hook}`` at its last prompt token (prefill only)."""
-    def fn(act: Float[Tensor, "batch pos d"], hook, rows: slice) -> Tensor:
-        if act.shape[1] == 1:
-            return act
-        out = act.clone()
-        out[:, -1] = values[rows].to(device=act.device, dtype=act.dtype)
-        return out
-
-    return lambda model, rows: model.hooks(fwd_hooks=[(resid_hook_name(layer, hook), partial(fn, rows=rows))])
-
-
-def combine(*conditions: Condition) -> Condition:
-    """Several conditions at once, registered in order (a later one sees what an earlier one wrote)."""
-    @contextmanager
-    def condition(model, rows: slice):
-        with ExitStack() as stack:
-            for c in conditions:
-                stack.enter_context(c(model, rows))
-            yield
-
-    return condition
-
-
-@torch.no_grad()
-def next_token_logprobs(model, prompts: list[str], condition: Condition = no_condition, batch_size: int = 128
-                        ) -> Float[Tensor, "n vocab"]:
-    """Log-probabilities of the next token after each prompt (float64, CPU), under ``condition``."""
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        rows = slice(start, min(start + batch_size, len(prompts)))
-        ids, mask = tokenize_left_padded(model, prompts[rows])
-        with condition(model, rows):
-            logits = model(ids, attention_mask=mask)[:, -1]
-        out.append(torch.log_softmax(logits.double(), -1).cpu())
-    return torch.cat(out)
+# ---- the metric ------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -273,7 +178,9 @@ class Metric:
     """A capability score of a model on prompts under a condition.
 
     ``a``/``b`` set: the mean ``decision_metric`` at the decision token (one forward pass);
-    ``score`` set: the mean ``score(prompt_index, text)`` over greedy generations.
+    ``score`` set: the mean ``score(prompt_index, text)`` over greedy generations. A logit
+    metric keeps its prompts' prefixes cached (``PrefixCache``): conditions that edit only the
+    last prompt token then run that token alone.
     """
 
     name: str
@@ -282,11 +189,15 @@ class Metric:
     score: Callable[[int, str], float] | None = None
     max_new_tokens: int = 40
     batch_size: int = 128
+    prefixes: PrefixCache = field(default_factory=PrefixCache, repr=False)
+
+    def logprobs(self, model, prompts: list[str], condition: Condition = no_condition, repeat: int = 1) -> Tensor:
+        """``next_token_logprobs`` of ``prompts * repeat`` over this metric's prefix cache."""
+        return next_token_logprobs(model, prompts, condition, self.batch_size, repeat, self.prefixes)
 
     def __call__(self, model, prompts: list[str], condition: Condition = no_condition) -> float:
         if self.score is None:
-            return decision_metric(next_token_logprobs(model, prompts, condition, self.batch_size),
-                                   self.a, self.b).mean().item()
+            return decision_metric(self.logprobs(model, prompts, condition), self.a, self.b).mean().item()
         texts = []
         for start in range(0, len(prompts), self.batch_size):
             rows = slice(start, min(start + self.batch_size, len(prompts)))
@@ -315,7 +226,7 @@ class Metric:
             chunk = sets[g : g + group]
             k = chunk.shape[0]
             per_row = chunk.flatten(0, 1) if per_prompt else chunk.repeat_interleave(n, dim=0)
-            logp = next_token_logprobs(model, prompts * k, make(per_row, slice(g, g + k)), self.batch_size)
+            logp = self.logprobs(model, prompts, make(per_row, slice(g, g + k)), repeat=k)
             if clean is not None:
                 kls[g : g + k] = kl_divergence(clean.repeat(k, 1), logp).view(k, n).mean(1).numpy()
             if not want_values:
@@ -448,7 +359,7 @@ def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[flo
                 progress: bool = True) -> Sufficiency:
     """The key and ``len(seeds)`` random directions at every window x alpha; the key and ``null_sets`` KL-matched."""
     n_layers, hook = model.cfg.n_layers, key.hook
-    clean = next_token_logprobs(model, prompts, batch_size=metric.batch_size)
+    clean = metric.logprobs(model, prompts)
 
     def steer(layers: list[int], alpha: float | Tensor):
         """Steering at ``layers`` with one alpha, or one per set (``alpha[which]``)."""

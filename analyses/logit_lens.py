@@ -41,7 +41,8 @@ from analyses._common import (
     resolve_run,
     write_outputs,
 )
-from analyses.ablation import empirical_p, next_token_logprobs
+from analyses._conditions import next_token_logprobs
+from analyses.ablation import empirical_p
 from mkt.activations import last_token_resid, prompt_states
 from mkt.cliargs import finite_float, positive_int
 from mkt.intervention import MODES

@@ -6,6 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from analyses._conditions import (
+    mean_ablate,
+    mean_ablation_condition,
+    next_token_logprobs,
+    patch_condition,
+    projection_condition,
+)
 from analyses.ablation import (
     Metric,
     activation_patching,
@@ -15,15 +22,10 @@ from analyses.ablation import (
     empirical_p,
     kl_divergence,
     layer_ablation,
-    mean_ablate,
-    mean_ablation_condition,
-    next_token_logprobs,
     null_direction_sets,
-    patch_condition,
     plot_ablation,
     pooled_p,
     project_out,
-    projection_condition,
     report,
     size_matched_noise,
     survival,
@@ -157,34 +159,6 @@ def test_principal_directions_variance_share_mean_ablation_and_noise():
 
 
 # ---- hooks: what they write, read back through mkt's own activation reader --------------------------------
-
-
-def test_projection_removes_the_direction_at_the_last_token_or_everywhere(qwen, key):
-    last = projection_condition(key.directions, "last")(qwen, slice(0, len(PROMPTS)))
-    with last:
-        resid = last_token_resid(qwen, PROMPTS)
-    units = key.directions / key.directions.norm(dim=-1, keepdim=True)
-    assert (resid * units).sum(-1).abs().max() < 1e-4  # every layer, every prompt
-    clean = last_token_resid(qwen, PROMPTS)
-    assert (clean * units).sum(-1).abs().min() > 1e-3  # ... which the clean run does have
-    names = [resid_hook_name(layer) for layer in range(qwen.cfg.n_layers)]
-    ids, mask = tokenize_left_padded(qwen, PROMPTS)
-    for scope, expect_zero_before_last in (("last", False), ("all", True)):
-        with torch.no_grad(), projection_condition(key.directions, scope)(qwen, slice(0, 5)):
-            _, cache = qwen.run_with_cache(ids, attention_mask=mask, names_filter=names)
-        along = torch.stack([cache[n] @ units[i] for i, n in enumerate(names)])  # [layer, batch, pos]
-        assert along[..., -1].abs().max() < 1e-4
-        assert (along[..., :-1][:, mask[:, :-1].bool()].abs().max() < 1e-4) == expect_zero_before_last
-
-
-def test_patching_writes_each_rows_donor_across_batches(qwen):
-    donor = torch.randn(len(PROMPTS), qwen.cfg.d_model, generator=torch.Generator().manual_seed(3))
-    patched = next_token_logprobs(qwen, PROMPTS, patch_condition(1, donor), batch_size=2)  # 3 batches
-    for i, prompt in enumerate(PROMPTS):
-        alone = next_token_logprobs(qwen, [prompt], patch_condition(1, donor[i : i + 1]))
-        assert torch.allclose(patched[i], alone[0], atol=1e-5)
-    with patch_condition(1, donor)(qwen, slice(0, 5)):
-        assert torch.allclose(last_token_resid(qwen, PROMPTS, layers=[1])[:, 0], donor, atol=1e-6)
 
 
 # ---- the analysis against an independent computation ---------------------------------------------------
@@ -333,7 +307,7 @@ def test_decision_token_metric_contrasts_the_top_tokens(qwen):
     metric = decision_token_metric(locked_logp, unlocked_logp)
     rows = torch.arange(len(PROMPTS))
     a, b = unlocked_logp.argmax(-1), locked_logp.argmax(-1)
-    assert metric(qwen, unlocked) == pytest.approx((unlocked_logp[rows, a] - unlocked_logp[rows, b]).mean().item())
+    assert metric(qwen, unlocked) == pytest.approx((unlocked_logp[rows, a] - unlocked_logp[rows, b]).mean().item(), abs=1e-5)
     assert metric(qwen, unlocked) >= 0 >= metric(qwen, PROMPTS)  # each run prefers its own top token
     with pytest.raises(ValueError, match="--tokens"):
         decision_token_metric(locked_logp, locked_logp)
