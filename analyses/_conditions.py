@@ -53,14 +53,17 @@ def steering_condition(steering: Steering) -> Condition:
 def last_token_hooks(edit: Callable[[Tensor, int, slice], Tensor], layers: list[int], hook: str, scope: str = "last"
                      ) -> Condition:
     """Hooks at ``blocks.{l}.{hook}`` of ``layers`` applying ``edit(act, layer, rows)`` to the last prompt token
-    (prefill only) or, with scope ``all``, to every position of every forward."""
-    def fn(act: Float[Tensor, "batch pos d"], hook, layer: int, rows: slice, tail: bool) -> Tensor:
+    (prefill only) or, with scope ``all``, to every position of every forward.
+
+    ``edit`` sees states of the key's width: a per-head hook's ``[..., head, d_head]`` flattened.
+    """
+    def fn(act: Float[Tensor, "batch pos ..."], hook, layer: int, rows: slice, tail: bool) -> Tensor:
         if scope == "all":
-            return edit(act.float(), layer, rows).to(act.dtype)
+            return edit(act.float().flatten(2), layer, rows).to(act.dtype).view_as(act)
         if act.shape[1] == 1 and not tail:  # a generated token
             return act
         out = act.clone()
-        out[:, -1] = edit(act[:, -1].float(), layer, rows).to(act.dtype)
+        out[:, -1] = edit(act[:, -1].float().flatten(1), layer, rows).to(act.dtype).view_as(act[:, -1])
         return out
 
     def attach(model, rows: slice, tail: bool):

@@ -59,7 +59,7 @@ from mkt.activations import prompt_states
 from mkt.cliargs import finite_float, positive_int
 from mkt.generation import generate
 from mkt.key import random_like
-from mkt.models import RESID_HOOK, single_token_id
+from mkt.models import PER_HEAD_HOOKS, RESID_HOOK, single_token_id
 from mkt.steering import Steering
 
 REST = "rest"  # as token_b: every other token, i.e. the log-odds of token_a
@@ -235,8 +235,9 @@ class Metric:
                 values[g : g + k] = decision_metric(logp, self.a.repeat(k), None if self.b is None else self.b.repeat(k)
                                                     ).view(k, n).mean(1).numpy()
             else:
-                values[g : g + k] = [self(model, prompts, make(chunk[i] if per_prompt else chunk[i].expand(n, *chunk.shape[1:]),
-                                                               slice(g + i, g + i + 1))) for i in range(k)]
+                # one set at a time: per prompt ([n, ...]) or one for all rows, never expanded per row, since
+                # generation drops finished rows from the batch and a per-row tensor would no longer line up
+                values[g : g + k] = [self(model, prompts, make(chunk[i], slice(g + i, g + i + 1))) for i in range(k)]
         return values, kls
 
 
@@ -283,7 +284,8 @@ def null_direction_sets(model, key, states: Float[Tensor, "n layer d"], seeds: l
     - ``Locked PCs``: +/- the top principal directions of the Target's Locked-only states
       (pooling Unlocked states would put the cue's difference into the variance);
     - ``unembedding``: the unembedding columns ``W_U[:, t]`` of other tokens, the same at every
-      layer (a push straight at another output token).
+      layer (a push straight at another output token); not at a per-head hook, whose states
+      are not in the residual stream's basis.
     """
     out: dict[str, tuple[list[str], Tensor]] = {}
     if seeds:
@@ -292,7 +294,7 @@ def null_direction_sets(model, key, states: Float[Tensor, "n layer d"], seeds: l
         pcs = top_principal_directions(states, n_pcs)
         out["Locked PCs"] = ([f"{s}PC{k + 1}" for k in range(n_pcs) for s in "+-"],
                              scaled_like(key, torch.stack([s * pcs[k] for k in range(n_pcs) for s in (1, -1)])))
-    if n_unembed:
+    if n_unembed and key.hook not in PER_HEAD_HOOKS:
         others = [t for t in range(model.cfg.d_vocab) if t not in set(exclude_tokens)]
         pick = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:n_unembed]
         tokens = [others[i] for i in pick.tolist()]
@@ -566,6 +568,8 @@ def layer_ablation(model, prompts: list[str], key, metric: Metric, alpha: float,
     patch = (activation_patching(model, prompts, metric, matched_seeds, key.hook, unlocked_model, unlocked_prompts)
              if has_unlocked else None)
     notes = [] if has_unlocked else ["no Unlocked run: necessity from the steered model only, no activation patching"]
+    if n_unembed and key.hook in PER_HEAD_HOOKS:
+        notes.append(f"no unembedding-column nulls: the key is per head ({key.hook}), not in the residual stream")
     return AblationResult(model_name, metric.name, key.hook, alpha, len(prompts), list(seeds), matched_seeds,
                           relative_depth(model.cfg.n_layers), metric(model, prompts),
                           metric(model, prompts, steering_condition(key.steering(alpha=alpha, mode=mode))),

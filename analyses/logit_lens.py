@@ -47,7 +47,7 @@ from mkt.activations import last_token_resid, prompt_states
 from mkt.cliargs import finite_float, positive_int
 from mkt.intervention import MODES
 from mkt.key import random_like
-from mkt.models import single_token_id
+from mkt.models import PER_HEAD_HOOKS, single_token_id
 from mkt.steering import Steering
 
 
@@ -71,10 +71,25 @@ def entropy_excluding(logp: Float[Tensor, "... vocab"], token_ids: Int[Tensor, "
 
 
 def injection_deltas(states: Float[Tensor, "n layer d"], directions: Float[Tensor, "layer d"], alpha: float,
-                     mode: str = "norm-preserving") -> Float[Tensor, "n layer d"]:
-    """What the steering formula would change in ``states`` (each layer's state at the key's hook): f(h) - h."""
-    units = directions.float() / directions.float().norm(dim=-1, keepdim=True)
-    return MODES[mode](states.float(), units, alpha) - states.float()
+                     mode: str = "norm-preserving", n_heads: int | None = None) -> Float[Tensor, "n layer d"]:
+    """What the steering formula would change in ``states`` (each layer's state at the key's hook): f(h) - h.
+
+    ``n_heads``: the states are per-head outputs side by side, and the formula acts per head
+    (as ``mkt.steering`` does at ``attn.hook_z``).
+    """
+    h, d = states.float(), directions.float()
+    if n_heads:
+        h, d = h.unflatten(-1, (n_heads, -1)), d.unflatten(-1, (n_heads, -1))
+    units = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    return (MODES[mode](h, units, alpha) - h).flatten(2)
+
+
+def to_residual(model, deltas: Float[Tensor, "n layer w"], hook: str) -> Float[Tensor, "n layer d"]:
+    """Changes at ``hook`` as changes to the residual stream: as they are, or per-head changes through W_O."""
+    if hook not in PER_HEAD_HOOKS:
+        return deltas
+    w_o = model.W_O.detach().float().cpu()  # [layer, head, d_head, d_model]
+    return torch.einsum("nlhe,lhed->nld", deltas.unflatten(-1, w_o.shape[1:3]), w_o)
 
 
 def direct_path(clean: Float[Tensor, "n layer d"], deltas: Float[Tensor, "n layer d"]) -> Float[Tensor, "n layer d"]:
@@ -167,8 +182,11 @@ def logit_lens_sharpening(model, prompts: list[str], key, alpha: float, token_id
     def steered(directions):
         return summary(steered_resid(model, prompts, Steering(directions, alpha, mode, hook=key.hook)))
 
+    n_heads = model.cfg.n_heads if key.hook in PER_HEAD_HOOKS else None
+
     def direct(directions):
-        return summary(direct_path(clean, injection_deltas(at_hook, directions, alpha, mode)))
+        deltas = injection_deltas(at_hook, directions, alpha, mode, n_heads)
+        return summary(direct_path(clean, to_residual(model, deltas, key.hook)))
 
     none, keyed, key_direct = summary(clean), steered(key.directions), direct(key.directions)
     nulls = {s: random_like(key, s).directions for s in sorted({*seeds, *site_seeds})}

@@ -8,7 +8,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mkt.errors import NonFiniteError
-from mkt.models import RESID_HOOK, check_hook, check_layers, resid_hook_name, tokenize_left_padded
+from mkt.models import PER_HEAD_HOOKS, RESID_HOOK, check_hook, check_layers, resid_hook_name, tokenize_left_padded
 from mkt.positions import check_position, pool, position_weights
 
 
@@ -37,7 +37,8 @@ def prompt_states(
         progress: show a progress bar.
 
     Returns:
-        float32 tensor on CPU, ``[n_prompts, len(layers), d_model]``.
+        float32 tensor on CPU, ``[n_prompts, len(layers), width]``: d_model, or at a per-head
+        hook (``attn.hook_z``) the heads' outputs side by side, n_heads x d_head.
     """
     if isinstance(prompts, str):
         raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
@@ -61,7 +62,7 @@ def prompt_states(
         )
         weights = position_weights(mask.cpu(), ids.cpu(), bos, position)
         # each block's states to the CPU before stacking: a model split over devices keeps them apart
-        chunks.append(torch.stack([pool(cache[n].cpu(), weights) for n in names], dim=1))
+        chunks.append(torch.stack([pool(_flat(cache[n], hook).cpu(), weights) for n in names], dim=1))
     acts = torch.cat(chunks)
     if not torch.isfinite(acts).all():
         bad = (~torch.isfinite(acts)).any(dim=(0, 2)).nonzero().flatten().tolist()
@@ -70,6 +71,11 @@ def prompt_states(
             "overflows in its dtype; load it in float32 or bfloat16 instead of float16"
         )
     return acts
+
+
+def _flat(act: Tensor, hook: str) -> Tensor:
+    """``[batch, pos, head, d_head]`` at a per-head hook as ``[batch, pos, head * d_head]``."""
+    return act.flatten(-2) if hook in PER_HEAD_HOOKS else act
 
 
 def last_token_resid(

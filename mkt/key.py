@@ -17,7 +17,10 @@ from mkt.steering import Steering
 
 @dataclass
 class MasterKey:
-    """Directions ``[n_layers, d_model]`` for one model, plus where they came from.
+    """Directions ``[n_layers, width]`` for one model, plus where they came from.
+
+    The width is d_model, or n_heads x d_head for a key at ``attn.hook_z`` (each head's
+    direction in its own d_head slice).
 
     Keys of the same model add and subtract; a number scales them::
 
@@ -43,11 +46,11 @@ class MasterKey:
             bad = (~torch.isfinite(self.directions)).any(-1).nonzero().flatten().tolist()
             raise NonFiniteError(f"NaN or inf in the key's directions at layers {bad}: the key is corrupt; "
                                  "extract (or transfer) it again")
-        shape = (self.model.n_layers, self.model.d_model)
+        shape = (self.model.n_layers, self.model.width(self.hook))
         if tuple(self.directions.shape) != shape:
             raise IncompatibleModelError(
                 f"directions of shape {tuple(self.directions.shape)} do not fit model "
-                f"{self.model.name!r} ({shape[0]} layers x {shape[1]})"
+                f"{self.model.name!r} ({shape[0]} layers x {shape[1]} at {self.hook})"
             )
 
     @property

@@ -14,8 +14,10 @@ from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
 
 RESID_HOOK = "hook_resid_post"
 # where keys are read and written in each block (TransformerLens names): the residual stream
-# before, between and after the block's attention and MLP, and the two sublayers' outputs
-HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
+# before, between and after the block's attention and MLP, the two sublayers' outputs, and the
+# attention heads' outputs before W_O (``attn.hook_z``, [batch, pos, head, d_head]: per head)
+PER_HEAD_HOOKS = ("attn.hook_z",)
+HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", *PER_HEAD_HOOKS)
 
 
 def check_hook(hook: str) -> str:
@@ -98,12 +100,24 @@ class ModelIdentity:
     n_layers: int
     d_model: int
     d_vocab: int
+    n_heads: int | None = None  # None: not recorded (packs written before per-head keys)
+    d_head: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def fits(self, other: "ModelIdentity") -> bool:
-        return (self.n_layers, self.d_model) == (other.n_layers, other.d_model)
+        heads = [(a, b) for a, b in ((self.n_heads, other.n_heads), (self.d_head, other.d_head)) if None not in (a, b)]
+        return (self.n_layers, self.d_model) == (other.n_layers, other.d_model) and all(a == b for a, b in heads)
+
+    def width(self, hook: str) -> int:
+        """The width of a state at ``hook``: d_model, or n_heads x d_head at a per-head hook (flattened)."""
+        if hook not in PER_HEAD_HOOKS:
+            return self.d_model
+        if self.n_heads is None or self.d_head is None:
+            raise IncompatibleModelError(f"a key at {hook} needs the model's n_heads and d_head, which this identity "
+                                         f"of {self.name!r} does not record: extract the key again")
+        return self.n_heads * self.d_head
 
 
 def model_identity(model) -> ModelIdentity:
@@ -120,7 +134,10 @@ def model_identity(model) -> ModelIdentity:
         n_layers=int(cfg.n_layers),
         d_model=int(cfg.d_model),
         d_vocab=int(cfg.d_vocab),
+        n_heads=int(cfg.n_heads) if getattr(cfg, "n_heads", None) else None,
+        d_head=int(cfg.d_head) if getattr(cfg, "d_head", None) else None,
     )
+
 
 
 def check_layers(layers: list[int] | None, n_layers: int) -> list[int]:

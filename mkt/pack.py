@@ -3,7 +3,8 @@
     pack/
       manifest.json           format version, source & target identity, layer map, k, n,
                               aggregator, mode, default alpha, hook, sha256 of the tensors
-      directions.safetensors  tensor "directions", float32 [n_layers_target, d_model_target]
+      directions.safetensors  tensor "directions", float32 [n_layers_target, width]: d_model, or
+                              n_heads x d_head for a key at attn.hook_z
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mkt.errors import CorruptArtifactError
+from mkt.errors import CorruptArtifactError, IncompatibleModelError
 from mkt.intervention import MODES, check_mode
 from mkt.key import MasterKey
 from mkt.models import HOOK_POINTS, ModelIdentity, check_layers, model_identity
@@ -77,6 +78,9 @@ def _check_manifest(manifest, path: Path) -> ModelIdentity:
     for field in ("n_layers", "d_model", "d_vocab"):
         if not _is_count(target.get(field)):
             raise bad(f"target.{field}", f"must be a whole number >= 1, got {target.get(field)!r}")
+    for field in ("n_heads", "d_head"):  # recorded since per-head keys; absent in older packs
+        if target.get(field) is not None and not _is_count(target[field]):
+            raise bad(f"target.{field}", f"must be null or a whole number >= 1, got {target[field]!r}")
     if manifest["hook"] not in KNOWN_HOOKS:
         raise bad("hook", f"is {manifest['hook']!r}, but mkt reads and writes keys at {KNOWN_HOOKS} only")
     if not _is_number(manifest["alpha"]):
@@ -93,7 +97,8 @@ def _check_manifest(manifest, path: Path) -> ModelIdentity:
         raise bad("provenance", "must be an object")
     if not isinstance(manifest.get("description", ""), str):
         raise bad("description", "must be a string")
-    return ModelIdentity(**{f: target[f] for f in ("name", "architecture", "n_layers", "d_model", "d_vocab")})
+    return ModelIdentity(**{f: target[f] for f in ("name", "architecture", "n_layers", "d_model", "d_vocab")},
+                         n_heads=target.get("n_heads"), d_head=target.get("d_head"))
 
 
 @dataclass
@@ -162,10 +167,14 @@ class CapabilityPack:
         if not directions.is_floating_point():
             raise CorruptArtifactError(f"{tensor_path}: directions are {directions.dtype}, not floating point; "
                                        "rebuild the pack with `mkt transfer`")
-        if tuple(directions.shape) != (target.n_layers, target.d_model):
+        try:
+            width = target.width(manifest["hook"])
+        except IncompatibleModelError as err:
+            raise CorruptArtifactError(f"{manifest_path}: {err}") from None
+        if tuple(directions.shape) != (target.n_layers, width):
             raise CorruptArtifactError(
                 f"directions are {tuple(directions.shape)} but the manifest's target has "
-                f"{target.n_layers}x{target.d_model}"
+                f"{target.n_layers}x{width} at {manifest['hook']}"
             )
         if not torch.isfinite(directions).all():
             raise CorruptArtifactError(f"{tensor_path} holds NaN or inf directions: the pack is corrupt; "

@@ -6,6 +6,10 @@ only position ``P - 1`` during the prefill, and its effect reaches generated tok
 through the KV cache; ``prompt-last+generated`` also steers every generated token;
 ``prompt-all`` steers every prompt token (left padding included: it is masked out of
 attention, so changing it changes nothing); ``all`` steers every token, prompt and generated.
+
+At a per-head hook (``attn.hook_z``, ``[batch, pos, head, d_head]``) the directions are
+``[n_layers, n_heads * d_head]`` and each head's output is turned toward its own slice: the
+formula acts per head (a head whose slice is zero is left as it is).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import Tensor
 
 from mkt.errors import IncompatibleModelError, NonFiniteError
 from mkt.intervention import MODES, check_mode
-from mkt.models import RESID_HOOK, check_hook, check_layers, resid_hook_name
+from mkt.models import PER_HEAD_HOOKS, RESID_HOOK, check_hook, check_layers, model_identity, resid_hook_name
 
 SCOPES = ("prompt-last", "prompt-last+generated", "prompt-all", "all")
 
@@ -92,11 +96,11 @@ class Steering:
     @contextmanager
     def attach(self, model) -> Iterator["SteeringHooks"]:
         """Hooks on the model while the context is open."""
-        n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
-        if tuple(self.directions.shape[-2:]) != (n_layers, d_model):
+        n_layers, width = model.cfg.n_layers, model_identity(model).width(self.hook)
+        if tuple(self.directions.shape[-2:]) != (n_layers, width):
             raise IncompatibleModelError(
                 f"directions are {tuple(self.directions.shape)} but the model has {n_layers} layers of "
-                f"width {d_model}: transfer the key into this model first (mkt.transfer)"
+                f"width {width} at {self.hook}: transfer the key into this model first (mkt.transfer)"
             )
         hooks = SteeringHooks(self)
         fwd = [(resid_hook_name(layer, self.hook), partial(hooks.hook, layer=layer)) for layer in self.layers]
@@ -137,13 +141,16 @@ class SteeringHooks:
         key = (layer, like.device, like.dtype)
         if key not in self._units:
             units = self.steering._units
-            if units.ndim == 3:  # one direction per row: [rows, 1, d] broadcasts over positions
+            if self.steering.hook in PER_HEAD_HOOKS:  # [..., head, d_head], each head's slice a unit vector
+                units = self.steering.directions.float().unflatten(-1, like.shape[-2:])
+                units = units / units.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            if self.steering.directions.ndim == 3:  # one direction per row: [rows, 1, ...] broadcasts over positions
                 if units.shape[0] != like.shape[0]:
                     raise ValueError(
                         f"the steering holds directions for {units.shape[0]} prompts but the batch has "
                         f"{like.shape[0]} rows: give one set of directions per prompt"
                     )
-                self._units[key] = units[:, layer, None, :].to(device=like.device, dtype=like.dtype)
+                self._units[key] = units[:, layer, None].to(device=like.device, dtype=like.dtype)
             else:
                 self._units[key] = units[layer].to(device=like.device, dtype=like.dtype)
         return self._units[key]
@@ -156,10 +163,11 @@ class SteeringHooks:
                     f"alpha has {alpha.shape[0]} values but the batch has {act.shape[0]} rows: "
                     "give one alpha per prompt"
                 )
-            return alpha.to(device=act.device, dtype=act.dtype)[:, None, None]
+            return alpha.to(device=act.device, dtype=act.dtype).view(-1, *[1] * (act.ndim - 1))
         return float(alpha)
 
-    def hook(self, act: Float[Tensor, "batch pos d"], hook, layer: int) -> Tensor:
+    def hook(self, act: Float[Tensor, "batch pos d"] | Float[Tensor, "batch pos head d_head"], hook, layer: int
+             ) -> Tensor:
         span = self._span(act.shape[1])
         if span is None:
             return act

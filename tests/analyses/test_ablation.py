@@ -34,6 +34,7 @@ from analyses.ablation import (
     variance_share,
 )
 from mkt.activations import last_token_resid, prompt_states
+from mkt.generation import generate
 from mkt.key import MasterKey, random_like
 from mkt.models import model_identity, resid_hook_name, tokenize_left_padded
 from tests.conftest import PROMPTS
@@ -313,11 +314,28 @@ def test_decision_token_metric_contrasts_the_top_tokens(qwen):
         decision_token_metric(locked_logp, locked_logp)
 
 
-def test_generation_metric_and_token_errors(qwen):
-    metric = Metric("len", score=lambda i, text: float(len(text) > 0), max_new_tokens=3)
-    assert 0.0 <= metric(qwen, PROMPTS) <= 1.0
+def test_token_errors(qwen):
     with pytest.raises(ValueError, match="not one"):
         token_pair_metric(qwen, 5, "T1", "#")
+
+
+@pytest.mark.slow
+def test_a_generation_metric_scores_each_set_as_if_alone_while_rows_finish_early():
+    """Generations end at different lengths (finished rows leave the batch): a null set projected out at
+    every position must still line up with its rows, and score what it scores alone."""
+    from mkt.models import load_model
+    from mkt.organisms.demo import organism_probe
+    from mkt.organisms.task import problems
+
+    model = load_model("organism:target-family")
+    prompts = organism_probe(problems(12, "test", seed=3), cue=True).prompts
+    metric = Metric("chars", score=lambda i, text: float(len(text)), max_new_tokens=40, batch_size=12)
+    lengths = [len(g.token_ids) for g in generate(model, prompts, 40)]
+    assert len(set(lengths)) > 1 and max(lengths) < 40  # rows do finish at different steps
+    sets = torch.stack([random_like(MasterKey(torch.ones(6, 96), model_identity(model)), s).directions for s in (0, 1)])
+    values, _ = metric.per_row_set(model, prompts, lambda per_row, which: projection_condition(per_row, "all"), sets)
+    for i in range(2):
+        assert values[i] == pytest.approx(metric(model, prompts, projection_condition(sets[i], "all")))
 
 
 # ---- organisms and real models through the command line ------------------------------------------------

@@ -16,6 +16,7 @@ from analyses.logit_lens import (
     plot_logit_lens,
     report,
     steered_resid,
+    to_residual,
 )
 from mkt.activations import last_token_resid, prompt_states
 from mkt.extract import extract_prompt_key
@@ -159,3 +160,26 @@ def test_real_model_runs_with_its_pack_and_prompts_and_refuses_without(arch, rea
     assert "--prompts FILE or --task FILE" in capsys.readouterr().err
     assert main(common + ["--pack", pack, "--prompts", str(tmp_path / "locked.txt")]) == 2
     assert "--tokens" in capsys.readouterr().err
+
+
+def test_a_per_head_keys_direct_path_goes_through_W_O(tiny_models):
+    """At attn.hook_z the formula acts per head and the change reaches the residual through W_O:
+    the residual after the attention (hook_resid_mid) moves by exactly to_residual(injection_deltas)."""
+    model = tiny_models["llama"]
+    n_heads, n_layers = model.cfg.n_heads, model.cfg.n_layers
+    g = torch.Generator().manual_seed(2)
+    key = MasterKey(torch.randn(n_layers, n_heads * model.cfg.d_head, generator=g), model_identity(model),
+                    "attn.hook_z")
+    z = prompt_states(model, PROMPTS, hook="attn.hook_z")
+    deltas = injection_deltas(z, key.directions, 0.6, n_heads=n_heads)
+    # per head: each head's slice of the delta is the rotation of that head's output alone
+    head0 = norm_preserving(z[:, 1, : model.cfg.d_head], key.directions[1, : model.cfg.d_head]
+                            / key.directions[1, : model.cfg.d_head].norm(), 0.6) - z[:, 1, : model.cfg.d_head]
+    assert torch.allclose(deltas[:, 1, : model.cfg.d_head], head0, atol=1e-5)
+    clean_mid = prompt_states(model, PROMPTS, hook="hook_resid_mid")
+    resid = to_residual(model, deltas, key.hook)
+    for layer in (0, n_layers - 1):
+        with key.apply(model, alpha=0.6, layers=[layer]):
+            mid = prompt_states(model, PROMPTS, hook="hook_resid_mid")
+        assert torch.allclose(mid[:, layer], clean_mid[:, layer] + resid[:, layer], atol=1e-4)
+    assert torch.equal(to_residual(model, deltas, "hook_mlp_out"), deltas)  # other hooks: already residual changes
