@@ -546,7 +546,7 @@ class AblationResult:
 
 
 def layer_ablation(model, prompts: list[str], key, metric: Metric, alpha: float, alphas: list[float],
-                   seeds: list[int], matched_seeds: list[int] | None = None, n_pcs: int = 3, n_unembed: int = 6,
+                   seeds: list[int], matched_seeds: list[int] | None = None, n_pcs: int = 3, n_unembed: int = 20,
                    unlocked_model=None, unlocked_prompts: list[str] | None = None, unlocked_label: str = "",
                    mode: str = "norm-preserving", model_name: str = "", match_steps: int = 5,
                    progress: bool = True) -> AblationResult:
@@ -689,12 +689,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alphas", type=finite_float, nargs="+", default=[0.1, 0.2, 0.5, 1.0], help="sufficiency alpha grid")
     p.add_argument("--null-seeds", type=positive_int, default=3,
                    help="random directions beside each cell of the sufficiency grid (default 3: descriptive)")
-    p.add_argument("--matched-seeds", type=positive_int, default=20,
-                   help="random directions of the KL-matched, necessity and patching nulls (default 20)")
+    p.add_argument("--matched-seeds", type=positive_int, default=50,
+                   help="random directions of the KL-matched, necessity and patching nulls (default 50: at one layer "
+                   "most cannot reach the KL target, and the key's p is bounded by how many do)")
     p.add_argument("--pc-nulls", type=int, default=3,
                    help="top principal directions of the Locked states used as nulls (+/- each when steering; default 3)")
-    p.add_argument("--unembed-nulls", type=int, default=6,
-                   help="unembedding columns of other tokens used as KL-matched nulls (default 6)")
+    p.add_argument("--unembed-nulls", type=int, default=20,
+                   help="unembedding columns of other tokens used as KL-matched nulls (default 20)")
     p.add_argument("--max-new-tokens", type=positive_int, default=40, help="budget of generation metrics")
 
 
