@@ -8,7 +8,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mkt.errors import NonFiniteError
-from mkt.models import PER_HEAD_HOOKS, RESID_HOOK, check_hook, check_layers, resid_hook_name, tokenize_left_padded
+from mkt.models import (
+    PER_HEAD_HOOKS,
+    RESID_HOOK,
+    check_hook,
+    check_layers,
+    check_prompts,
+    resid_hook_name,
+    tokenize_left_padded,
+)
 from mkt.positions import check_position, pool, position_weights
 
 
@@ -40,11 +48,7 @@ def prompt_states(
         float32 tensor on CPU, ``[n_prompts, len(layers), width]``: d_model, or at a per-head
         hook (``attn.hook_z``) the heads' outputs side by side, n_heads x d_head.
     """
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
-                        "character): pass [prompt]")
-    if not prompts:
-        raise ValueError("empty prompt set: pass at least one prompt")
+    check_prompts(prompts)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     check_hook(hook), check_position(position)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from mkt.models import eos_token_ids, tokenize_left_padded
+from mkt.models import check_prompts, eos_token_ids, tokenize_left_padded
 from mkt.steering import Steering
 
 
@@ -74,11 +74,7 @@ def _budget(model, prompt_len: int, max_new_tokens: int) -> int:
 def check_request(prompts: list[str], max_new_tokens: int, steering: Steering | None, do_sample: bool,
                   temperature: float, seeds: list[int] | None) -> None:
     """Refuse a generation request that no engine could serve, with one clear message."""
-    if isinstance(prompts, str):
-        raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
-                        "character): pass [prompt]")
-    if not prompts:
-        raise ValueError("empty prompt list: pass at least one prompt")
+    check_prompts(prompts)
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if do_sample and not temperature > 0:

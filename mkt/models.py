@@ -155,6 +155,15 @@ def check_layers(layers: list[int] | None, n_layers: int) -> list[int]:
     return sorted(set(layers))
 
 
+def check_prompts(prompts: list[str]) -> None:
+    """Refuse what cannot be a list of prompts, with one clear message, before any model work."""
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a list of strings, not one string (it would be read as one prompt per "
+                        "character): pass [prompt]")
+    if not prompts:
+        raise ValueError("empty prompt list: pass at least one prompt")
+
+
 def encode(tokenizer, text: str) -> list[int]:
     """Token ids of one prompt exactly as the model family expects them: one BOS at most.
 

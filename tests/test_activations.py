@@ -51,5 +51,5 @@ def test_nan_activations_are_refused(tiny_dirs):
 
 
 def test_empty_prompt_set(qwen):
-    with pytest.raises(ValueError, match="empty prompt set"):
+    with pytest.raises(ValueError, match="empty prompt list"):
         last_token_resid(qwen, [])
