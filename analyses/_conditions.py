@@ -134,8 +134,8 @@ class PrefixCache:
 
     A batch's entry is checked once: its last token run over the cache must give the full
     forward's log-probabilities (to ``tolerance``), or the batch is marked to run in full.
-    Entries are keyed by the model object and the batch's prompts; the model's weights and
-    its own hooks must not change while the cache is in use.
+    Entries are keyed by the model object and the batch's prompts; the model's weights must not
+    change while the cache is in use, and a model with hooks of its own runs in full.
     """
 
     def __init__(self, tolerance: float | None = None) -> None:
@@ -144,7 +144,13 @@ class PrefixCache:
 
     @torch.no_grad()
     def get(self, model, prompts: list[str]):
-        """``(ids, mask, cache)`` for the batch ``prompts``, or None where the cached path is not exact."""
+        """``(ids, mask, cache)`` for the batch ``prompts``, or None where the cached path is not exact.
+
+        None too while the model carries hooks of its own (a user's ``with key.apply(model)``
+        around the analysis): the cached prefix was run without them.
+        """
+        if any(len(point._forward_hooks) for point in model.hook_dict.values()):
+            return None
         key = (id(model), tuple(prompts))
         if key not in self._entries:
             self._entries[key] = self._build(model, prompts)

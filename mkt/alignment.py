@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mkt.errors import CorruptArtifactError, IncompatibleModelError, NonFiniteError
 from mkt.key import MasterKey
-from mkt.models import ModelIdentity
+from mkt.models import PER_HEAD_HOOKS, ModelIdentity
 
 METHODS = ("lstsq", "procrustes", "ridge", "identity")
 FORMAT_VERSION = 2  # 2: the metadata holds a sha256 of the tensors
@@ -331,8 +331,18 @@ def fit_alignment(
     return alignment
 
 
+def check_transferable(hook: str) -> None:
+    """Refuse a per-head hook: alignments map states of d_model width between models."""
+    if hook in PER_HEAD_HOOKS:
+        raise IncompatibleModelError(
+            f"keys at {hook} (per head) cannot be transferred yet: the alignment maps d_model-wide states; "
+            "extract and transfer the key at a residual hook (e.g. hook_resid_post or hook_attn_out)"
+        )
+
+
 def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
     """The key mapped into the alignment's Target, with coverage recorded in its provenance."""
+    check_transferable(key.hook)
     if not key.model.fits(alignment.source):
         raise IncompatibleModelError(
             f"the key belongs to {key.model.name!r} ({key.n_layers}x{key.d_model}) but the alignment "

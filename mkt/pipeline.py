@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from mkt.activations import prompt_states
-from mkt.alignment import SubspaceAlignment, fit_alignment, transfer
+from mkt.alignment import SubspaceAlignment, check_transferable, fit_alignment, transfer
 from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.key import MasterKey
 from mkt.models import RESID_HOOK, model_identity
@@ -107,6 +107,7 @@ def run_transfer(
     a Qwen Source's chat markup as text. The key and the map are read at the same ``hook`` and
     ``position`` (``mkt.activations.prompt_states``).
     """
+    check_transferable(hook if source_key is None else source_key.hook)
     if not (ridge >= 0 and ridge == ridge and ridge != float("inf")):  # checked before any forward pass
         raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
     locked_t = PromptFormat.of(locked)

@@ -212,3 +212,19 @@ def test_alignment_metadata_is_validated(tmp_path):
     extra = meta | {"source": meta["source"] | {"revision": "main"}, "written_by": "a newer mkt"}
     save_file(tensors, str(tmp_path / "x.safetensors"), metadata={"mkt": json.dumps(extra)})
     assert SubspaceAlignment.load(tmp_path / "x.safetensors").source == SRC  # unknown fields tolerated
+
+
+def test_a_per_head_key_is_refused_by_transfer_before_any_work(qwen, tmp_path, capsys):
+    from mkt.alignment import check_transferable
+    from mkt.cli import main
+    from mkt.errors import IncompatibleModelError
+
+    with pytest.raises(IncompatibleModelError, match="per head.*cannot be transferred"):
+        check_transferable("attn.hook_z")
+    check_transferable("hook_attn_out")  # residual-width hooks transfer
+    questions = tmp_path / "q.txt"
+    questions.write_text("1 + 2\n3 + 4\n")
+    code = main(["transfer", "--source", "no/such/model", "--target", "no/such/model", "--questions", str(questions),
+                 "--locked", "Q:{question}|A:", "--unlocked", "S:{question}|A:", "--hook", "attn.hook_z",
+                 "--out", str(tmp_path / "pack")])
+    assert code == 2 and "cannot be transferred" in capsys.readouterr().err  # before loading the (missing) models

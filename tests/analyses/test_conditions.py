@@ -90,6 +90,15 @@ def test_the_cached_prefix_gives_the_full_forwards_numbers(qwen, key):
         assert (moved > 1e-3) == (name != "none"), name
 
 
+def test_the_models_own_hooks_are_never_left_out_by_a_warm_cache(qwen, key):
+    prefixes = PrefixCache()
+    clean = next_token_logprobs(qwen, PROMPTS, prefixes=prefixes)  # warms the cache without hooks
+    with key.apply(qwen, alpha=0.8):
+        outer = next_token_logprobs(qwen, PROMPTS, prefixes=prefixes)
+        assert torch.allclose(outer, next_token_logprobs(qwen, PROMPTS), atol=1e-9)  # = a full forward, hooked
+    assert (outer - clean).abs().max() > 1e-2
+
+
 def test_a_prefix_that_fails_its_check_or_is_empty_falls_back_to_full_forwards(qwen, key):
     condition = steering_condition(key.steering(alpha=0.5))
     full = next_token_logprobs(qwen, PROMPTS, condition, batch_size=2)
