@@ -349,10 +349,21 @@ class Sufficiency:
     alpha_cap: float  # the largest alpha tried when matching
 
 
+# Families pooled into the key's p: draws that could point toward the decision as well as the key does.
+# Unembedding columns of *other* tokens push away from it by construction, so they would lower p for
+# free; they stay beside it as the reference that reaching the KL is not special.
+POOLED_FAMILIES = ("random", "Locked PCs")
+
+
+def pooled_nulls(s: Sufficiency, layer: int) -> np.ndarray:
+    """The matched nulls of the pooled families at ``layer``."""
+    return np.concatenate([n.value[layer][n.matched[layer]] for n in s.nulls if n.family in POOLED_FAMILIES]
+                          or [np.zeros(0)])
+
+
 def pooled_p(s: Sufficiency) -> np.ndarray:
-    """[layer]: the key's empirical p against every matched null of every family at once."""
-    return np.array([empirical_p(s.matched_key[l], np.concatenate([n.value[l][n.matched[l]] for n in s.nulls]))
-                     if s.nulls else np.nan for l in range(len(s.matched_key))])
+    """[layer]: the key's empirical p against the matched nulls of ``POOLED_FAMILIES`` at once."""
+    return np.array([empirical_p(s.matched_key[l], pooled_nulls(s, l)) for l in range(len(s.matched_key))])
 
 
 def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[float], ref_alpha: float,
@@ -626,12 +637,12 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
                 + f" of {null.matched.shape[1]}")
     pooled = pooled_p(s)
     for l in range(len(x) if s.nulls else 0):
-        n_matched = sum(int(null.matched[l].sum()) for null in s.nulls)
+        n_matched = pooled_nulls(s, l).size
         ax.annotate(f"p={pooled[l]:.2g}\n(of {n_matched})", (x[l], s.matched_key[l]), xytext=(4, -20),
                     textcoords="offset points", fontsize=7, color="C0")
     ax.set_title(f"one layer, alpha matched on KL at the decision token ({s.kl_target:.3g} nats = key at all layers, "
                  f"+/-{s.kl_tolerance:.0%});\nnulls that never reach it (alpha <= {s.alpha_cap:g}) are counted, not plotted;"
-                 " p: the key against all matched nulls pooled", fontsize=9)
+                 " p: the key against the matched random and PC nulls pooled", fontsize=9)
 
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
         ax.axhline(result.all_layers, color="green", ls="--", lw=1, label=f"key at all layers, alpha {result.alpha:g}")
@@ -750,7 +761,7 @@ def report(result: AblationResult) -> str:
                                                                   if ok.any() else "") + un)
         flag = "" if s.key_matched[layer] else " UNMATCHED"
         lines.append(f"  l={layer}: key alpha {s.matched_alpha[layer]:.3g} (KL {s.matched_kl[layer]:.3g}{flag}) "
-                     f"{s.matched_key[layer]:+.2f}, pooled p={pooled_p(s)[layer]:.2g} | " + " | ".join(cells))
+                     f"{s.matched_key[layer]:+.2f}, p(random+PCs)={pooled_p(s)[layer]:.2g} | " + " | ".join(cells))
     n = result.necessity
     lines.append(f"necessity (Locked {n.locked:+.3f}; the Locked run with the key projected out "
                  + "/".join(f"{v:+.3f}" for v in n.locked_ablated) + f", mean-ablated {n.locked_mean_ablated:+.3f})")

@@ -71,25 +71,29 @@ def entropy_excluding(logp: Float[Tensor, "... vocab"], token_ids: Int[Tensor, "
 
 
 def injection_deltas(states: Float[Tensor, "n layer d"], directions: Float[Tensor, "layer d"], alpha: float,
-                     mode: str = "norm-preserving", n_heads: int | None = None) -> Float[Tensor, "n layer d"]:
-    """What the steering formula would change in ``states`` (each layer's state at the key's hook): f(h) - h.
+                     mode: str = "norm-preserving") -> Float[Tensor, "n layer d"]:
+    """What the steering formula would change in ``states`` (each layer's state at the key's hook): f(h) - h."""
+    units = directions.float() / directions.float().norm(dim=-1, keepdim=True)
+    return MODES[mode](states.float(), units, alpha) - states.float()
 
-    ``n_heads``: the states are per-head outputs side by side, and the formula acts per head
-    (as ``mkt.steering`` does at ``attn.hook_z``).
+
+def residual_changes(model, prompts: list[str], states: Float[Tensor, "n layer w"], directions: Float[Tensor, "layer w"],
+                     alpha: float, mode: str, hook: str) -> Float[Tensor, "n layer d"]:
+    """The change each layer's injection alone makes to the residual stream, from the no-key run.
+
+    At a residual-width hook that is the formula's change itself (``injection_deltas``). At a
+    per-head hook the change passes through W_O and, in Gemma and OLMo-2, a norm on the
+    attention output: it is measured instead, steering layer l alone and reading
+    ``hook_resid_mid`` of layer l against the no-key run.
     """
-    h, d = states.float(), directions.float()
-    if n_heads:
-        h, d = h.unflatten(-1, (n_heads, -1)), d.unflatten(-1, (n_heads, -1))
-    units = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    return (MODES[mode](h, units, alpha) - h).flatten(2)
-
-
-def to_residual(model, deltas: Float[Tensor, "n layer w"], hook: str) -> Float[Tensor, "n layer d"]:
-    """Changes at ``hook`` as changes to the residual stream: as they are, or per-head changes through W_O."""
     if hook not in PER_HEAD_HOOKS:
-        return deltas
-    w_o = model.W_O.detach().float().cpu()  # [layer, head, d_head, d_model]
-    return torch.einsum("nlhe,lhed->nld", deltas.unflatten(-1, w_o.shape[1:3]), w_o)
+        return injection_deltas(states, directions, alpha, mode)
+    clean = prompt_states(model, prompts, hook="hook_resid_mid")
+    changes = []
+    for layer in range(model.cfg.n_layers):
+        with Steering(directions, alpha, mode, [layer], hook=hook).attach(model):
+            changes.append(prompt_states(model, prompts, [layer], hook="hook_resid_mid")[:, 0] - clean[:, layer])
+    return torch.stack(changes, dim=1)
 
 
 def direct_path(clean: Float[Tensor, "n layer d"], deltas: Float[Tensor, "n layer d"]) -> Float[Tensor, "n layer d"]:
@@ -182,11 +186,8 @@ def logit_lens_sharpening(model, prompts: list[str], key, alpha: float, token_id
     def steered(directions):
         return summary(steered_resid(model, prompts, Steering(directions, alpha, mode, hook=key.hook)))
 
-    n_heads = model.cfg.n_heads if key.hook in PER_HEAD_HOOKS else None
-
     def direct(directions):
-        deltas = injection_deltas(at_hook, directions, alpha, mode, n_heads)
-        return summary(direct_path(clean, to_residual(model, deltas, key.hook)))
+        return summary(direct_path(clean, residual_changes(model, prompts, at_hook, directions, alpha, mode, key.hook)))
 
     none, keyed, key_direct = summary(clean), steered(key.directions), direct(key.directions)
     nulls = {s: random_like(key, s).directions for s in sorted({*seeds, *site_seeds})}
