@@ -641,8 +641,8 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
         ax.annotate(f"p={pooled[l]:.2g}\n(of {n_matched})", (x[l], s.matched_key[l]), xytext=(4, -20),
                     textcoords="offset points", fontsize=7, color="C0")
     ax.set_title(f"one layer, alpha matched on KL at the decision token ({s.kl_target:.3g} nats = key at all layers, "
-                 f"+/-{s.kl_tolerance:.0%});\nnulls that never reach it (alpha <= {s.alpha_cap:g}) are counted, not plotted;"
-                 " p: the key against the matched random and PC nulls pooled", fontsize=9)
+                 f"+/-{s.kl_tolerance:.0%});\nunmatched nulls (alpha <= {s.alpha_cap:g}) counted, not plotted; "
+                 "p: key vs matched random + PC nulls", fontsize=9)
 
     for ax in (axes[0, 0], axes[0, 1], axes[1, 0]):
         ax.axhline(result.all_layers, color="green", ls="--", lw=1, label=f"key at all layers, alpha {result.alpha:g}")
