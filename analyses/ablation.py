@@ -504,7 +504,11 @@ class Patching:
     """Unlocked -> Locked activation patching at one layer at a time (last prompt token); arrays ``[layer]``.
 
     At the last layer the patch replaces the final residual, so it reproduces the Unlocked
-    run's output by identity (no test of anything there).
+    run's output by identity (no test of anything there). The patch is also split along one
+    direction ``u``: ``h_L + ((h_U - h_L).u) u`` (its component along ``u`` alone) and
+    ``h_U - ((h_U - h_L).u) u`` (everything but that component), for ``u`` the key, random
+    directions, and the mean Unlocked - Locked difference of these very prompts (an in-sample
+    oracle, the best one direction could do here).
     """
 
     hook: str
@@ -513,29 +517,60 @@ class Patching:
     patched: np.ndarray  # the Unlocked run's state written into the Locked run at layer l
     control: np.ndarray  # [layer, seed]: the Locked state plus a random vector of norm ||h_U - h_L||, per prompt
     p: np.ndarray  # [layer]: (1 + #controls >= patched) / (1 + seeds)
+    along_key: np.ndarray  # the patch's component along the key only
+    without_key: np.ndarray  # the patch without its component along the key
+    along_random: np.ndarray  # [layer, seed]: the component along a random direction only
+    p_along: np.ndarray  # [layer]: (1 + #random >= along_key) / (1 + seeds)
+    along_mean_difference: np.ndarray  # oracle: the component along these prompts' mean difference only
+    mismatched: np.ndarray  # another prompt's Unlocked state (each prompt gets the next one's)
+
+
+def along(own: Float[Tensor, "n d"], donor: Float[Tensor, "n d"], direction: Float[Tensor, "d"]) -> Float[Tensor, "n d"]:
+    """``own`` moved by the component of ``donor - own`` along ``direction``."""
+    u = direction / direction.norm().clamp_min(1e-30)
+    return own + ((donor - own) @ u)[:, None] * u
 
 
 def activation_patching(model, prompts: list[str], metric: Metric, seeds: list[int], hook: str = RESID_HOOK,
-                        unlocked_model=None, unlocked_prompts: list[str] | None = None) -> Patching:
+                        unlocked_model=None, unlocked_prompts: list[str] | None = None,
+                        key_directions: Float[Tensor, "layer d"] | None = None) -> Patching:
     """Patch the Unlocked run's last-token state at ``hook`` into the Locked run, layer by layer.
 
     The control moves the Locked state as far as the patch does (per prompt, ||h_U - h_L||),
-    in a random direction: it fails if any change of that size carries the decision.
+    in a random direction: it fails if any change of that size carries the decision (a weak
+    control: it rules out nothing about *which* direction). The split along the key against
+    the split along random directions says how much of the patch the key's direction carries.
     """
     donor = prompt_states(unlocked_model or model, unlocked_prompts or prompts, hook=hook)
     own = prompt_states(model, prompts, hook=hook)
     n_layers = model.cfg.n_layers
-    patched = np.array([metric(model, prompts, patch_condition(layer, donor[:, layer], hook))
-                        for layer in range(n_layers)])
-    control = np.zeros((n_layers, len(seeds)))
+
+    def score(layer: int, values: Tensor) -> float:
+        return metric(model, prompts, patch_condition(layer, values, hook))
+
+    def score_sets(layer: int, values: Tensor) -> np.ndarray:  # [m, n, d]: one value per prompt per set
+        return metric.per_row_set(model, prompts, lambda per_row, which: patch_condition(layer, per_row, hook),
+                                  values, per_prompt=True)[0]
+
+    nan = np.full(n_layers, np.nan)
+    patched, along_key, without_key, along_mean, mismatched = (nan.copy() for _ in range(5))
+    control, along_random = np.zeros((n_layers, len(seeds))), np.zeros((n_layers, len(seeds)))
     for layer in range(n_layers):
-        diff = donor[:, layer] - own[:, layer]
-        values = torch.stack([own[:, layer] + size_matched_noise(diff, 1000 * layer + s) for s in seeds])
-        control[layer] = metric.per_row_set(model, prompts, lambda per_row, which: patch_condition(layer, per_row, hook),
-                                            values, per_prompt=True)[0]
+        h_l, h_u = own[:, layer], donor[:, layer]
+        patched[layer] = score(layer, h_u)
+        control[layer] = score_sets(layer, torch.stack([h_l + size_matched_noise(h_u - h_l, 1000 * layer + s)
+                                                        for s in seeds]))
+        along_mean[layer] = score(layer, along(h_l, h_u, (h_u - h_l).mean(0)))
+        mismatched[layer] = score(layer, h_u.roll(-1, dims=0))
+        randoms = torch.randn(len(seeds), h_l.shape[-1], generator=torch.Generator().manual_seed(2000 + layer))
+        along_random[layer] = score_sets(layer, torch.stack([along(h_l, h_u, r) for r in randoms]))
+        if key_directions is not None:
+            along_key[layer] = score(layer, along(h_l, h_u, key_directions[layer]))
+            without_key[layer] = score(layer, h_u - along(h_l, h_u, key_directions[layer]) + h_l)
     p = np.array([empirical_p(patched[l], control[l]) for l in range(n_layers)])
+    p_along = np.array([empirical_p(along_key[l], along_random[l]) for l in range(n_layers)])
     return Patching(hook, metric(model, prompts), metric(unlocked_model or model, unlocked_prompts or prompts),
-                    patched, control, p)
+                    patched, control, p, along_key, without_key, along_random, p_along, along_mean, mismatched)
 
 
 @dataclass
@@ -576,8 +611,8 @@ def layer_ablation(model, prompts: list[str], key, metric: Metric, alpha: float,
         necessity_nulls["Locked PCs"] = ([lab.lstrip("+") for lab in labels[::2]], sets[::2])
     nec = necessity(model, prompts, key, metric, alpha, necessity_nulls, states, unlocked_model, unlocked_prompts,
                     unlocked_label, mode)
-    patch = (activation_patching(model, prompts, metric, matched_seeds, key.hook, unlocked_model, unlocked_prompts)
-             if has_unlocked else None)
+    patch = (activation_patching(model, prompts, metric, matched_seeds, key.hook, unlocked_model, unlocked_prompts,
+                                 key.directions) if has_unlocked else None)
     notes = [] if has_unlocked else ["no Unlocked run: necessity from the steered model only, no activation patching"]
     if n_unembed and key.hook in PER_HEAD_HOOKS:
         notes.append(f"no unembedding-column nulls: the key is per head ({key.hook}), not in the residual stream")
@@ -609,6 +644,11 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
         ax.plot(x, p.patched, "k^-", label="patch Unlocked -> Locked (last layer: identity)")
         ax.plot(x, p.control.mean(-1), "kv:", label=f"control: Locked + random vector of norm ||h_U - h_L|| "
                                                     f"(mean of {p.control.shape[1]})")
+        if not np.isnan(p.along_key).all():
+            ax.plot(x, p.along_key, "^-", color="C6", label="patch, its component along the key only")
+            ax.plot(x, p.without_key, "x:", color="C6", label="patch without its component along the key")
+        ax.plot(x, p.along_random.mean(-1), "^:", color="gray", ms=4,
+                label=f"patch, component along a random direction only (mean of {p.along_random.shape[1]})")
     ax.set_title(f"one layer at a time (dotted: random directions, same alpha, mean of {len(result.null_seeds)})",
                  fontsize=10)
 
@@ -649,8 +689,10 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
         ax.axhline(result.no_key, color="gray", ls="--", lw=1, label="no key")
         ax.set_xlabel("relative depth of layer l")
         ax.set_ylabel(result.metric if len(result.metric) < 40 else "metric")
-    for ax in (axes[0, 0], axes[0, 1]):
-        ax.legend(fontsize=6.5)
+    axes[0, 1].legend(fontsize=6.5)
+    lo, hi = axes[0, 0].get_ylim()
+    axes[0, 0].set_ylim(lo, hi + 0.8 * (hi - lo))  # room for the legend above the curves
+    axes[0, 0].legend(fontsize=6.5, loc="upper center", ncol=2)
     lo, hi = axes[1, 0].get_ylim()
     axes[1, 0].set_ylim(lo - 0.75 * (hi - lo), hi)  # room for the legend below the points
     axes[1, 0].legend(fontsize=6.5, loc="lower center", ncol=2)
@@ -786,6 +828,13 @@ def report(result: AblationResult) -> str:
                      f"{p.unlocked:+.3f}; last layer = identity): " + "  ".join(
                          f"l{i} {v:+.2f} (ctrl mean {c.mean():+.2f} max {c.max():+.2f}, p={pv:.2g})"
                          for i, (v, c, pv) in enumerate(zip(p.patched, p.control, p.p))))
+        lines.append("  the patch split along one direction u (last layer = identity): along the key only / without "
+                     "the key's component / along random (mean, max; p of the key) / along these prompts' mean "
+                     "difference (in-sample oracle) / another prompt's Unlocked state: " + "  ".join(
+                         f"l{i} {a:+.2f}/{w:+.2f}/{r.mean():+.2f},{r.max():+.2f} p={pa:.2g}/{m:+.2f}/{mm:+.2f}"
+                         for i, (a, w, r, pa, m, mm) in enumerate(zip(p.along_key, p.without_key, p.along_random,
+                                                                      p.p_along, p.along_mean_difference,
+                                                                      p.mismatched))))
     lines += result.notes
     return "\n".join(lines)
 

@@ -269,6 +269,32 @@ def test_patching_control_moves_the_locked_state_as_far_as_the_patch(qwen):
     control = own[:, 1] + size_matched_noise(diff, 1000 * 1 + 4)
     assert ((control - own[:, 1]).norm(dim=-1) - diff.norm(dim=-1)).abs().max() < 1e-4
     assert p.control[1, 0] == pytest.approx(metric(qwen, PROMPTS, patch_condition(1, control)), abs=1e-6)
+    assert np.isnan(p.along_key).all()  # no key given: no split along it
+
+
+def test_the_patch_split_along_the_key_against_an_explicit_projector(qwen, key):
+    metric = token_pair_metric(qwen, len(PROMPTS), "T", "#")
+    unlocked = [p.replace("Q:", "S:") for p in PROMPTS]
+    donor, own = last_token_resid(qwen, unlocked), last_token_resid(qwen, PROMPTS)
+    p = activation_patching(qwen, PROMPTS, metric, [0, 1], unlocked_prompts=unlocked, key_directions=key.directions)
+    u = key.directions[1] / key.directions[1].norm()
+    projector = torch.outer(u, u)
+    diff = donor[:, 1] - own[:, 1]
+
+    def at_layer_1(values):
+        return metric(qwen, PROMPTS, patch_condition(1, values))
+
+    assert p.along_key[1] == pytest.approx(at_layer_1(own[:, 1] + diff @ projector), abs=1e-5)
+    assert p.without_key[1] == pytest.approx(at_layer_1(donor[:, 1] - diff @ projector), abs=1e-5)
+    mean = diff.mean(0) / diff.mean(0).norm()
+    assert p.along_mean_difference[1] == pytest.approx(at_layer_1(own[:, 1] + diff @ torch.outer(mean, mean)), abs=1e-5)
+    assert p.mismatched[1] == pytest.approx(at_layer_1(donor[[1, 2, 3, 4, 0], 1]), abs=1e-5)
+    r = torch.randn(2, qwen.cfg.d_model, generator=torch.Generator().manual_seed(2001))[1]
+    r = r / r.norm()
+    assert p.along_random[1, 1] == pytest.approx(at_layer_1(own[:, 1] + diff @ torch.outer(r, r)), abs=1e-5)
+    assert p.p_along[1] == pytest.approx(empirical_p(p.along_key[1], p.along_random[1]))
+    # the last layer: the whole patch is the identity
+    assert p.patched[-1] == pytest.approx(p.unlocked, abs=1e-4)
 
 
 def test_a_key_at_another_hook_point_is_steered_projected_and_matched_there(qwen, key):
