@@ -134,8 +134,8 @@ class PrefixCache:
 
     A batch's entry is checked once: its last token run over the cache must give the full
     forward's log-probabilities (to ``tolerance``), or the batch is marked to run in full.
-    Entries are keyed by the model object and the batch's prompts; the model's weights must not
-    change while the cache is in use, and a model with hooks of its own runs in full.
+    Entries are keyed by the model object, the batch's prompts and the hooks registered on the
+    model; the model's weights must not change while the cache is in use.
     """
 
     def __init__(self, tolerance: float | None = None) -> None:
@@ -146,12 +146,11 @@ class PrefixCache:
     def get(self, model, prompts: list[str]):
         """``(ids, mask, cache)`` for the batch ``prompts``, or None where the cached path is not exact.
 
-        None too while the model carries hooks of its own (a user's ``with key.apply(model)``
-        around the analysis): the cached prefix was run without them.
+        Entries are keyed by the hooks registered on the model too (``_hook_signature``), so a
+        user's ``with key.apply(model)`` or raw torch hook around the analysis gets a prefix run
+        with it, never one run without it.
         """
-        if any(len(point._forward_hooks) for point in model.hook_dict.values()):
-            return None
-        key = (id(model), tuple(prompts))
+        key = (id(model), tuple(prompts), _hook_signature(model))
         if key not in self._entries:
             self._entries[key] = self._build(model, prompts)
         return self._entries[key]
@@ -167,9 +166,26 @@ class PrefixCache:
         return (ids, mask, cache) if (tail - full).abs().max().item() <= tolerance else None
 
 
-def _tail_logits(model, ids: Tensor, mask: Tensor, cache) -> Tensor:
-    """The last token's logits over a copy of the prefix cache (a forward appends to the cache it is given)."""
-    logits, _ = model(ids[:, -1:], attention_mask=mask, past_key_values=copy.deepcopy(cache),
+def _hook_signature(model) -> frozenset:
+    """Every forward hook and pre-hook registered on the model's modules, and globally in torch, by id.
+
+    (transformers registers output-capturing hooks of its own at the first forward: they are
+    part of the signature like any other, which costs one rebuild.)
+    """
+    from torch.nn.modules import module as torch_module
+
+    hooks = {("global", k) for k in (*torch_module._global_forward_hooks, *torch_module._global_forward_pre_hooks)}
+    hooks |= {(id(m), k) for m in model.modules() for k in (*m._forward_hooks, *m._forward_pre_hooks)}
+    return frozenset(hooks)
+
+
+def _tail_logits(model, ids: Tensor, mask: Tensor, cache, tile: int = 1) -> Tensor:
+    """The last token's logits over a copy of the prefix cache (a forward appends to the cache it is given),
+    for the batch repeated ``tile`` times one after the other."""
+    cache = copy.deepcopy(cache)
+    if tile > 1:
+        cache.reorder_cache(torch.arange(ids.shape[0], device=ids.device).repeat(tile))
+    logits, _ = model(ids[:, -1:].repeat(tile, 1), attention_mask=mask.repeat(tile, 1), past_key_values=cache,
                       return_type="logits_and_cache")
     return logits[:, -1]
 
@@ -191,10 +207,14 @@ def next_token_logprobs(model, prompts: list[str], condition: Condition = no_con
         if entry is None:
             continue
         ids, mask, cache = entry
-        for j in range(repeat):
-            rows = slice(j * n + start, j * n + stop)
+        # one-token rows are cheap: when the batch holds every prompt, its repeats are contiguous rows
+        # and run together, up to about 2^28 logits per forward
+        group = max(1, min(repeat, (1 << 28) // (model.cfg.d_vocab * n))) if stop - start == n else 1
+        for j in range(0, repeat, group):
+            tile = min(group, repeat - j)
+            rows = slice(j * n + start, (j + tile - 1) * n + stop)
             with condition(model, rows, tail=True):
-                logits = _tail_logits(model, ids, mask, cache)
+                logits = _tail_logits(model, ids, mask, cache, tile)
             out[rows] = torch.log_softmax(logits.double(), -1).cpu().unbind()
     missing = [i for i, row in enumerate(out) if row is None]  # rows the cached path did not serve: full forwards
     for first, last in _contiguous_runs(missing):

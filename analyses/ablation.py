@@ -295,7 +295,8 @@ def null_direction_sets(model, key, states: Float[Tensor, "n layer d"], seeds: l
         out["Locked PCs"] = ([f"{s}PC{k + 1}" for k in range(n_pcs) for s in "+-"],
                              scaled_like(key, torch.stack([s * pcs[k] for k in range(n_pcs) for s in (1, -1)])))
     if n_unembed and key.hook not in PER_HEAD_HOOKS:
-        others = [t for t in range(model.cfg.d_vocab) if t not in set(exclude_tokens)]
+        skip = set(exclude_tokens) | set(model.tokenizer.all_special_ids)  # no <pad>, <bos>, <eos> pushes
+        others = [t for t in range(model.cfg.d_vocab) if t not in skip]
         pick = torch.randperm(len(others), generator=torch.Generator().manual_seed(0))[:n_unembed]
         tokens = [others[i] for i in pick.tolist()]
         w_u = model.W_U.detach().float().cpu()
@@ -503,17 +504,20 @@ def necessity(model, prompts: list[str], key, metric: Metric, alpha: float, null
 class Patching:
     """Unlocked -> Locked activation patching at one layer at a time (last prompt token); arrays ``[layer]``.
 
-    At the last layer the patch replaces the final residual, so it reproduces the Unlocked
-    run's output by identity (no test of anything there). The patch is also split along one
-    direction ``u``: ``h_L + ((h_U - h_L).u) u`` (its component along ``u`` alone) and
-    ``h_U - ((h_U - h_L).u) u`` (everything but that component), for ``u`` the key, random
-    directions, and the mean Unlocked - Locked difference of these very prompts (an in-sample
-    oracle, the best one direction could do here).
+    With the same model on both sides (a cue prompt), patching the last layer replaces the final
+    residual and reproduces the Unlocked run by identity (``identity_at_last``). The patch is
+    also split along one direction ``u``: ``h_L + ((h_U - h_L).u) u`` (its component along
+    ``u`` alone) and ``h_U - ((h_U - h_L).u) u`` (everything but that component), for ``u`` the
+    key, random directions (a weak null: a random unit vector holds about 1/d of the
+    difference), the top principal directions of the Locked states (a harder null), and the
+    mean Unlocked - Locked difference of these very prompts (a reference: what the simplest
+    fitted direction does; not an upper bound, an optimised direction does somewhat better).
     """
 
     hook: str
     locked: float
     unlocked: float
+    identity_at_last: bool  # the donor is this model (cue prompts): the last layer's patch is the identity
     patched: np.ndarray  # the Unlocked run's state written into the Locked run at layer l
     control: np.ndarray  # [layer, seed]: the Locked state plus a random vector of norm ||h_U - h_L||, per prompt
     p: np.ndarray  # [layer]: (1 + #controls >= patched) / (1 + seeds)
@@ -521,8 +525,8 @@ class Patching:
     without_key: np.ndarray  # the patch without its component along the key
     along_random: np.ndarray  # [layer, seed]: the component along a random direction only
     p_along: np.ndarray  # [layer]: (1 + #random >= along_key) / (1 + seeds)
-    along_mean_difference: np.ndarray  # oracle: the component along these prompts' mean difference only
-    mismatched: np.ndarray  # another prompt's Unlocked state (each prompt gets the next one's)
+    along_pcs: np.ndarray  # [layer, pc]: the component along a top principal direction of the Locked states only
+    along_mean_difference: np.ndarray  # reference: the component along these prompts' mean difference only
 
 
 def along(own: Float[Tensor, "n d"], donor: Float[Tensor, "n d"], direction: Float[Tensor, "d"]) -> Float[Tensor, "n d"]:
@@ -533,16 +537,18 @@ def along(own: Float[Tensor, "n d"], donor: Float[Tensor, "n d"], direction: Flo
 
 def activation_patching(model, prompts: list[str], metric: Metric, seeds: list[int], hook: str = RESID_HOOK,
                         unlocked_model=None, unlocked_prompts: list[str] | None = None,
-                        key_directions: Float[Tensor, "layer d"] | None = None) -> Patching:
+                        key_directions: Float[Tensor, "layer d"] | None = None, n_pcs: int = 3) -> Patching:
     """Patch the Unlocked run's last-token state at ``hook`` into the Locked run, layer by layer.
 
     The control moves the Locked state as far as the patch does (per prompt, ||h_U - h_L||),
     in a random direction: it fails if any change of that size carries the decision (a weak
-    control: it rules out nothing about *which* direction). The split along the key against
-    the split along random directions says how much of the patch the key's direction carries.
+    control: it says nothing about *which* direction). The split along the key, beside the
+    same split along random and Locked principal directions, says how much of the patch the
+    key's direction carries.
     """
     donor = prompt_states(unlocked_model or model, unlocked_prompts or prompts, hook=hook)
     own = prompt_states(model, prompts, hook=hook)
+    pcs = top_principal_directions(own, n_pcs) if n_pcs else torch.zeros(0, *own.shape[1:])
     n_layers = model.cfg.n_layers
 
     def score(layer: int, values: Tensor) -> float:
@@ -552,25 +558,27 @@ def activation_patching(model, prompts: list[str], metric: Metric, seeds: list[i
         return metric.per_row_set(model, prompts, lambda per_row, which: patch_condition(layer, per_row, hook),
                                   values, per_prompt=True)[0]
 
-    nan = np.full(n_layers, np.nan)
-    patched, along_key, without_key, along_mean, mismatched = (nan.copy() for _ in range(5))
+    patched, along_key, without_key, along_mean = (np.full(n_layers, np.nan) for _ in range(4))
     control, along_random = np.zeros((n_layers, len(seeds))), np.zeros((n_layers, len(seeds)))
+    along_pcs = np.zeros((n_layers, pcs.shape[0]))
     for layer in range(n_layers):
         h_l, h_u = own[:, layer], donor[:, layer]
         patched[layer] = score(layer, h_u)
         control[layer] = score_sets(layer, torch.stack([h_l + size_matched_noise(h_u - h_l, 1000 * layer + s)
                                                         for s in seeds]))
         along_mean[layer] = score(layer, along(h_l, h_u, (h_u - h_l).mean(0)))
-        mismatched[layer] = score(layer, h_u.roll(-1, dims=0))
         randoms = torch.randn(len(seeds), h_l.shape[-1], generator=torch.Generator().manual_seed(2000 + layer))
         along_random[layer] = score_sets(layer, torch.stack([along(h_l, h_u, r) for r in randoms]))
+        if pcs.shape[0]:
+            along_pcs[layer] = score_sets(layer, torch.stack([along(h_l, h_u, pc[layer]) for pc in pcs]))
         if key_directions is not None:
             along_key[layer] = score(layer, along(h_l, h_u, key_directions[layer]))
             without_key[layer] = score(layer, h_u - along(h_l, h_u, key_directions[layer]) + h_l)
     p = np.array([empirical_p(patched[l], control[l]) for l in range(n_layers)])
     p_along = np.array([empirical_p(along_key[l], along_random[l]) for l in range(n_layers)])
     return Patching(hook, metric(model, prompts), metric(unlocked_model or model, unlocked_prompts or prompts),
-                    patched, control, p, along_key, without_key, along_random, p_along, along_mean, mismatched)
+                    unlocked_model is None, patched, control, p, along_key, without_key, along_random, p_along,
+                    along_pcs, along_mean)
 
 
 @dataclass
@@ -612,7 +620,7 @@ def layer_ablation(model, prompts: list[str], key, metric: Metric, alpha: float,
     nec = necessity(model, prompts, key, metric, alpha, necessity_nulls, states, unlocked_model, unlocked_prompts,
                     unlocked_label, mode)
     patch = (activation_patching(model, prompts, metric, matched_seeds, key.hook, unlocked_model, unlocked_prompts,
-                                 key.directions) if has_unlocked else None)
+                                 key.directions, n_pcs) if has_unlocked else None)
     notes = [] if has_unlocked else ["no Unlocked run: necessity from the steered model only, no activation patching"]
     if n_unembed and key.hook in PER_HEAD_HOOKS:
         notes.append(f"no unembedding-column nulls: the key is per head ({key.hook}), not in the residual stream")
@@ -641,7 +649,8 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
         ax.plot(x, s.random_mean[0, :, j], ":", color=colors[j], alpha=0.8)
     if result.patching is not None:
         p = result.patching
-        ax.plot(x, p.patched, "k^-", label="patch Unlocked -> Locked (last layer: identity)")
+        ax.plot(x, p.patched, "k^-", label="patch Unlocked -> Locked" + (" (last layer: identity)"
+                                                                         if p.identity_at_last else ""))
         ax.plot(x, p.control.mean(-1), "kv:", label=f"control: Locked + random vector of norm ||h_U - h_L|| "
                                                     f"(mean of {p.control.shape[1]})")
         if not np.isnan(p.along_key).all():
@@ -825,16 +834,17 @@ def report(result: AblationResult) -> str:
     if result.patching is not None:
         p = result.patching
         lines.append(f"patching Unlocked -> Locked per layer at {p.hook} (Locked {p.locked:+.3f}, Unlocked "
-                     f"{p.unlocked:+.3f}; last layer = identity): " + "  ".join(
+                     f"{p.unlocked:+.3f}{'; last layer = identity' if p.identity_at_last else ''}): " + "  ".join(
                          f"l{i} {v:+.2f} (ctrl mean {c.mean():+.2f} max {c.max():+.2f}, p={pv:.2g})"
                          for i, (v, c, pv) in enumerate(zip(p.patched, p.control, p.p))))
-        lines.append("  the patch split along one direction u (last layer = identity): along the key only / without "
-                     "the key's component / along random (mean, max; p of the key) / along these prompts' mean "
-                     "difference (in-sample oracle) / another prompt's Unlocked state: " + "  ".join(
-                         f"l{i} {a:+.2f}/{w:+.2f}/{r.mean():+.2f},{r.max():+.2f} p={pa:.2g}/{m:+.2f}/{mm:+.2f}"
-                         for i, (a, w, r, pa, m, mm) in enumerate(zip(p.along_key, p.without_key, p.along_random,
-                                                                      p.p_along, p.along_mean_difference,
-                                                                      p.mismatched))))
+        lines.append("  the patch split along one direction u: along the key only / without the key's component / "
+                     "along random (mean, max; p of the key) / along Locked PCs / along these prompts' mean "
+                     "difference (reference): " + "  ".join(
+                         f"l{i} {a:+.2f}/{w:+.2f}/{r.mean():+.2f},{r.max():+.2f} p={pa:.2g}/"
+                         + ",".join(f"{v:+.2f}" for v in pc) + f"/{m:+.2f}"
+                         for i, (a, w, r, pa, pc, m) in enumerate(zip(p.along_key, p.without_key, p.along_random,
+                                                                      p.p_along, p.along_pcs,
+                                                                      p.along_mean_difference))))
     lines += result.notes
     return "\n".join(lines)
 

@@ -273,26 +273,40 @@ def test_patching_control_moves_the_locked_state_as_far_as_the_patch(qwen):
 
 
 def test_the_patch_split_along_the_key_against_an_explicit_projector(qwen, key):
-    metric = token_pair_metric(qwen, len(PROMPTS), "T", "#")
+    """Expected values from a plain forward with a hand-written hook (no Metric, no prefix cache)."""
     unlocked = [p.replace("Q:", "S:") for p in PROMPTS]
+    t, h = (qwen.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in ("T", "#"))
+    metric = token_pair_metric(qwen, len(PROMPTS), "T", "#")
     donor, own = last_token_resid(qwen, unlocked), last_token_resid(qwen, PROMPTS)
-    p = activation_patching(qwen, PROMPTS, metric, [0, 1], unlocked_prompts=unlocked, key_directions=key.directions)
-    u = key.directions[1] / key.directions[1].norm()
-    projector = torch.outer(u, u)
-    diff = donor[:, 1] - own[:, 1]
+    p = activation_patching(qwen, PROMPTS, metric, [0, 1, 2], unlocked_prompts=unlocked, key_directions=key.directions,
+                            n_pcs=2)
+    ids, mask = tokenize_left_padded(qwen, PROMPTS)
 
     def at_layer_1(values):
-        return metric(qwen, PROMPTS, patch_condition(1, values))
+        def write(act, hook):
+            act[:, -1] = values
+            return act
 
-    assert p.along_key[1] == pytest.approx(at_layer_1(own[:, 1] + diff @ projector), abs=1e-5)
-    assert p.without_key[1] == pytest.approx(at_layer_1(donor[:, 1] - diff @ projector), abs=1e-5)
-    mean = diff.mean(0) / diff.mean(0).norm()
-    assert p.along_mean_difference[1] == pytest.approx(at_layer_1(own[:, 1] + diff @ torch.outer(mean, mean)), abs=1e-5)
-    assert p.mismatched[1] == pytest.approx(at_layer_1(donor[[1, 2, 3, 4, 0], 1]), abs=1e-5)
-    r = torch.randn(2, qwen.cfg.d_model, generator=torch.Generator().manual_seed(2001))[1]
-    r = r / r.norm()
-    assert p.along_random[1, 1] == pytest.approx(at_layer_1(own[:, 1] + diff @ torch.outer(r, r)), abs=1e-5)
-    assert p.p_along[1] == pytest.approx(empirical_p(p.along_key[1], p.along_random[1]))
+        with torch.no_grad():
+            logits = qwen.run_with_hooks(ids, attention_mask=mask, fwd_hooks=[(resid_hook_name(1), write)])[:, -1]
+        return (logits[:, t] - logits[:, h]).mean().item()
+
+    def projector(direction):
+        u = direction / direction.norm()
+        return torch.outer(u, u)
+
+    diff = donor[:, 1] - own[:, 1]
+    assert p.along_key[1] == pytest.approx(at_layer_1(own[:, 1] + diff @ projector(key.directions[1])), abs=1e-4)
+    assert p.without_key[1] == pytest.approx(at_layer_1(donor[:, 1] - diff @ projector(key.directions[1])), abs=1e-4)
+    assert p.along_mean_difference[1] == pytest.approx(at_layer_1(own[:, 1] + diff @ projector(diff.mean(0))), abs=1e-4)
+    pc = top_principal_directions(own, 2)[1, 1]  # PC2 of the Locked states at layer 1
+    assert p.along_pcs[1, 1] == pytest.approx(at_layer_1(own[:, 1] + diff @ projector(pc)), abs=1e-4)
+    assert p.along_random.shape == (3, 3) and p.identity_at_last
+    assert p.p_along[1] == (1 + (p.along_random[1] >= p.along_key[1]).sum()) / 4
+    # a known answer: with the mean difference as the key, "along the key" is the reference itself
+    mean_key = torch.stack([(donor[:, l] - own[:, l]).mean(0) for l in range(qwen.cfg.n_layers)])
+    q = activation_patching(qwen, PROMPTS, metric, [0], unlocked_prompts=unlocked, key_directions=mean_key, n_pcs=0)
+    assert np.allclose(q.along_key, q.along_mean_difference, atol=1e-5) and q.along_pcs.shape == (3, 0)
     # the last layer: the whole patch is the identity
     assert p.patched[-1] == pytest.approx(p.unlocked, abs=1e-4)
 

@@ -73,13 +73,17 @@ def conditions(model, key):
 
 
 def test_the_cached_prefix_gives_the_full_forwards_numbers(qwen, key):
-    """Every condition, repeated twice with per-row values, batched across prompt boundaries: cached = full."""
+    """Every condition, repeated twice with per-row values, batched across prompt boundaries or all prompts in one
+    batch: cached = full."""
     for name, condition in conditions(qwen, key).items():
         full = next_token_logprobs(qwen, PROMPTS, condition, batch_size=3, repeat=2)
         prefixes = PrefixCache()
         cached = next_token_logprobs(qwen, PROMPTS, condition, batch_size=3, repeat=2, prefixes=prefixes)
         assert cached.shape == (2 * len(PROMPTS), qwen.cfg.d_vocab)
         assert (cached - full).abs().max() < 1e-4, name
+        # one batch of every prompt: the repeats run together over a tiled cache
+        together = next_token_logprobs(qwen, PROMPTS, condition, batch_size=8, repeat=2, prefixes=PrefixCache())
+        assert (together - full).abs().max() < 1e-4, name
         # the cached path is taken for every condition that edits the last prompt token only
         assert bool(prefixes._entries) == condition.last_only, name
         assert all(entry is not None for entry in prefixes._entries.values())
@@ -97,6 +101,18 @@ def test_the_models_own_hooks_are_never_left_out_by_a_warm_cache(qwen, key):
         outer = next_token_logprobs(qwen, PROMPTS, prefixes=prefixes)
         assert torch.allclose(outer, next_token_logprobs(qwen, PROMPTS), atol=1e-9)  # = a full forward, hooked
     assert (outer - clean).abs().max() > 1e-2
+    # hooks registered with torch directly, on any module, are seen too
+    def scale(module, args, out):
+        return out * 1.5 if torch.is_tensor(out) else (out[0] * 1.5, *out[1:])
+
+    handle = qwen.blocks[0].register_forward_hook(scale)
+    try:
+        hooked = next_token_logprobs(qwen, PROMPTS, prefixes=prefixes)
+        assert torch.allclose(hooked, next_token_logprobs(qwen, PROMPTS), atol=1e-9)
+        assert (hooked - clean).abs().max() > 1e-3
+    finally:
+        handle.remove()
+    assert torch.allclose(next_token_logprobs(qwen, PROMPTS, prefixes=prefixes), clean, atol=1e-9)
 
 
 def test_a_prefix_that_fails_its_check_or_is_empty_falls_back_to_full_forwards(qwen, key):
