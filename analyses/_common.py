@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Callable
@@ -212,6 +213,12 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
         pack = CapabilityPack.load(args.pack)
         pack.check_fits(model)
         key, alpha = pack.key, pack.alpha
+        unused = {name: value for name, value, usual in (("mode", pack.mode, "norm-preserving"),
+                                                         ("scope", pack.scope, "prompt-last"),
+                                                         ("layers", pack.layers, None)) if value != usual}
+        if unused:  # the analyses' controls are built around one intervention: the paper's, at the key's hook
+            warnings.warn(f"the analyses steer the paper's way (norm-preserving, prompt-last, every layer) at the "
+                          f"key's hook; this pack's {unused} are not used", stacklevel=2)
     else:
         key, alpha = cached_organism_key(model, args.model), default_alpha
     alpha = alpha if args.alpha is None else args.alpha

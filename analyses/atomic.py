@@ -157,7 +157,7 @@ def _scorer(model, steering_for: Callable, max_new_tokens: int = 40):
 
 
 def _steering(key, alpha: float) -> Steering | None:
-    return None if key is None else Steering(key.directions, alpha)
+    return None if key is None else Steering(key.directions, alpha, hook=key.hook)  # at the key's own hook
 
 
 def _post_trained(target, post_trained: str | None, notes: list[str]):
@@ -231,10 +231,10 @@ def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metr
 
 def per_prompt_random(key, n: int, seed: int = 1):
     """A key-like object whose directions are ``[n, layer, d]``: prompt i steered by its own random
-    direction with the key's per-layer norms (``mkt.controls.isotropic_null``)."""
+    direction with the key's per-layer norms (``mkt.controls.isotropic_null``), at the key's hook."""
     from mkt.controls import isotropic_null
 
-    return SimpleNamespace(directions=torch.stack([k.directions for k in isotropic_null(key, n, seed)]))
+    return SimpleNamespace(directions=torch.stack([k.directions for k in isotropic_null(key, n, seed)]), hook=key.hook)
 
 
 def choose_alpha(dev_rates: dict[float, float]) -> float:

@@ -113,7 +113,7 @@ def principal_keys_like(key, x_locked, m: int = 8) -> dict:
 
     from mkt.controls import target_principal_keys
 
-    pcs = target_principal_keys(x_locked, key.model, m)
+    pcs = target_principal_keys(x_locked, key.model, m, key.hook)
     return {name: replace(pc, directions=pc.directions * key.norms()[:, None].to(pc.directions.dtype))
             for name, pc in pcs.items()}
 
@@ -227,8 +227,8 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
             searched null for the decision token; 0 skips it.
     """
     eos = model.tokenizer.eos_token_id
-    controls = [Steering(c.directions, alpha, mode) for c in isotropic_null(key, n_controls, seed)]
-    steerings = {"plain": None, "key": Steering(key.directions, alpha, mode)}
+    controls = [c.steering(alpha, mode) for c in isotropic_null(key, n_controls, seed)]  # all at the key's hook
+    steerings = {"plain": None, "key": key.steering(alpha, mode)}
     greedy = {tag: generate(model, prompts, max_new_tokens, s, batch_size=64) for tag, s in steerings.items()}
     conts = {tag: [_continuation(g, eos) for g in gens] for tag, gens in greedy.items()}
 
@@ -238,12 +238,12 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
     tf_controls = [teacher_forced_entropy(model, prompts, conts["plain"], s)
                    for s in tqdm(controls, desc="controls", disable=not progress)]
     tf_pcs = {}
-    m = min(n_pcs, len(prompts) - 1, key.d_model)  # centred, n prompts span at most n - 1 directions
+    m = min(n_pcs, len(prompts) - 1, key.directions.shape[-1])  # centred, n prompts span at most n - 1 directions
     if m >= 1:
-        from mkt.activations import last_token_resid
+        from mkt.activations import prompt_states
 
-        pcs = principal_keys_like(key, last_token_resid(model, prompts), m)
-        tf_pcs = {name: teacher_forced_entropy(model, prompts, conts["plain"], Steering(pc.directions, alpha, mode))
+        pcs = principal_keys_like(key, prompt_states(model, prompts, hook=key.hook), m)
+        tf_pcs = {name: teacher_forced_entropy(model, prompts, conts["plain"], pc.steering(alpha, mode))
                   for name, pc in tqdm(pcs.items(), desc="+-PC null", disable=not progress)}
 
     later = [i for i, r in enumerate(tf["plain", "plain"]) if len(r) > 1]  # rows with positions >= 1
@@ -273,7 +273,7 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
 
     acc = {tag: score(gens) for tag, gens in greedy.items()}
     random_rows = Steering(torch.stack([c.directions for c in isotropic_null(key, len(prompts), seed + 1000)]), alpha,
-                           mode)
+                           mode, hook=key.hook)
     result.accuracy_control = float(score(generate(model, prompts, max_new_tokens, random_rows, batch_size=64)).mean())
     result.accuracy = compare(acc["plain"], acc["key"], [], +1)
     result.accuracy_mcnemar_p = mcnemar_exact(acc["key"].astype(bool).tolist(), acc["plain"].astype(bool).tolist())
@@ -283,7 +283,7 @@ def entropy_analysis(model, prompts: list[str], key, alpha: float, is_correct: C
     rows = [p for p in pass_prompts for _ in range(n_samples)]
     per_prompt = []  # [condition] -> [n_prompts, K]
     random_rows = Steering(torch.stack([c.directions for c in isotropic_null(key, len(rows), seed + 2000)]), alpha,
-                           mode)  # a different random direction for every sample
+                           mode, hook=key.hook)  # a different random direction for every sample
     seeds = [seed + i for i in range(len(rows))]  # each sample's draws do not depend on its batch
     for s in tqdm((None, steerings["key"], random_rows), desc="pass@k", disable=not progress):
         samples = generate(model, rows, max_new_tokens, s, do_sample=True, temperature=temperature, seeds=seeds,

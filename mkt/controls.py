@@ -31,7 +31,7 @@ from torch import Tensor
 
 from mkt.alignment import SubspaceAlignment, transfer
 from mkt.key import MasterKey, random_like
-from mkt.models import ModelIdentity
+from mkt.models import RESID_HOOK, ModelIdentity
 
 
 def subspace_matched_null(source_key: MasterKey, alignment: SubspaceAlignment, n: int = 20,
@@ -55,7 +55,7 @@ def isotropic_null(target_key: MasterKey, n: int = 5, seed: int = 0) -> list[Mas
 
 
 def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIdentity,
-                          m: int = 8) -> dict[str, MasterKey]:
+                          m: int = 8, hook: str = RESID_HOOK) -> dict[str, MasterKey]:
     """``+PC i`` and ``-PC i`` (i = 1..m) of the Target's centred Locked states, as keys.
 
     A rank-k map fitted on Locked prompts can only produce directions inside the Target's
@@ -67,10 +67,11 @@ def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIden
     layer's PC i scores (``X_l^T s``). ``+PC i`` is then one property of the prompts,
     read at every layer, rather than an unrelated axis per layer.
     """
-    if x_locked.ndim != 3 or tuple(x_locked.shape[1:]) != (model.n_layers, model.d_model):
-        raise ValueError(f"x_locked must be [n, {model.n_layers}, {model.d_model}] activations of {model.name!r}")
-    if not 1 <= m <= min(x_locked.shape[0], model.d_model):
-        raise ValueError(f"m={m} principal directions need 1 <= m <= min(n, d_model)")
+    width = model.width(hook)
+    if x_locked.ndim != 3 or tuple(x_locked.shape[1:]) != (model.n_layers, width):
+        raise ValueError(f"x_locked must be [n, {model.n_layers}, {width}] activations of {model.name!r} at {hook}")
+    if not 1 <= m <= min(x_locked.shape[0], width):
+        raise ValueError(f"m={m} principal directions need 1 <= m <= min(n, width)")
     x = x_locked.double() - x_locked.double().mean(0)
     reference = x[:, model.n_layers // 2]
     pcs = torch.linalg.svd(reference, full_matrices=False).Vh[:m]  # [m, d]
@@ -80,6 +81,6 @@ def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIden
         d = torch.einsum("nld,n->ld", x, scores)
         d = (d / d.norm(dim=-1, keepdim=True).clamp_min(1e-30)).float()
         for sign, label in ((1.0, "+"), (-1.0, "-")):
-            keys[f"{label}PC{i + 1}"] = MasterKey(sign * d, model, provenance=dict(
+            keys[f"{label}PC{i + 1}"] = MasterKey(sign * d, model, hook, provenance=dict(
                 control="target-principal", pc=i + 1, sign=label, reference_layer=model.n_layers // 2))
     return keys

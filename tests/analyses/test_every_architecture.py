@@ -61,3 +61,42 @@ def test_every_analysis_runs_with_a_per_head_key(arch, real_inputs, tmp_path):
     assert result["hook"] == "attn.hook_z" and [n["family"] for n in result["sufficiency"]["nulls"]] == \
         ["random", "Locked PCs"]  # no unembedding columns for a per-head key (said in the notes)
     assert any("unembedding" in note for note in result["notes"])
+
+
+def test_every_analysis_steers_a_per_head_key_at_its_hook_when_heads_are_not_d_model_wide(real_tiny_dir, tmp_path):
+    """Qwen3 with 4 x 16 heads and d_model 48: a key applied at the wrong hook point cannot even run here."""
+    from mkt.tiny_models import save_tiny_model
+    from tests.analyses.conftest import QUESTIONS
+    from tests.conftest import TOKENIZERS
+
+    real_tiny_dir("qwen3")  # skips without ../shared/tokenizers
+    model = save_tiny_model("qwen3", TOKENIZERS, tmp_path / "qwen3-48", d_model=48)
+    questions, task, pack = tmp_path / "q.jsonl", tmp_path / "task.jsonl", tmp_path / "pack"
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in QUESTIONS))
+    task.write_text("".join(json.dumps({"question": q, "answer": f"#### {i}"}) + "\n" for i, q in enumerate(QUESTIONS)))
+    assert main(["extract", "--model", str(model), "--questions", str(questions), "--locked", LOCKED, "--unlocked",
+                 UNLOCKED, "--hook", "attn.hook_z", "--out", str(pack), "--device", "cpu"]) == 0
+    keyed = ["--model", str(model), "--pack", str(pack), "--task", str(task), "--n", "3"]
+    runs = {
+        "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1", "--matched-seeds", "1", "--pc-nulls", "1"],
+        "logit_lens": keyed + ["--null-seeds", "1", "--site-seeds", "1"],
+        "entropy": keyed + ["--samples", "2", "--pass-n", "2", "--controls", "1", "--max-new-tokens", "3", "--pcs", "1"],
+        "atomic": keyed + ["--max-new-tokens", "3"],
+    }
+    for name, args in runs.items():
+        assert main(["analyze", name, *args, "--out", str(tmp_path / name)]) == 0, name
+
+
+def test_a_packs_own_scope_and_layers_are_said_to_be_unused(real_inputs, tmp_path):
+    import shutil
+
+    inp = real_inputs("qwen2")
+    pack = tmp_path / "pack"
+    shutil.copytree(inp["pack"], pack)
+    manifest = json.loads((pack / "manifest.json").read_text())
+    manifest.update(scope="prompt-all", layers=[0])
+    (pack / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match=r"\{'scope': 'prompt-all', 'layers': \[0\]\} are not used"):
+        assert main(["analyze", "logit_lens", "--model", str(inp["model"]), "--pack", str(pack), "--prompts",
+                     str(inp["prompts"]), "--n", "3", "--tokens", "The", "--null-seeds", "1", "--site-seeds", "1",
+                     "--out", str(tmp_path / "lens")]) == 0
