@@ -29,7 +29,7 @@ from torch import Tensor
 
 from mkt.errors import CorruptArtifactError, IncompatibleModelError, NonFiniteError
 from mkt.key import MasterKey
-from mkt.models import PER_HEAD_HOOKS, ModelIdentity
+from mkt.models import HOOK_POINTS, RESID_HOOK, ModelIdentity
 
 METHODS = ("lstsq", "procrustes", "ridge", "identity")
 FORMAT_VERSION = 2  # 2: the metadata holds a sha256 of the tensors
@@ -105,6 +105,7 @@ class SubspaceAlignment:
     source_means: Tensor | None = None
     target_means: Tensor | None = None
     diagnostics: dict = field(default_factory=dict)
+    hook: str = RESID_HOOK  # where both models' states were read: keys at another hook do not fit
 
     def __post_init__(self) -> None:
         bad = [name for name in TENSOR_FIELDS if getattr(self, name) is not None
@@ -114,9 +115,9 @@ class SubspaceAlignment:
                                  "the activations' dtype)")
 
     @classmethod
-    def identity(cls, model: ModelIdentity) -> "SubspaceAlignment":
-        """A model aligned to itself: keys pass through unchanged."""
-        return cls(model, model, list(range(model.n_layers)), "identity", model.d_model, 0, False)
+    def identity(cls, model: ModelIdentity, hook: str = RESID_HOOK) -> "SubspaceAlignment":
+        """A model aligned to itself: keys at ``hook`` pass through unchanged."""
+        return cls(model, model, list(range(model.n_layers)), "identity", model.width(hook), 0, False, hook=hook)
 
     @property
     def is_identity(self) -> bool:
@@ -124,7 +125,7 @@ class SubspaceAlignment:
 
     def map_directions(self, directions: Float[Tensor, "layer_s d_s"]) -> Float[Tensor, "layer_t d_t"]:
         """Map per-source-layer row vectors into the Target: r~_{l_t} = r_{l_s} T."""
-        expected = (self.source.n_layers, self.source.d_model)
+        expected = (self.source.n_layers, self.source.width(self.hook))
         if tuple(directions.shape) != expected:
             raise IncompatibleModelError(
                 f"directions of shape {tuple(directions.shape)} do not fit this alignment's Source "
@@ -157,7 +158,7 @@ class SubspaceAlignment:
         The denominator is the targets' spread about their own mean, so 1.0 means "no
         better than predicting the mean", whether or not the map is centred.
         """
-        _check_pair(x_s, x_t, self.source, self.target)
+        _check_pair(x_s, x_t, self.source, self.target, self.hook)
         pred = self.map_activations(x_s).double()
         t = x_t.double()
         return ((pred - t).norm(dim=(0, 2)) / (t - t.mean(0)).norm(dim=(0, 2)).clamp_min(1e-30)).float()
@@ -184,7 +185,7 @@ class SubspaceAlignment:
         meta = dict(
             format_version=FORMAT_VERSION, kind="mkt.SubspaceAlignment", source=self.source.to_dict(),
             target=self.target.to_dict(), layer_map=self.layer_map, method=self.method, k=self.k,
-            n=self.n, center=self.center, diagnostics=self.diagnostics,
+            n=self.n, center=self.center, diagnostics=self.diagnostics, hook=self.hook,
         )
         tensors = {name: getattr(self, name).contiguous() for name in TENSOR_FIELDS if getattr(self, name) is not None}
         if not tensors:  # safetensors needs one tensor; the identity map has none
@@ -228,13 +229,14 @@ class SubspaceAlignment:
                                        f"{target.n_layers} target layers; fit the alignment again")
         for name, ok in (("method", meta.get("method") in METHODS), ("k", isinstance(meta.get("k"), int)),
                           ("n", isinstance(meta.get("n"), int)), ("center", isinstance(meta.get("center"), bool)),
-                          ("diagnostics", isinstance(meta.get("diagnostics", {}), dict))):
+                          ("diagnostics", isinstance(meta.get("diagnostics", {}), dict)),
+                          ("hook", meta.get("hook", RESID_HOOK) in HOOK_POINTS)):
             if not ok:
                 raise CorruptArtifactError(f"{path}: field {name!r} is missing or of the wrong type; fit it again")
         return cls(
             source=source, target=target,
             layer_map=layer_map, method=meta["method"], k=meta["k"], n=meta["n"],
-            center=meta["center"], diagnostics=meta["diagnostics"],
+            center=meta["center"], diagnostics=meta["diagnostics"], hook=meta.get("hook", RESID_HOOK),
             **{n: tensors.get(n) for n in TENSOR_FIELDS},
         )
 
@@ -254,22 +256,26 @@ def _identity(record, where: str) -> ModelIdentity:
             isinstance(record.get(f), int) and not isinstance(record.get(f), bool) and record[f] >= 1 for f in counts):
         raise CorruptArtifactError(f"{where}: name and architecture must be strings, {', '.join(counts)} whole "
                                    "numbers >= 1")
-    return ModelIdentity(**{f: record[f] for f in ("name", "architecture", *counts)})
+    heads = {f: record.get(f) for f in ("n_heads", "d_head")}  # recorded since per-head keys
+    if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in heads.values()):
+        raise CorruptArtifactError(f"{where}: n_heads and d_head must be null or whole numbers >= 1")
+    return ModelIdentity(**{f: record[f] for f in ("name", "architecture", *counts)}, **heads)
 
 
-def _check_pair(x_s: Tensor, x_t: Tensor, source: ModelIdentity, target: ModelIdentity) -> None:
+def _check_pair(x_s: Tensor, x_t: Tensor, source: ModelIdentity, target: ModelIdentity, hook: str = RESID_HOOK
+                ) -> None:
     if x_s.ndim != 3 or x_t.ndim != 3:
-        raise ValueError("activations must be [n_prompts, n_layers, d_model]")
+        raise ValueError("activations must be [n_prompts, n_layers, width]")
     if x_s.shape[0] != x_t.shape[0]:
         raise ValueError(
             f"Source and Target activations come from {x_s.shape[0]} and {x_t.shape[0]} prompts: "
             "run both models on the same prompts"
         )
     for name, x, ident in (("Source", x_s, source), ("Target", x_t, target)):
-        if tuple(x.shape[1:]) != (ident.n_layers, ident.d_model):
+        if tuple(x.shape[1:]) != (ident.n_layers, ident.width(hook)):
             raise IncompatibleModelError(
                 f"{name} activations are {tuple(x.shape[1:])} per prompt but {ident.name!r} has "
-                f"{ident.n_layers} layers x {ident.d_model}"
+                f"{ident.n_layers} layers x {ident.width(hook)} at {hook}"
             )
     if not (torch.isfinite(x_s).all() and torch.isfinite(x_t).all()):
         raise NonFiniteError("NaN or inf in the alignment activations: check the models' dtype")
@@ -285,6 +291,7 @@ def fit_alignment(
     center: bool = False,
     layer_map: list[int] | None = None,
     ridge: float = 1e-2,
+    hook: str = RESID_HOOK,
 ) -> SubspaceAlignment:
     """Fit the per-layer maps from activations of both models on the same prompts.
 
@@ -295,16 +302,19 @@ def fit_alignment(
         center: zero-centre both sides before the SVD (the paper's centred variant).
         layer_map: source layer per target layer; default ``relative_depth_map``.
         ridge: ridge strength relative to the mean eigenvalue of P_s^T P_s.
+        hook: where both sets of states were read (``mkt.models.HOOK_POINTS``); only keys
+            at the same hook transfer through the result. A per-head hook's states are the
+            heads side by side (n_heads x d_head wide), mapped like any other.
     """
     if method not in METHODS or method == "identity":
         raise ValueError(f"unknown alignment method {method!r}: use one of {METHODS[:-1]}")
-    _check_pair(x_s, x_t, source, target)
-    n = x_s.shape[0]
-    limit = min(n, source.d_model, target.d_model)
+    _check_pair(x_s, x_t, source, target, hook)
+    n, d_s, d_t = x_s.shape[0], source.width(hook), target.width(hook)
+    limit = min(n, d_s, d_t)
     if not 1 <= k <= limit:
         raise ValueError(
-            f"rank k={k} is out of range: it must be between 1 and min(n={n}, d_s={source.d_model}, "
-            f"d_t={target.d_model}) = {limit}; lower k or use more alignment prompts"
+            f"rank k={k} is out of range: it must be between 1 and min(n={n}, d_s={d_s}, "
+            f"d_t={d_t}) = {limit}; lower k or use more alignment prompts"
         )
     layer_map = relative_depth_map(source.n_layers, target.n_layers) if layer_map is None else list(layer_map)
     if len(layer_map) != target.n_layers or not all(0 <= ls < source.n_layers for ls in layer_map):
@@ -325,24 +335,19 @@ def fit_alignment(
         source, target, layer_map, method, k, n, center,
         source_bases=torch.stack(bases_s).float(), cores=torch.stack(cores).float(),
         target_bases=torch.stack(bases_t).float(), source_means=torch.stack(means_s).float(),
-        target_means=torch.stack(means_t).float(),
+        target_means=torch.stack(means_t).float(), hook=hook,
     )
     alignment.diagnostics["fit_relative_error"] = alignment.relative_error(x_s, x_t).tolist()
     return alignment
 
 
-def check_transferable(hook: str) -> None:
-    """Refuse a per-head hook: alignments map states of d_model width between models."""
-    if hook in PER_HEAD_HOOKS:
-        raise IncompatibleModelError(
-            f"keys at {hook} (per head) cannot be transferred yet: the alignment maps d_model-wide states; "
-            "extract and transfer the key at a residual hook (e.g. hook_resid_post or hook_attn_out)"
-        )
-
-
 def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
     """The key mapped into the alignment's Target, with coverage recorded in its provenance."""
-    check_transferable(key.hook)
+    if key.hook != alignment.hook:
+        raise IncompatibleModelError(
+            f"the key lives at {key.hook} but the alignment was fitted on states at {alignment.hook}: fit it on "
+            f"states read where the key is (mkt.activations.prompt_states(..., hook={key.hook!r}))"
+        )
     if not key.model.fits(alignment.source):
         raise IncompatibleModelError(
             f"the key belongs to {key.model.name!r} ({key.n_layers}x{key.d_model}) but the alignment "

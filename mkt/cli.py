@@ -206,13 +206,11 @@ def cmd_align(args) -> None:
 
 
 def cmd_transfer(args) -> None:
-    from mkt.alignment import check_transferable
     from mkt.extract import extract_prompt_key
     from mkt.models import check_layers
     from mkt.pack import CapabilityPack
     from mkt.pipeline import ORACLE_NOTE, run_transfer
 
-    check_transferable(args.hook)  # before any model loads
     locked, unlocked, target_locked, target_unlocked = _formats(args, args.locked, args.unlocked)  # bad templates: now
     source, target = _load(args, args.source), _load(args, args.target)
     check_layers(args.layers, target.cfg.n_layers)  # before the slow work: the pack would refuse them at the end
@@ -419,11 +417,9 @@ def _eval_against_null(args, model, examples, template, demos, source_key, align
 
 
 def cmd_sweep(args) -> None:
-    from mkt.alignment import check_transferable
     from mkt.eval.sweep import SweepSpec, run_sweep
     from mkt.eval.tasks import template_for
 
-    check_transferable(getattr(args, "hook", "hook_resid_post"))
     _check_engine(args)
     if args.task == "organism":
         dev, test = _examples(args, "dev", args.dev_size), _examples(args, "test", args.test_size)

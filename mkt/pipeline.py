@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from mkt.activations import prompt_states
-from mkt.alignment import SubspaceAlignment, check_transferable, fit_alignment, transfer
+from mkt.alignment import SubspaceAlignment, fit_alignment, transfer
 from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.key import MasterKey
 from mkt.models import RESID_HOOK, model_identity
@@ -107,7 +107,6 @@ def run_transfer(
     a Qwen Source's chat markup as text. The key and the map are read at the same ``hook`` and
     ``position`` (``mkt.activations.prompt_states``).
     """
-    check_transferable(hook if source_key is None else source_key.hook)
     if not (ridge >= 0 and ridge == ridge and ridge != float("inf")):  # checked before any forward pass
         raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
     locked_t = PromptFormat.of(locked)
@@ -143,7 +142,7 @@ def run_transfer(
 
     x_s, x_t = states(source, source_prompts(fit_q)), states(target, target_prompts(fit_q))
     alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center,
-                              ridge=ridge)
+                              ridge=ridge, hook=source_key.hook)
     if held_q:
         err = alignment.relative_error(states(source, source_prompts(held_q)), states(target, target_prompts(held_q)))
         alignment.diagnostics["heldout_relative_error"] = err.tolist()

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -11,7 +13,7 @@ from mkt.alignment import (
 )
 from mkt.errors import CorruptArtifactError, IncompatibleModelError
 from mkt.key import MasterKey
-from mkt.models import ModelIdentity
+from mkt.models import ModelIdentity, model_identity
 
 SRC = ModelIdentity("src", "A", 3, 12, 50)
 TGT = ModelIdentity("tgt", "B", 5, 20, 50)
@@ -214,17 +216,51 @@ def test_alignment_metadata_is_validated(tmp_path):
     assert SubspaceAlignment.load(tmp_path / "x.safetensors").source == SRC  # unknown fields tolerated
 
 
-def test_a_per_head_key_is_refused_by_transfer_before_any_work(qwen, tmp_path, capsys):
-    from mkt.alignment import check_transferable
-    from mkt.cli import main
-    from mkt.errors import IncompatibleModelError
+def test_a_key_transfers_only_through_an_alignment_fitted_at_its_hook(qwen, llama, tmp_path):
+    from mkt.activations import prompt_states
 
-    with pytest.raises(IncompatibleModelError, match="per head.*cannot be transferred"):
-        check_transferable("attn.hook_z")
-    check_transferable("hook_attn_out")  # residual-width hooks transfer
+    prompts = [f"Q:{a}+{b}|A:" for a, b in zip(range(10, 40), range(40, 70))]
+    x_s, x_t = (prompt_states(m, prompts, hook="hook_mlp_out") for m in (qwen, llama))
+    al = fit_alignment(x_s, x_t, model_identity(qwen), model_identity(llama), 4, hook="hook_mlp_out")
+    loaded = SubspaceAlignment.load(al.save(tmp_path / "al.safetensors"))
+    assert loaded.hook == "hook_mlp_out"
+    g = torch.Generator().manual_seed(0)
+    key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen),
+                    "hook_mlp_out")
+    assert transfer(key, loaded).hook == "hook_mlp_out"
+    with pytest.raises(IncompatibleModelError, match="the key lives at hook_resid_post but the alignment was fitted "
+                                                     "on states at hook_mlp_out"):
+        transfer(replace(key, hook="hook_resid_post"), loaded)
+
+
+def test_a_per_head_key_transfers_between_models_whose_heads_differ_from_d_model(real_tiny_dir, tmp_path):
+    """Qwen3 (4 x 16 heads, d_model 48) -> Llama (4 x 16 heads, d_model 64), through `mkt transfer`."""
+    from mkt.cli import main
+    from mkt.models import load_model
+    from mkt.pack import CapabilityPack
+    from mkt.tiny_models import save_tiny_model
+    from tests.conftest import TOKENIZERS
+
+    real_tiny_dir("qwen3")  # skips without ../shared/tokenizers
+    source = save_tiny_model("qwen3", TOKENIZERS, tmp_path / "qwen3-48", d_model=48)
+    target = real_tiny_dir("llama")
     questions = tmp_path / "q.txt"
-    questions.write_text("1 + 2\n3 + 4\n")
-    code = main(["transfer", "--source", "no/such/model", "--target", "no/such/model", "--questions", str(questions),
-                 "--locked", "Q:{question}|A:", "--unlocked", "S:{question}|A:", "--hook", "attn.hook_z",
-                 "--out", str(tmp_path / "pack")])
-    assert code == 2 and "cannot be transferred" in capsys.readouterr().err  # before loading the (missing) models
+    questions.write_text("".join(f"Tom has {a} apples and buys {b} more. How many?\n" for a, b in
+                                 zip(range(3, 33), range(20, 50))))
+    assert main(["transfer", "--source", str(source), "--target", str(target), "--questions", str(questions),
+                 "--locked", "Question: {question}\nAnswer:", "--unlocked",
+                 "Question: {question}\nAnswer: Let's think step by step.", "--hook", "attn.hook_z", "--k", "4",
+                 "--out", str(tmp_path / "pack"), "--device", "cpu"]) == 0
+    pack = CapabilityPack.load(tmp_path / "pack")
+    llama = load_model(target)
+    assert pack.key.hook == "attn.hook_z"
+    assert pack.key.directions.shape == (llama.cfg.n_layers, llama.cfg.n_heads * llama.cfg.d_head)
+    alignment = SubspaceAlignment.load(tmp_path / "pack" / "alignment.safetensors")
+    assert alignment.hook == "attn.hook_z" and alignment.source.d_model == 48 and alignment.source.n_heads == 4
+    assert alignment.source_bases.shape[1] == 64  # the Source's heads side by side, not its d_model
+    ids = llama.tokenizer(["Question: 2 + 2?\nAnswer:"], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        plain = llama(ids)[:, -1]
+        with pack.apply(llama, alpha=0.8):
+            steered = llama(ids)[:, -1]
+    assert (steered - plain).abs().max() > 1e-3
