@@ -218,7 +218,8 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
                                                          ("layers", pack.layers, None)) if value != usual}
         if unused:  # the analyses' controls are built around one intervention: the paper's, at the key's hook
             warnings.warn(f"the analyses steer the paper's way (norm-preserving, prompt-last, every layer) at the "
-                          f"key's hook; this pack's {unused} are not used", stacklevel=2)
+                          f"key's hook; this pack's {unused} are not used, and its alpha {pack.alpha:g} was chosen "
+                          "with them: pass --alpha to choose one for the analyses", stacklevel=2)
     else:
         key, alpha = cached_organism_key(model, args.model), default_alpha
     alpha = alpha if args.alpha is None else args.alpha

@@ -29,7 +29,8 @@ from torch import Tensor
 
 from mkt.errors import CorruptArtifactError, IncompatibleModelError, NonFiniteError
 from mkt.key import MasterKey
-from mkt.models import HOOK_POINTS, RESID_HOOK, ModelIdentity
+from mkt.models import HOOK_POINTS, PER_HEAD_HOOKS, RESID_HOOK, ModelIdentity
+from mkt.positions import check_position
 
 METHODS = ("lstsq", "procrustes", "ridge", "identity")
 FORMAT_VERSION = 2  # 2: the metadata holds a sha256 of the tensors
@@ -106,6 +107,7 @@ class SubspaceAlignment:
     target_means: Tensor | None = None
     diagnostics: dict = field(default_factory=dict)
     hook: str = RESID_HOOK  # where both models' states were read: keys at another hook do not fit
+    position: str = "last"  # at which prompt positions (mkt.positions): keys read elsewhere do not fit
 
     def __post_init__(self) -> None:
         bad = [name for name in TENSOR_FIELDS if getattr(self, name) is not None
@@ -185,7 +187,7 @@ class SubspaceAlignment:
         meta = dict(
             format_version=FORMAT_VERSION, kind="mkt.SubspaceAlignment", source=self.source.to_dict(),
             target=self.target.to_dict(), layer_map=self.layer_map, method=self.method, k=self.k,
-            n=self.n, center=self.center, diagnostics=self.diagnostics, hook=self.hook,
+            n=self.n, center=self.center, diagnostics=self.diagnostics, hook=self.hook, position=self.position,
         )
         tensors = {name: getattr(self, name).contiguous() for name in TENSOR_FIELDS if getattr(self, name) is not None}
         if not tensors:  # safetensors needs one tensor; the identity map has none
@@ -230,14 +232,26 @@ class SubspaceAlignment:
         for name, ok in (("method", meta.get("method") in METHODS), ("k", isinstance(meta.get("k"), int)),
                           ("n", isinstance(meta.get("n"), int)), ("center", isinstance(meta.get("center"), bool)),
                           ("diagnostics", isinstance(meta.get("diagnostics", {}), dict)),
-                          ("hook", meta.get("hook", RESID_HOOK) in HOOK_POINTS)):
+                          ("hook", meta.get("hook", RESID_HOOK) in HOOK_POINTS),
+                          ("position", _is_position(meta.get("position", "last")))):
             if not ok:
                 raise CorruptArtifactError(f"{path}: field {name!r} is missing or of the wrong type; fit it again")
+        hook = meta.get("hook", RESID_HOOK)
+        try:
+            d_s, d_t = source.width(hook), target.width(hook)
+        except IncompatibleModelError as err:
+            raise CorruptArtifactError(f"{path}: {err}") from None
+        k = meta["k"]
+        for name, shape in (("source_bases", (target.n_layers, d_s, k)), ("target_bases", (target.n_layers, d_t, k)),
+                            ("source_means", (target.n_layers, d_s)), ("target_means", (target.n_layers, d_t))):
+            if name in tensors and tuple(tensors[name].shape) != shape:
+                raise CorruptArtifactError(f"{path}: {name} is {tuple(tensors[name].shape)}, not {shape} for states at "
+                                           f"{hook}; fit the alignment again")
         return cls(
             source=source, target=target,
-            layer_map=layer_map, method=meta["method"], k=meta["k"], n=meta["n"],
-            center=meta["center"], diagnostics=meta["diagnostics"], hook=meta.get("hook", RESID_HOOK),
-            **{n: tensors.get(n) for n in TENSOR_FIELDS},
+            layer_map=layer_map, method=meta["method"], k=k, n=meta["n"],
+            center=meta["center"], diagnostics=meta["diagnostics"], hook=hook,
+            position=meta.get("position", "last"), **{n: tensors.get(n) for n in TENSOR_FIELDS},
         )
 
     def summary(self) -> dict:
@@ -292,6 +306,7 @@ def fit_alignment(
     layer_map: list[int] | None = None,
     ridge: float = 1e-2,
     hook: str = RESID_HOOK,
+    position: str = "last",
 ) -> SubspaceAlignment:
     """Fit the per-layer maps from activations of both models on the same prompts.
 
@@ -305,6 +320,8 @@ def fit_alignment(
         hook: where both sets of states were read (``mkt.models.HOOK_POINTS``); only keys
             at the same hook transfer through the result. A per-head hook's states are the
             heads side by side (n_heads x d_head wide), mapped like any other.
+        position: the prompt positions the states were read at (``mkt.positions``), recorded
+            like the hook.
     """
     if method not in METHODS or method == "identity":
         raise ValueError(f"unknown alignment method {method!r}: use one of {METHODS[:-1]}")
@@ -335,24 +352,39 @@ def fit_alignment(
         source, target, layer_map, method, k, n, center,
         source_bases=torch.stack(bases_s).float(), cores=torch.stack(cores).float(),
         target_bases=torch.stack(bases_t).float(), source_means=torch.stack(means_s).float(),
-        target_means=torch.stack(means_t).float(), hook=hook,
+        target_means=torch.stack(means_t).float(), hook=hook, position=position,
     )
     alignment.diagnostics["fit_relative_error"] = alignment.relative_error(x_s, x_t).tolist()
     return alignment
 
 
+def _shape(model: ModelIdentity, hook: str) -> str:
+    heads = f", {model.n_heads} heads x {model.d_head}" if hook in PER_HEAD_HOOKS else ""
+    return f"{model.n_layers} layers x {model.d_model}{heads}"
+
+
+def _is_position(position) -> bool:
+    try:
+        check_position(position)
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
     """The key mapped into the alignment's Target, with coverage recorded in its provenance."""
-    if key.hook != alignment.hook:
+    position = key.provenance.get("position", alignment.position)  # random directions record none
+    if (key.hook, position) != (alignment.hook, alignment.position):
         raise IncompatibleModelError(
-            f"the key lives at {key.hook} but the alignment was fitted on states at {alignment.hook}: fit it on "
-            f"states read where the key is (mkt.activations.prompt_states(..., hook={key.hook!r}))"
+            f"the key was read at {key.hook}, position {position!r}, but the alignment was fitted on states at "
+            f"{alignment.hook}, position {alignment.position!r}: fit it on states read where the key was "
+            f"(mkt.activations.prompt_states(..., hook={key.hook!r}, position={position!r}))"
         )
     if not key.model.fits(alignment.source):
         raise IncompatibleModelError(
-            f"the key belongs to {key.model.name!r} ({key.n_layers}x{key.d_model}) but the alignment "
-            f"starts from {alignment.source.name!r} ({alignment.source.n_layers}x"
-            f"{alignment.source.d_model}): fit the alignment from the key's model"
+            f"the key belongs to {key.model.name!r} ({_shape(key.model, key.hook)}) but the alignment "
+            f"starts from {alignment.source.name!r} ({_shape(alignment.source, key.hook)}): fit the alignment "
+            "from the key's model"
         )
     provenance = dict(
         key.provenance, source_model=key.model.to_dict(), layer_map=alignment.layer_map,
@@ -365,12 +397,12 @@ def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
 
 def select_rank(
     x_s: Tensor, x_t: Tensor, x_s_dev: Tensor, x_t_dev: Tensor, source: ModelIdentity,
-    target: ModelIdentity, ks: list[int], method: str = "lstsq", center: bool = False,
+    target: ModelIdentity, ks: list[int], method: str = "lstsq", center: bool = False, hook: str = RESID_HOOK,
 ) -> tuple[int, dict[int, float]]:
     """The rank with the lowest mean held-out relative error, and every rank's error."""
     errors = {}
     for k in ks:
-        fitted = fit_alignment(x_s, x_t, source, target, k, method=method, center=center)
+        fitted = fit_alignment(x_s, x_t, source, target, k, method=method, center=center, hook=hook)
         errors[k] = float(fitted.relative_error(x_s_dev, x_t_dev).mean())
     return min(errors, key=errors.get), errors
 

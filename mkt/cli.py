@@ -96,6 +96,14 @@ def _generator(args, name: str, bridge=None):
     return as_engine(bridge if bridge is not None else _load(args, name))
 
 
+def _read_at_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--hook", choices=list(HOOK_POINTS), default="hook_resid_post",
+                   help="hook point of each block where states (and keys) are read and written (default "
+                   "hook_resid_post, the paper's; attn.hook_z: per attention head)")
+    p.add_argument("--position", type=position_name, default="last",
+                   help="prompt positions states are read at: last (the paper's), mean, or last-N (default last)")
+
+
 def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", required=True, help="questions: a .jsonl file (field --field; use it when questions span lines) or any other file, read as UTF-8 text with one question per line")
     p.add_argument("--field", default="question", help="JSONL field holding the question (default: question)")
@@ -104,10 +112,7 @@ def _key_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unlocked-model", default=None,
                    help="post-trained variant of the Source (model-induced key; the Source is the Locked variant)")
     p.add_argument("--aggregator", choices=["mean", "pca"], default="mean", help="mean difference or first PC (default mean)")
-    p.add_argument("--hook", choices=list(HOOK_POINTS), default="hook_resid_post",
-                   help="hook point of each block where the key is read and written (default hook_resid_post, the paper's)")
-    p.add_argument("--position", type=position_name, default="last",
-                   help="prompt positions the key is read at: last (the paper's), mean, or last-N (default last)")
+    _read_at_args(p)
     p.add_argument("--max-questions", type=positive_int, default=None, help="use only the first N questions")
 
 
@@ -184,7 +189,7 @@ def cmd_extract(args) -> None:
 
 
 def cmd_align(args) -> None:
-    from mkt.activations import last_token_resid
+    from mkt.activations import prompt_states
     from mkt.alignment import fit_alignment
     from mkt.models import model_identity
     from mkt.pipeline import alignment_prompts
@@ -193,12 +198,13 @@ def cmd_align(args) -> None:
     source, target = _load(args, args.source), _load(args, args.target)
     _check_chat(source, args.source_chat, "--source-chat"), _check_chat(target, args.target_chat, "--target-chat")
     qs = _questions(args)
-    x_s = last_token_resid(source, alignment_prompts(qs, locked, unlocked, args.alignment_set, source.tokenizer),
-                           batch_size=args.batch_size, progress=True)
-    x_t = last_token_resid(target, alignment_prompts(qs, target_locked, target_unlocked, args.alignment_set,
-                                                     target.tokenizer), batch_size=args.batch_size, progress=True)
+    def states(model, prompts):
+        return prompt_states(model, prompts, None, args.hook, args.position, args.batch_size, progress=True)
+
+    x_s = states(source, alignment_prompts(qs, locked, unlocked, args.alignment_set, source.tokenizer))
+    x_t = states(target, alignment_prompts(qs, target_locked, target_unlocked, args.alignment_set, target.tokenizer))
     al = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), args.k, args.method, args.center,
-                       ridge=args.ridge)
+                       ridge=args.ridge, hook=args.hook, position=args.position)
     al.save(args.out)
     err = al.diagnostics["fit_relative_error"]
     print(f"alignment {al.source.name} -> {al.target.name}, k={al.k}, n={al.n}, method={al.method}: "
@@ -533,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--locked", required=True, help="Locked template with {question}")
     p.add_argument("--unlocked", default=None, help="Unlocked template (needed for --alignment-set oracle-unlocked)")
     p.add_argument("--max-questions", type=positive_int, default=None, help="use only the first N questions")
+    _read_at_args(p)
     align_args(p), _two_format_args(p), _model_args(p)
     p.add_argument("--out", required=True, help="alignment file to write (.safetensors)")
     p.set_defaults(func=cmd_align)

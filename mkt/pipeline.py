@@ -142,7 +142,7 @@ def run_transfer(
 
     x_s, x_t = states(source, source_prompts(fit_q)), states(target, target_prompts(fit_q))
     alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center,
-                              ridge=ridge, hook=source_key.hook)
+                              ridge=ridge, hook=source_key.hook, position=position)
     if held_q:
         err = alignment.relative_error(states(source, source_prompts(held_q)), states(target, target_prompts(held_q)))
         alignment.diagnostics["heldout_relative_error"] = err.tolist()

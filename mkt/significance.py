@@ -133,6 +133,10 @@ def evaluate_conditions(
         if not candidates:
             raise ValueError(f"search {search!r} has no candidate keys")
         dev_keys.update({f"{search} :: {c}": k for c, k in candidates.items()})
+    elsewhere = {name: k.hook for name, k in dev_keys.items() if k.hook != decoding.hook}
+    if elsewhere:  # every condition is written at one hook point: a key read elsewhere would be misplaced
+        raise ValueError(f"keys {sorted(elsewhere)} live at {sorted(set(elsewhere.values()))} but the conditions are "
+                         f"steered at {decoding.hook}: give every key at one hook point (Decoding.hook)")
     for key in dev_keys.values():
         key.check_fits(model)
     names = list(dev_keys)

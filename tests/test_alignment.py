@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -228,13 +229,32 @@ def test_a_key_transfers_only_through_an_alignment_fitted_at_its_hook(qwen, llam
     key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen),
                     "hook_mlp_out")
     assert transfer(key, loaded).hook == "hook_mlp_out"
-    with pytest.raises(IncompatibleModelError, match="the key lives at hook_resid_post but the alignment was fitted "
-                                                     "on states at hook_mlp_out"):
+    with pytest.raises(IncompatibleModelError, match="the key was read at hook_resid_post, position 'last', but the "
+                                                     "alignment was fitted on states at hook_mlp_out"):
         transfer(replace(key, hook="hook_resid_post"), loaded)
+    with pytest.raises(IncompatibleModelError, match="position 'mean'"):
+        transfer(replace(key, provenance={"position": "mean"}), loaded)
+    # a file whose recorded hook does not fit its tensors is refused when read, not at an einsum later
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(tmp_path / "al.safetensors"), "pt") as f:
+        meta = json.loads(f.metadata()["mkt"])
+    meta["k"] = 3  # the metadata is not hashed: its shapes are checked against the tensors instead
+    save_file(load_file(str(tmp_path / "al.safetensors")), str(tmp_path / "edited.safetensors"),
+              metadata={"mkt": json.dumps(meta)})
+    with pytest.raises(CorruptArtifactError, match=r"source_bases is \(\d+, \d+, 4\), not \(\d+, \d+, 3\)"):
+        SubspaceAlignment.load(tmp_path / "edited.safetensors")
+    # select_rank fits at the hook it is given
+    rank, errors = select_rank(x_s[:20], x_t[:20], x_s[20:], x_t[20:], model_identity(qwen), model_identity(llama),
+                               [2, 4], hook="hook_mlp_out")
+    assert rank in (2, 4) and set(errors) == {2, 4}
 
 
-def test_a_per_head_key_transfers_between_models_whose_heads_differ_from_d_model(real_tiny_dir, tmp_path):
-    """Qwen3 (4 x 16 heads, d_model 48) -> Llama (4 x 16 heads, d_model 64), through `mkt transfer`."""
+@pytest.mark.parametrize("qwen3_is_source", [True, False])
+def test_a_per_head_key_transfers_between_models_whose_heads_differ_from_d_model(qwen3_is_source, real_tiny_dir,
+                                                                                 tmp_path):
+    """Qwen3 (4 x 16 heads, d_model 48) <-> Llama (4 x 16 heads, d_model 64), through `mkt transfer`."""
     from mkt.cli import main
     from mkt.models import load_model
     from mkt.pack import CapabilityPack
@@ -242,8 +262,9 @@ def test_a_per_head_key_transfers_between_models_whose_heads_differ_from_d_model
     from tests.conftest import TOKENIZERS
 
     real_tiny_dir("qwen3")  # skips without ../shared/tokenizers
-    source = save_tiny_model("qwen3", TOKENIZERS, tmp_path / "qwen3-48", d_model=48)
-    target = real_tiny_dir("llama")
+    source, target = save_tiny_model("qwen3", TOKENIZERS, tmp_path / "qwen3-48", d_model=48), real_tiny_dir("llama")
+    if not qwen3_is_source:
+        source, target = target, source
     questions = tmp_path / "q.txt"
     questions.write_text("".join(f"Tom has {a} apples and buys {b} more. How many?\n" for a, b in
                                  zip(range(3, 33), range(20, 50))))
@@ -256,8 +277,15 @@ def test_a_per_head_key_transfers_between_models_whose_heads_differ_from_d_model
     assert pack.key.hook == "attn.hook_z"
     assert pack.key.directions.shape == (llama.cfg.n_layers, llama.cfg.n_heads * llama.cfg.d_head)
     alignment = SubspaceAlignment.load(tmp_path / "pack" / "alignment.safetensors")
-    assert alignment.hook == "attn.hook_z" and alignment.source.d_model == 48 and alignment.source.n_heads == 4
-    assert alignment.source_bases.shape[1] == 64  # the Source's heads side by side, not its d_model
+    qwen3_side = alignment.source if qwen3_is_source else alignment.target
+    assert alignment.hook == "attn.hook_z" and qwen3_side.d_model == 48 and qwen3_side.n_heads == 4
+    assert alignment.source_bases.shape[1] == alignment.target_bases.shape[1] == 64  # heads side by side
+    # `mkt align` fits at a hook and positions too, and records them
+    assert main(["align", "--source", str(source), "--target", str(target), "--questions", str(questions),
+                 "--locked", "Question: {question}\nAnswer:", "--hook", "attn.hook_z", "--position", "last-2",
+                 "--k", "4", "--out", str(tmp_path / "al.safetensors"), "--device", "cpu"]) == 0
+    fitted = SubspaceAlignment.load(tmp_path / "al.safetensors")
+    assert (fitted.hook, fitted.position) == ("attn.hook_z", "last-2")
     ids = llama.tokenizer(["Question: 2 + 2?\nAnswer:"], return_tensors="pt")["input_ids"]
     with torch.no_grad():
         plain = llama(ids)[:, -1]

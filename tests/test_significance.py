@@ -103,3 +103,14 @@ def test_every_condition_is_steered_at_the_keys_hook(qwen):
     at_hook = generate(qwen, PROMPTS, 5, Steering(directions, alpha, hook="hook_mlp_out"))
     at_resid = generate(qwen, PROMPTS, 5, Steering(directions, alpha))
     assert rows == [x.text for x in at_hook] and rows != [x.text for x in at_resid]
+
+
+def test_conditions_at_another_hook_point_are_refused_before_any_generation(qwen):
+    from dataclasses import replace as replace_key
+
+    key = MasterKey(torch.ones(qwen.cfg.n_layers, qwen.cfg.d_model), model_identity(qwen))
+    probe = None  # never reached: the hooks are checked first
+    with pytest.raises(ValueError, match=r"keys \['b'\] live at \['hook_mlp_out'\] but the conditions are steered at "
+                                         "hook_resid_post"):
+        evaluate_conditions(qwen, {"a": key, "b": replace_key(key, hook="hook_mlp_out")}, probe, probe, ["correct"],
+                            decoding=Decoding())

@@ -68,7 +68,8 @@ def _alpha_grid(engine: Engine, key: MasterKey, examples, prompts, spec: SweepSp
     """Accuracy at every alpha from one generation over prompts x alphas (one alpha per row)."""
     rows = [p for _ in spec.alphas for p in prompts]
     alpha = torch.tensor([a for a in spec.alphas for _ in prompts])
-    steering = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=list(layers) if layers else None)
+    steering = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=list(layers) if layers else None,
+                        hook=key.hook)
     gens = engine.generate(rows, spec.max_new_tokens, steering, batch_size=spec.batch_size, stop=list(spec.stop))
     out = {}
     for i, a in enumerate(spec.alphas):
@@ -241,7 +242,7 @@ def baselines_table(target, test, test_prompts, spec, key, alpha, layers, unlock
         return dict(accuracy=acc, ci95=list(wilson_interval(round(acc * len(test)), len(test))))
 
     gen = as_engine(engine if engine is not None else target)
-    steer = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=layers)
+    steer = Steering(key.directions, alpha=alpha, mode=spec.mode, layers=layers, hook=key.hook)
     table = {"Target, plain prompt": entry(_accuracy(gen, test, test_prompts, spec)),
              key_label(spec): entry(_accuracy(gen, test, test_prompts, spec, steer))}
     if unlocked_t is not None:
@@ -251,7 +252,7 @@ def baselines_table(target, test, test_prompts, spec, key, alpha, layers, unlock
         table["post-trained model, plain prompt"] = entry(_accuracy(as_engine(post_trained), test, test_prompts, spec))
     rand = random_like(key, seed=0)
     table["random direction, same norm and alpha"] = entry(_accuracy(
-        gen, test, test_prompts, spec, Steering(rand.directions, alpha=alpha, mode=spec.mode, layers=layers)))
+        gen, test, test_prompts, spec, Steering(rand.directions, alpha=alpha, mode=spec.mode, layers=layers, hook=rand.hook)))
     if source is not None and unlocked_t is not None:
         try:
             mapping = dict(zip(test_prompts, unlocked_prompts))
