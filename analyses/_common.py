@@ -27,11 +27,27 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
                    help="task JSONL (gsm8k, MATH or AGIEval-math fields; mkt.eval.tasks.load_task): its questions in the "
                    "task's direct template are the prompts, and its answers score accuracy")
     p.add_argument("--field", default="question", help="JSONL field of --prompts")
+    add_chat_argument(p)
     p.add_argument("--n", type=positive_int, default=100, help="number of prompts (default 100)")
     p.add_argument("--alpha", type=finite_float, default=None, help="intervention strength (default: the pack's)")
     p.add_argument("--device", type=device_name, default="cpu", help="device (default cpu)")
     p.add_argument("--dtype", type=dtype_name, default="float32", help="model dtype: float32, bf16, fp16 (default float32)")
     p.add_argument("--out", default=None, help="output directory (default runs/<analysis>)")
+
+
+def add_chat_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chat", action="store_true",
+                   help="put each prompt (from --prompts or a --task template, and its Unlocked pair) inside the "
+                   "model's chat template as the user turn, ending where the answer begins")
+
+
+def chat_formatted(args, tokenizer, prompts: list[str] | None) -> list[str] | None:
+    """``prompts`` as user turns of the tokenizer's chat template with ``--chat``; as given otherwise."""
+    if not getattr(args, "chat", False) or prompts is None:
+        return prompts
+    from mkt.prompts import apply_chat
+
+    return [apply_chat(tokenizer, p) for p in prompts]
 
 
 def _zoo_hash(*names: str) -> str:
@@ -248,6 +264,8 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
         if hasattr(args, "unlocked_prompts") and not unlocked_model_name:
             run.unlocked_prompts = [p.prompt(True) for p in run.problems]
             run.unlocked_label = "cue prompt"
+    run.prompts = chat_formatted(args, model.tokenizer, run.prompts)
+    run.unlocked_prompts = chat_formatted(args, model.tokenizer, run.unlocked_prompts)
     if unlocked_model_name:
         run.unlocked_model = load_model(unlocked_model_name, device=args.device, dtype=args.dtype)
         key.check_fits(run.unlocked_model)  # its states are compared with the key's model's, layer by layer

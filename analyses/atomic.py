@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from analyses._common import command_line, pyplot, write_outputs
+from analyses._common import add_chat_argument, chat_formatted, command_line, pyplot, write_outputs
 from mkt.eval.stats import mcnemar_exact, wilson_interval
 from mkt.generation import generate
 from mkt.steering import Steering
@@ -260,7 +260,8 @@ def model_probe(args) -> AtomicProbe:
     def correct(i: int, text: str) -> bool:
         return extract_and_score(examples[i].kind, text, examples[i].gold)[1]
 
-    direct, cued = (build_prompts(examples, template_for(examples[0].kind, t)) for t in ("direct", "step_by_step"))
+    direct, cued = (chat_formatted(args, model.tokenizer, build_prompts(examples, template_for(examples[0].kind, t)))
+                    for t in ("direct", "step_by_step"))
     scores = {"baseline": score(direct, correct), PROMPTING: score(cued, correct),
               TRANSFERRED: score(direct, correct, key, alpha),
               RANDOM: score(direct, correct, per_prompt_random(key, len(direct)), alpha)}
@@ -321,12 +322,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget for --model (default 40)")
     p.add_argument("--device", default="cpu", help="device for --model (default cpu)")
     p.add_argument("--dtype", default="float32", help="dtype for --model (default float32)")
+    add_chat_argument(p)
     p.add_argument("--prompts", default=None, help=argparse.SUPPRESS)  # resolve()'s field: prompts come from --task
     p.add_argument("--field", default="question", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="output directory (default runs/atomic)")
 
 
 def run(args) -> list[AtomicProbe]:
+    if args.chat and not (args.model and not str(args.model).startswith("organism:")):
+        raise ValueError("--chat formats a chat model's prompts: pass --model (the organisms have no chat template)")
     if args.model and not str(args.model).startswith("organism:"):
         probes = [model_probe(args)]
     else:

@@ -100,3 +100,35 @@ def test_a_packs_own_scope_and_layers_are_said_to_be_unused(real_inputs, tmp_pat
         assert main(["analyze", "logit_lens", "--model", str(inp["model"]), "--pack", str(pack), "--prompts",
                      str(inp["prompts"]), "--n", "3", "--tokens", "The", "--null-seeds", "1", "--site-seeds", "1",
                      "--out", str(tmp_path / "lens")]) == 0
+
+
+def test_chat_puts_each_prompt_in_the_models_chat_template(real_inputs, tmp_path, capsys):
+    import argparse
+
+    from analyses import logit_lens
+    from analyses._common import resolve_run
+    from mkt.models import load_model
+    from mkt.prompts import apply_chat, read_questions
+
+    inp = real_inputs("qwen3")
+    p = argparse.ArgumentParser()
+    logit_lens.add_arguments(p)
+    args = p.parse_args(["--model", str(inp["model"]), "--pack", str(inp["pack"]), "--task", str(inp["task"]),
+                         "--n", "3", "--chat"])
+    run = resolve_run(args)
+    tok = load_model(inp["model"]).tokenizer
+    plain = resolve_run(p.parse_args(["--model", str(inp["model"]), "--pack", str(inp["pack"]), "--task",
+                                      str(inp["task"]), "--n", "3"]))
+    assert run.prompts == [apply_chat(tok, q) for q in plain.prompts]
+    assert run.unlocked_prompts == [apply_chat(tok, q) for q in plain.unlocked_prompts]
+    assert run.prompts[0].startswith("<|im_start|>user\n") and read_questions(inp["prompts"])[0] in run.prompts[0]
+    keyed = ["--model", str(inp["model"]), "--pack", str(inp["pack"]), "--task", str(inp["task"]), "--n", "3", "--chat"]
+    assert main(["analyze", "entropy", *keyed, "--samples", "2", "--pass-n", "2", "--controls", "1",
+                 "--max-new-tokens", "3", "--pcs", "1", "--out", str(tmp_path / "entropy")]) == 0
+    assert main(["analyze", "atomic", *keyed, "--max-new-tokens", "3", "--out", str(tmp_path / "atomic")]) == 0
+    # the organisms have no chat template: said, not ignored
+    capsys.readouterr()
+    assert main(["analyze", "logit_lens", "--chat", "--n", "3", "--out", str(tmp_path / "lens")]) == 2
+    assert "no chat template" in capsys.readouterr().err
+    assert main(["analyze", "atomic", "--chat", "--n", "3", "--out", str(tmp_path / "atomic2")]) == 2
+    assert "no chat template" in capsys.readouterr().err
