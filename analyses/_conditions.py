@@ -81,6 +81,12 @@ def _per_row(directions: Tensor, layer: int, rows: slice, like: Tensor) -> Tenso
     return u if like.ndim == 2 else u[:, None, :]
 
 
+def project_out(h: Float[Tensor, "... d"], direction: Float[Tensor, "... d"]) -> Float[Tensor, "... d"]:
+    """``h`` without its component along ``direction`` (any norm, broadcast against ``h``): ``h - (h.u) u``."""
+    u = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    return h - (h * u).sum(-1, keepdim=True) * u
+
+
 def mean_ablate(h: Float[Tensor, "... d"], direction: Float[Tensor, "d"], mean: float | Tensor) -> Float[Tensor, "... d"]:
     """``h`` with its component along ``direction`` set to ``mean``: ``h - (h.u - mean) u``."""
     u = direction / direction.norm().clamp_min(1e-30)
@@ -96,9 +102,7 @@ def projection_condition(directions: Float[Tensor, "layer d"] | Float[Tensor, "r
     ``directions`` of shape ``[rows, layer, d]`` give each prompt row its own direction.
     """
     def edit(h: Tensor, layer: int, rows: slice) -> Tensor:
-        u = _per_row(directions, layer, rows, h)
-        u = u / u.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-        return h - (h * u).sum(-1, keepdim=True) * u
+        return project_out(h, _per_row(directions, layer, rows, h))
 
     return last_token_hooks(edit, list(range(directions.shape[-2])), hook, scope)
 
@@ -140,7 +144,7 @@ class PrefixCache:
 
     def __init__(self, tolerance: float | None = None) -> None:
         self.tolerance = tolerance
-        self._entries: dict[tuple[int, tuple[str, ...]], tuple | None] = {}
+        self._entries: dict[tuple[int, tuple[str, ...], frozenset], tuple | None] = {}
 
     @torch.no_grad()
     def get(self, model, prompts: list[str]):

@@ -52,6 +52,7 @@ from analyses._conditions import (
     next_token_logprobs,
     no_condition,
     patch_condition,
+    project_out,
     projection_condition,
     steering_condition,
 )
@@ -69,12 +70,6 @@ SCOPES = ("last", "all")  # projection at the last prompt token (the key's site)
 
 
 # ---- pure tensor math ------------------------------------------------------------------------------------
-
-
-def project_out(h: Float[Tensor, "... d"], direction: Float[Tensor, "d"]) -> Float[Tensor, "... d"]:
-    """``h`` without its component along ``direction`` (any norm): ``h - (h.u) u`` with ``u`` the unit vector."""
-    u = direction / direction.norm().clamp_min(1e-30)
-    return h - (h @ u)[..., None] * u
 
 
 def kl_divergence(logp: Float[Tensor, "... vocab"], logq: Float[Tensor, "... vocab"]) -> Float[Tensor, "..."]:
@@ -531,8 +526,7 @@ class Patching:
 
 def along(own: Float[Tensor, "n d"], donor: Float[Tensor, "n d"], direction: Float[Tensor, "d"]) -> Float[Tensor, "n d"]:
     """``own`` moved by the component of ``donor - own`` along ``direction``."""
-    u = direction / direction.norm().clamp_min(1e-30)
-    return own + ((donor - own) @ u)[:, None] * u
+    return donor - project_out(donor - own, direction)
 
 
 def activation_patching(model, prompts: list[str], metric: Metric, seeds: list[int], hook: str = RESID_HOOK,
@@ -573,7 +567,7 @@ def activation_patching(model, prompts: list[str], metric: Metric, seeds: list[i
             along_pcs[layer] = score_sets(layer, torch.stack([along(h_l, h_u, pc[layer]) for pc in pcs]))
         if key_directions is not None:
             along_key[layer] = score(layer, along(h_l, h_u, key_directions[layer]))
-            without_key[layer] = score(layer, h_u - along(h_l, h_u, key_directions[layer]) + h_l)
+            without_key[layer] = score(layer, h_l + project_out(h_u - h_l, key_directions[layer]))
     p = np.array([empirical_p(patched[l], control[l]) for l in range(n_layers)])
     p_along = np.array([empirical_p(along_key[l], along_random[l]) for l in range(n_layers)])
     return Patching(hook, metric(model, prompts), metric(unlocked_model or model, unlocked_prompts or prompts),

@@ -11,6 +11,7 @@ from analyses._conditions import (
     mean_ablation_condition,
     next_token_logprobs,
     patch_condition,
+    project_out,
     projection_condition,
 )
 from analyses.ablation import (
@@ -25,7 +26,6 @@ from analyses.ablation import (
     null_direction_sets,
     plot_ablation,
     pooled_p,
-    project_out,
     report,
     size_matched_noise,
     survival,
@@ -38,12 +38,6 @@ from mkt.generation import generate
 from mkt.key import MasterKey, random_like
 from mkt.models import model_identity, resid_hook_name, tokenize_left_padded
 from tests.conftest import PROMPTS
-
-
-@pytest.fixture
-def key(qwen):
-    g = torch.Generator().manual_seed(1)
-    return MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
 
 
 def logits_of(model, prompts, **apply):

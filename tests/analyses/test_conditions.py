@@ -21,12 +21,6 @@ from mkt.tiny_models import ARCHITECTURES
 from tests.conftest import PROMPTS
 
 
-@pytest.fixture
-def key(qwen):
-    g = torch.Generator().manual_seed(1)
-    return MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
-
-
 def test_projection_removes_the_direction_at_the_last_token_or_everywhere(qwen, key):
     last = projection_condition(key.directions, "last")(qwen, slice(0, len(PROMPTS)))
     with last:
