@@ -31,7 +31,7 @@ import torch
 
 from mkt.engines.base import Engine
 from mkt.errors import IncompatibleModelError, MktError
-from mkt.generation import Generation, check_request, stop_position
+from mkt.generation import Generation, GenerationRequest, stop_position
 from mkt.models import RESID_HOOK, ModelIdentity, encode, eos_token_ids
 from mkt.steering import Steering
 
@@ -96,25 +96,21 @@ class VLLMEngine(Engine):
     def weights_digest(self) -> str:
         return self.llm.collective_rpc("mkt_weights_digest")[0]
 
-    def generate(self, prompts, max_new_tokens=64, steering=None, do_sample=False, temperature=1.0, top_p=None,
-                 seed=0, seeds=None, stop=None, eos_ids=None, batch_size=16, record_entropy=False,
-                 logit_offset=None, progress=False) -> list[Generation]:
-        """See :meth:`Engine.generate`; ``batch_size`` is left to vLLM's scheduler.
+    def run(self, prompts: list[str], request: GenerationRequest) -> list[Generation]:
+        """See :meth:`Engine.run`; ``request.batch_size`` is left to vLLM's scheduler.
 
         ``record_entropy`` has vLLM return the whole distribution of every step (for analyses: slow
         on large vocabularies).
         """
-        check_request(prompts, max_new_tokens, steering, do_sample, temperature, seeds)
-        if logit_offset is not None:
+        request.check(prompts)
+        if request.logit_offset is not None:
             raise MktError("logit offsets (the logit-space transfer baseline) need the TransformerLens engine")
-        requests = self.requests(prompts, max_new_tokens, steering, do_sample, temperature, top_p, seed, seeds,
-                                 stop, eos_ids, record_entropy)
-        outputs = self.run(requests, steering, progress)
-        eos = set(self.eos_ids if eos_ids is None else eos_ids)
-        return [self._generation(p, out.outputs[0], eos, stop, record_entropy) for p, out in zip(prompts, outputs)]
+        outputs = self.submit(self.inputs(prompts, request), request.steering, request.progress)
+        eos = set(self.eos_ids if request.eos_ids is None else request.eos_ids)
+        return [self._generation(p, out.outputs[0], eos, request.stop, request.record_entropy)
+                for p, out in zip(prompts, outputs)]
 
-    def requests(self, prompts, max_new_tokens=64, steering=None, do_sample=False, temperature=1.0, top_p=None,
-                 seed=0, seeds=None, stop=None, eos_ids=None, record_entropy=False) -> dict:
+    def inputs(self, prompts: list[str], request: GenerationRequest) -> dict:
         """vLLM's inputs: ``prompts`` (``TokensPrompt``s), ``params`` (one per prompt), ``begin`` (the hooks' setup)."""
         from vllm import SamplingParams, TokensPrompt
 
@@ -127,6 +123,7 @@ class VLLMEngine(Engine):
             i = too_long[0]
             raise MktError(f"prompt {i} is {len(ids[i])} tokens but the model's context is {self.max_model_len} "
                            f"({len(too_long)} prompt(s) too long): shorten the prompts or the template")
+        max_new_tokens, steering, stop = request.max_new_tokens, request.steering, request.stop
         if max(map(len, ids)) + max_new_tokens > self.max_model_len:
             warnings.warn(f"prompt + max_new_tokens ({max_new_tokens}) exceeds the model's context "
                           f"({self.max_model_len}): long prompts get fewer new tokens", stacklevel=3)
@@ -134,19 +131,20 @@ class VLLMEngine(Engine):
         rows, begin = self._steering_rows(steering, len(prompts), call) if steering is not None else (None, None)
         params, inputs = [], []
         for i, row_ids in enumerate(ids):
-            if not do_sample:
+            if not request.do_sample:
                 sample_seed = None
-            elif seeds is not None:
-                sample_seed = int(seeds[i])
+            elif request.seeds is not None:
+                sample_seed = int(request.seeds[i])
             else:  # one call's seed, a distinct stream per prompt
-                sample_seed = int(hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:15], 16)
+                sample_seed = int(hashlib.sha256(f"{request.seed}:{i}".encode()).hexdigest()[:15], 16)
             params.append(SamplingParams(
                 max_tokens=min(max_new_tokens, self.max_model_len - len(row_ids)),
-                temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample and top_p else 1.0,
+                temperature=request.temperature if request.do_sample else 0.0,
+                top_p=request.top_p if request.do_sample and request.top_p else 1.0,
                 seed=sample_seed, stop=list(stop) if stop else None,
                 # exactly these ids end a row (the EOS rule above, or the caller's): vLLM's own EOS is ignored
-                stop_token_ids=list(self.eos_ids if eos_ids is None else eos_ids), ignore_eos=True,
-                logprobs=-1 if record_entropy else None, skip_special_tokens=True,
+                stop_token_ids=list(self.eos_ids if request.eos_ids is None else request.eos_ids), ignore_eos=True,
+                logprobs=-1 if request.record_entropy else None, skip_special_tokens=True,
                 extra_args={"mkt": rows[i]} if rows else None))
             prompt = TokensPrompt(prompt_token_ids=row_ids)
             if rows:  # a steered row's KV cache is its own: no prefix-cache hit across steerings
@@ -180,13 +178,13 @@ class VLLMEngine(Engine):
         return rows, (call, table.numpy().tobytes(), list(table.shape), list(steering.layers), steering.mode,
                       steering.scope, n_prompts)
 
-    def run(self, requests: dict, steering: Steering | None, progress: bool = False) -> list:
-        """Generate ``requests`` (from :meth:`requests`); with steering, hooks on and their hits checked."""
+    def submit(self, inputs: dict, steering: Steering | None, progress: bool = False) -> list:
+        """Generate ``inputs`` (from :meth:`inputs`); with steering, hooks on and their hits checked."""
         if steering is None:
-            return self.llm.generate(requests["prompts"], requests["params"], use_tqdm=progress)
-        self.llm.collective_rpc("mkt_begin", args=requests["begin"])
+            return self.llm.generate(inputs["prompts"], inputs["params"], use_tqdm=progress)
+        self.llm.collective_rpc("mkt_begin", args=inputs["begin"])
         try:
-            outputs = self.llm.generate(requests["prompts"], requests["params"], use_tqdm=progress)
+            outputs = self.llm.generate(inputs["prompts"], inputs["params"], use_tqdm=progress)
         finally:
             hits = self.llm.collective_rpc("mkt_end")
         self._check_hits(hits, outputs, steering)

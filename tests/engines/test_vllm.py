@@ -24,7 +24,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, for engines the CLI
 
 from mkt.engines import VLLMEngine, as_engine  # noqa: E402
 from mkt.engines.vllm import SteeringNotAppliedError  # noqa: E402
-from mkt.generation import stop_position  # noqa: E402
+from mkt.generation import GenerationRequest, stop_position  # noqa: E402
 from mkt.models import encode, load_model  # noqa: E402
 from mkt.steering import Steering  # noqa: E402
 from mkt.tiny_models import save_tiny_model  # noqa: E402
@@ -122,10 +122,10 @@ def test_logprobs_match_steering_at_hook_resid_post(models, arch, mode, scope):
     """Editing vLLM's layer-l output is steering TransformerLens' blocks.{l}.hook_resid_post."""
     vllm, tl, _ = models[arch]
     steering = Steering(_directions(4), alpha=1.0, mode=mode, layers=[1], scope=scope)
-    requests = vllm.requests(PROMPTS[:3], NEW, steering)
+    requests = vllm.inputs(PROMPTS[:3], GenerationRequest(NEW, steering))
     for params in requests["params"]:
         params.logprobs = 8
-    outputs = vllm.run(requests, steering)
+    outputs = vllm.submit(requests, steering)
     worst, moved = 0.0, 0.0
     for prompt, out in zip(PROMPTS, outputs):
         sample = out.outputs[0]
@@ -196,10 +196,10 @@ def test_hooks_that_miss_their_rows_fail_loudly(models):
     """A call whose hooks edit nothing (as under torch.compile) raises instead of returning unsteered text."""
     vllm, _, _ = models["qwen2"]
     steering = Steering(_directions(8), alpha=0.5)
-    requests = vllm.requests(PROMPTS[:2], 4, steering)
+    requests = vllm.inputs(PROMPTS[:2], GenerationRequest(4, steering))
     requests["begin"] = ("another-call", *requests["begin"][1:])  # the hooks look for rows of another call
     with pytest.raises(SteeringNotAppliedError, match="missed 2 of 2 prompts"):
-        vllm.run(requests, steering)
+        vllm.submit(requests, steering)
     assert vllm.generate(PROMPTS[:2], 4, steering)  # the engine is fine afterwards
 
 
