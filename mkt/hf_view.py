@@ -48,6 +48,24 @@ def unwrapped_model(bridge) -> torch.nn.Module:
     return unwrap(bridge.original_model)
 
 
+def hooked(bridge) -> bool:
+    """Whether any hook is on the bridge's modules (a user's ``model.hooks(...)``, a condition of the
+    analyses, a raw torch hook): the view would run without it, so the bridge must run instead."""
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in bridge.modules())
+
+
+def takes_positions(bridge) -> bool:
+    """Whether the bridge hands its HF model positions derived from the mask (every decoder that
+    numbers tokens 0, 1, ...; not models that derive their own, such as multimodal RoPE)."""
+    from transformer_lens.utilities.position_ids import accepts_mask_derived_position_ids
+
+    return accepts_mask_derived_position_ids(bridge.original_model)
+
+
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     """The model's list of decoder layers: the one ``ModuleList`` of ``num_hidden_layers`` modules.
 
@@ -55,12 +73,20 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
         RuntimeError: none or several such lists (an architecture whose layout is not supported).
     """
     n_layers = model.config.num_hidden_layers if hasattr(model, "config") else None
-    found = [m for name, m in model.named_modules()
-             if name.endswith("layers") and isinstance(m, torch.nn.ModuleList) and len(m) == n_layers]
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n_layers]
+    if len(found) > 1:  # an encoder's or a vision tower's list beside the decoder's: the decoder's is ``...layers``
+        found = [(name, m) for name, m in found if name.endswith("layers")]
     if len(found) != 1:
         raise RuntimeError(f"mkt found {len(found)} lists of {n_layers} decoder layers in {type(model).__name__}, "
                            "not one: this architecture's layout is not supported here")
+    found = [m for _, m in found]
     return found[0]
+
+
+def prompt_positions(mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Positions of a left-padded batch as the bridge derives them: real tokens 0, 1, ...; pads 1."""
+    positions = mask.long().cumsum(-1) - 1
+    return positions.masked_fill_(mask == 0, 1)
 
 
 def step_positions(mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch 1"]:
@@ -78,3 +104,34 @@ def next_logits(model: torch.nn.Module, tokens: Int[Tensor, "batch"], mask: Int[
     out = model(input_ids=tokens[:, None], attention_mask=mask, past_key_values=cache,
                 position_ids=step_positions(mask), use_cache=True)
     return out.logits
+
+
+class StopForward(Exception):
+    """Raised by the hook of the last layer a reading needs: the rest of the model (and its logits) is not run."""
+
+
+def layer_outputs(model: torch.nn.Module, ids: Int[Tensor, "batch pos"], mask: Int[Tensor, "batch pos"],
+                  layers: list[int]) -> dict[int, Float[Tensor, "batch pos d_model"]]:
+    """The output of each decoder layer in ``layers`` (TransformerLens ``hook_resid_post``), stopping
+    after the last of them: no later layer, final norm or unembedding is computed."""
+    found: dict[int, Tensor] = {}
+    last = max(layers)
+
+    def keep(layer: int):
+        def hook(module, args, output):
+            found[layer] = output[0] if isinstance(output, tuple) else output
+            if layer == last:
+                raise StopForward
+
+        return hook
+
+    modules = decoder_layers(model)
+    handles = [modules[layer].register_forward_hook(keep(layer)) for layer in set(layers)]
+    try:
+        model(input_ids=ids, attention_mask=mask, position_ids=prompt_positions(mask), use_cache=False)
+    except StopForward:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found
