@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 from tqdm.auto import tqdm
 
-from mkt.hf_view import decoder_layers, next_logits, unwrapped_model
+from mkt.hf_view import decoder_layers, hooked, next_logits, takes_positions, unwrapped_model
 from mkt.models import RESID_HOOK, check_prompts, eos_token_ids, tokenize_left_padded
 from mkt.steering import Steering, SteeringHooks
 
@@ -159,7 +159,8 @@ def run(model, prompts: list[str], request: GenerationRequest) -> list[Generatio
     """
     request.check(prompts)
     eos_set = set(eos_token_ids(model) if request.eos_ids is None else request.eos_ids)
-    view = unwrapped_model(model) if request.use_cache else None
+    # a hook already on the bridge (a user's, an analysis' condition) must see every step: the bridge decodes
+    view = unwrapped_model(model) if request.use_cache and not hooked(model) and takes_positions(model) else None
     generator = torch.Generator().manual_seed(request.seed) if request.do_sample and request.seeds is None else None
     results: list[Generation] = []
     starts = range(0, len(prompts), request.batch_size)
