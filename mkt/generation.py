@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
-from mkt.hf_view import decoder_layers, hooked, next_logits, takes_positions, unwrapped_model
+from mkt.hf_view import decoder_layers, hooked, next_logits, prompt_positions, takes_positions, unwrapped_model
 from mkt.models import RESID_HOOK, check_prompts, eos_token_ids, tokenize_left_padded
 from mkt.steering import Steering, SteeringHooks
 
@@ -195,9 +196,13 @@ def _batch(model, view, batch: list[str], steering: Steering | None, request: Ge
     keep_last = _keep_last(model)
     with ExitStack() as prefill, ExitStack() as decoding:
         hooks = prefill.enter_context(steering.attach(model)) if steering is not None else None
+        shared = view is not None and _prefix_shared(ids, mask, steering)
         if hooks is not None:
-            hooks.prompt_len, hooks.offset = prompt_len, 0
-        logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache", **keep_last)
+            hooks.prompt_len, hooks.offset = prompt_len, prompt_len - 1 if shared else 0
+        if shared:
+            logits, cache = _prefill_shared(model, view, ids, mask, keep_last)
+        else:
+            logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache", **keep_last)
         # decode on the unwrapped model unless a generated token must be steered where only the bridge has a hook
         on_view = view is not None and (hooks is None or not hooks.generated or steering.hook == RESID_HOOK)
         if on_view:
@@ -258,6 +263,28 @@ def _batch(model, view, batch: list[str], steering: Steering | None, request: Ge
             else:
                 logits = model(ids, attention_mask=mask, **keep_last)
     return new, stopped, entropies
+
+
+def _prefix_shared(ids: Tensor, mask: Tensor, steering: Steering | None) -> bool:
+    """Whether rows repeat a prompt whose tokens before the last are the same however each row is
+    steered: a battery's rows (one prompt under many conditions), steered at the last prompt token."""
+    if steering is not None and steering.scope not in ("prompt-last", "prompt-last+generated"):
+        return False
+    if ids.shape[1] < 2 or not bool(mask[:, -2].all()):  # every row has a token before its last
+        return False
+    return len(torch.unique(torch.cat([ids, mask], 1), dim=0)) < len(ids)
+
+
+def _prefill_shared(model, view: torch.nn.Module, ids: Tensor, mask: Tensor, keep_last: dict) -> tuple[Tensor, object]:
+    """The prompts' tokens before the last once per distinct prompt (on the view: no hook acts there),
+    their KV cache repeated for every row, then each row's last token through the bridge and its hooks."""
+    width = ids.shape[1]
+    distinct, row_of = torch.unique(torch.cat([ids, mask], 1), dim=0, return_inverse=True)
+    head, head_mask = distinct[:, : width - 1], distinct[:, width : 2 * width - 1]
+    cache = view(input_ids=head, attention_mask=head_mask, position_ids=prompt_positions(head_mask), use_cache=True,
+                 **keep_last).past_key_values
+    cache.batch_select_indices(row_of.to(ids.device))
+    return model(ids[:, -1:], attention_mask=mask, past_key_values=cache, return_type="logits_and_cache")
 
 
 def _keep_last(model) -> dict:

@@ -49,13 +49,16 @@ def unwrapped_model(bridge) -> torch.nn.Module:
 
 
 def hooked(bridge) -> bool:
-    """Whether any hook is on the bridge's modules (a user's ``model.hooks(...)``, a condition of the
-    analyses, a raw torch hook): the view would run without it, so the bridge must run instead."""
+    """Whether a hook is on one of the bridge's hook points (a user's ``model.hooks(...)``, a
+    condition of the analyses) or on every module (torch's global hooks): the view would run
+    without it, so the bridge must run instead. (The hooks HF and the bridge put on the wrapped
+    modules themselves, to capture outputs, are theirs and do not count.)"""
     from torch.nn.modules import module as torch_module
+    from transformer_lens.hook_points import HookPoint
 
     if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
         return True
-    return any(m._forward_hooks or m._forward_pre_hooks for m in bridge.modules())
+    return any(m._forward_hooks or m._forward_pre_hooks for m in bridge.modules() if isinstance(m, HookPoint))
 
 
 def takes_positions(bridge) -> bool:

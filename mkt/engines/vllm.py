@@ -165,9 +165,11 @@ class VLLMEngine(Engine):
                 f"directions are {tuple(steering.directions.shape)} but the model has {self.identity.n_layers} "
                 f"layers of width {self.identity.d_model}: transfer the key into this model first (mkt.transfer)")
         units = steering._units[..., steering.layers, :]
-        if units.ndim == 2:
+        if steering.sets is not None:  # a table of sets: each travels once (a key and its nulls x alphas)
+            table, sets = units, steering.sets.tolist()
+        elif units.ndim == 2:
             table, sets = units[None], [0] * n_prompts
-        else:  # per-prompt directions: each distinct set travels once (a key and its nulls x alphas)
+        else:  # per-prompt directions: each distinct set travels once
             table, inverse = torch.unique(units.reshape(n_prompts, -1), dim=0, return_inverse=True)
             table, sets = table.reshape(-1, *units.shape[1:]), inverse.tolist()
         alpha = steering.alpha
