@@ -20,7 +20,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from mkt.hf_view import decoder_layers, hooked, next_logits, prompt_positions, takes_positions, unwrapped_model
-from mkt.models import RESID_HOOK, check_prompts, eos_token_ids, tokenize_left_padded
+from mkt.batch_size import fitting_batch_size
+from mkt.models import RESID_HOOK, check_prompts, encode, eos_token_ids, tokenize_left_padded
 from mkt.steering import Steering, SteeringHooks
 
 
@@ -94,7 +95,8 @@ class GenerationRequest:
             text is cut where the first one begins).
         eos_ids: token ids that end a row; default every EOS of the tokenizer and of the
             model's generation config (:func:`mkt.models.eos_token_ids`).
-        batch_size: prompts per batch (left-padded; the vLLM engine leaves batching to its scheduler).
+        batch_size: prompts per batch (left-padded; the vLLM engine leaves batching to its scheduler);
+            None: the largest batch that fits in memory (:func:`mkt.batch_size.fitting_batch_size`).
         use_cache: False recomputes the whole sequence each step (slow; for checking).
         record_entropy: keep the next-token entropy of every step.
         logit_offset: optional object whose ``begin(prompts)`` returns a per-batch state with
@@ -112,7 +114,7 @@ class GenerationRequest:
     seeds: list[int] | None = None
     stop: list[str] | None = None
     eos_ids: list[int] | None = None
-    batch_size: int = 16
+    batch_size: int | None = 16
     use_cache: bool = True
     record_entropy: bool = False
     logit_offset: object = None
@@ -123,7 +125,7 @@ class GenerationRequest:
         check_prompts(prompts)
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.do_sample and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 when sampling, got {self.temperature}")
@@ -163,10 +165,14 @@ def run(model, prompts: list[str], request: GenerationRequest) -> list[Generatio
     # a hook already on the bridge (a user's, an analysis' condition) must see every step: the bridge decodes
     view = unwrapped_model(model) if request.use_cache and not hooked(model) and takes_positions(model) else None
     generator = torch.Generator().manual_seed(request.seed) if request.do_sample and request.seeds is None else None
+    batch_size = request.batch_size
+    if batch_size is None:
+        longest = max(len(encode(model.tokenizer, p)) for p in prompts)
+        batch_size = fitting_batch_size(model, longest + request.max_new_tokens, longest)
     results: list[Generation] = []
-    starts = range(0, len(prompts), request.batch_size)
+    starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="generate", disable=not request.progress, leave=False):
-        batch = prompts[start : start + request.batch_size]
+        batch = prompts[start : start + batch_size]
         if request.do_sample and request.seeds is not None:
             generator = [torch.Generator().manual_seed(int(x)) for x in request.seeds[start : start + len(batch)]]
         steering = request.steering.rows(start, start + len(batch)) if request.steering is not None else None

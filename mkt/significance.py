@@ -62,7 +62,7 @@ class Decoding:
     mode: str = "norm-preserving"
     scope: str = "prompt-last"
     layers: list[int] | None = None
-    batch_size: int = 256
+    batch_size: int | None = None  # None: the largest batch that fits in memory (mkt.batch_size)
     hook: str = RESID_HOOK  # where every condition is written: the key's own hook point
 
 
