@@ -19,13 +19,20 @@ returning unsteered text.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import os
+import re
+import sys
+import threading
+import time
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import torch
 
@@ -73,7 +80,7 @@ class VLLMEngine(Engine):
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         _check_head_size(config)
-        options = _whole_prefills_on_cpu(options, config)
+        options = _kv_cache_on_cpu(_whole_prefills_on_cpu(options, config), config, dtype)
         try:
             generation_config = GenerationConfig.from_pretrained(path)
         except OSError:  # no generation_config.json: the tokenizer's EOS alone
@@ -81,9 +88,10 @@ class VLLMEngine(Engine):
         # the bridge's rule (tokenizer EOS + the generation config's list), on this engine's files
         files = SimpleNamespace(tokenizer=self.tokenizer, original_model=SimpleNamespace(generation_config=generation_config))
         self.eos_ids = eos_token_ids(files)
-        self.llm = LLM(model=path, tokenizer=path, dtype=dtype, enforce_eager=True,
-                       tensor_parallel_size=tensor_parallel_size, seed=seed, trust_remote_code=trust_remote_code,
-                       worker_extension_cls=WORKER_EXTENSION, **{"max_logprobs": -1, **options})
+        with _root_cause_of_start_failure():
+            self.llm = LLM(model=path, tokenizer=path, dtype=dtype, enforce_eager=True,
+                           tensor_parallel_size=tensor_parallel_size, seed=seed, trust_remote_code=trust_remote_code,
+                           worker_extension_cls=WORKER_EXTENSION, **{"max_logprobs": -1, **options})
         n_layers, d_model = self.llm.collective_rpc("mkt_install")[0]
         local = Path(path).expanduser()
         self.identity = ModelIdentity(
@@ -239,6 +247,69 @@ def _check_head_size(config) -> None:
     if head not in supported:
         raise MktError(f"vLLM's CPU build cannot run this model: its attention head size is {head}, and the CPU "
                        f"attention supports {supported}; use the TransformerLens engine or a GPU build of vLLM")
+
+
+KV_SHARE = 0.25  # of the memory available at start, at most, for the KV cache of the vLLM engine on CPU
+KV_SEQUENCES = 32  # full-context sequences the default KV cache holds, when that fits in KV_SHARE
+
+
+def _kv_cache_on_cpu(options: dict, config, dtype: str) -> dict:
+    """On CPU, a KV cache sized from the model (unless ``kv_cache_memory_bytes``,
+    ``gpu_memory_utilization`` or ``VLLM_CPU_KVCACHE_SPACE`` says otherwise).
+
+    vLLM's CPU backend otherwise reserves 92% of the machine's memory and refuses to start when
+    other work holds more than 8%. mkt asks for ``KV_SEQUENCES`` sequences of the full context,
+    at most ``KV_SHARE`` of the memory available now, at least one sequence.
+    """
+    import psutil
+    from vllm.platforms import current_platform
+
+    chosen = {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(options)
+    if not current_platform.is_cpu() or chosen or os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return options
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    element = torch.finfo(getattr(torch, dtype)).bits // 8
+    per_token = 2 * config.num_hidden_layers * kv_heads * head * element
+    context = options.get("max_model_len") or getattr(config, "max_position_embeddings", 4096)
+    one = per_token * context
+    size = max(one, min(KV_SEQUENCES * one, int(KV_SHARE * psutil.virtual_memory().available)))
+    return dict(options, kv_cache_memory_bytes=size)
+
+
+@contextmanager
+def _root_cause_of_start_failure() -> Iterator[None]:
+    """vLLM's engine starts in a child process, which prints why it failed and leaves the parent
+    only "Engine core initialization failed": while it starts, stderr (the child's too) passes
+    through a pipe whose lines are kept, and the last error line goes into mkt's one-line error.
+    The children keep writing through the pipe afterwards; a thread forwards it to the real stderr."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    lines: collections.deque[str] = collections.deque(maxlen=400)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                os.write(real, line)
+                lines.append(line.decode(errors="replace"))
+
+    threading.Thread(target=forward, daemon=True, name="mkt-vllm-stderr").start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    except Exception as err:
+        sys.stderr.flush()
+        time.sleep(0.5)  # the child's last lines still in the pipe
+        causes = [x.strip() for x in lines if re.match(r"\s*(?:\w+\.)*\w*(?:Error|Exception): ", x)]
+        cause = next((c for c in reversed(causes) if "Engine core initialization failed" not in c),
+                     f"{type(err).__name__}: {err}")
+        raise MktError(f"vLLM's engine did not start: {cause} (mkt's vLLM engine takes kv_cache_memory_bytes=... and "
+                       "max_model_len=...; or set VLLM_CPU_KVCACHE_SPACE=GiB)") from err
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the parent writes to the real stderr again; the children keep the pipe
 
 
 def _whole_prefills_on_cpu(options: dict, config) -> dict:
