@@ -72,16 +72,24 @@ def main() -> dict:
     last = Steering(directions, alpha=0.2)
     every = Steering(directions, alpha=0.2, scope="prompt-last+generated")
 
-    def mkt(steering):
-        return lambda: generate(model, ps, args.new, steering, batch_size=args.batch, eos_ids=[])
+    def mkt(steering, new):
+        return lambda: generate(model, ps, new, steering, batch_size=args.batch, eos_ids=[])
 
-    @torch.no_grad()
-    def hf_generate():
-        hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=args.new, min_new_tokens=args.new,
-                    do_sample=False, pad_token_id=0)
+    def hf_generate(new):
+        @torch.no_grad()
+        def run():
+            hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                        pad_token_id=0)
 
-    t = interleaved({"hf_generate": hf_generate, "mkt_unsteered": mkt(None), "mkt_steered": mkt(last),
-                     "mkt_steered_every_token": mkt(every)}, args.repeats)
+        return run
+
+    def runs(new):
+        return {"hf_generate": hf_generate(new), "mkt_unsteered": mkt(None, new), "mkt_steered": mkt(last, new),
+                "mkt_steered_every_token": mkt(every, new)}
+
+    for warm in runs(4).values():  # first calls (allocations, lazy hooks) on a short budget
+        warm()
+    t = interleaved(runs(args.new), args.repeats, warmup=False)
     n_tokens = args.batch * args.new
     tokens_per_s = {name: n_tokens / s for name, s in t.items()}
 
@@ -95,7 +103,7 @@ def main() -> dict:
             _, cache = model.run_with_cache(s_ids, attention_mask=s_mask, names_filter=names)
             torch.stack([cache[n][:, -1] for n in names], dim=1)
 
-    ts = interleaved({"old": old_states, "new": lambda: prompt_states(model, states, batch_size=32)}, args.repeats)
+    ts = interleaved({"old": old_states, "new": lambda: prompt_states(model, states, batch_size=32)}, args.repeats + 1)
     bandwidth = args.bandwidth_gbs or copy_bandwidth_gbs()
     step_bytes = n_params * 4  # float32 weights, each read once per decoding step
     result = dict(
