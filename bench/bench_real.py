@@ -54,6 +54,7 @@ def main() -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--states-prompts", type=int, default=64)
     ap.add_argument("--bandwidth-gbs", type=float, default=None)
+    ap.add_argument("--vllm", action="store_true", help="also the vLLM engine (unsteered, prompt-last, every token)")
     args = ap.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -83,13 +84,31 @@ def main() -> dict:
 
         return run
 
+    engines = {}
+    if args.vllm:
+        from mkt.engines import VLLMEngine
+
+        start = time.perf_counter()
+        engines["vllm"] = VLLMEngine(args.model, max_model_len=1024)
+        vllm_start_s = time.perf_counter() - start
+
+    def vllm(steering, new):
+        return lambda: engines["vllm"].generate(ps, new, steering, eos_ids=[])
+
     def runs(new):
-        return {"hf_generate": hf_generate(new), "mkt_unsteered": mkt(None, new), "mkt_steered": mkt(last, new),
-                "mkt_steered_every_token": mkt(every, new)}
+        fns = {"hf_generate": hf_generate(new), "mkt_unsteered": mkt(None, new), "mkt_steered": mkt(last, new),
+               "mkt_steered_every_token": mkt(every, new)}
+        if args.vllm:
+            fns.update(vllm_unsteered=vllm(None, new), vllm_steered=vllm(last, new),
+                       vllm_steered_every_token=vllm(every, new))
+        return fns
 
     for warm in runs(4).values():  # first calls (allocations, lazy hooks) on a short budget
         warm()
     t = interleaved(runs(args.new), args.repeats, warmup=False)
+    if args.vllm:  # the engines' greedy tokens, steered (prompt-last), side by side
+        same = [a.token_ids == b.token_ids for a, b in zip(engines["vllm"].generate(ps, 32, last),
+                                                           generate(model, ps, 32, last, batch_size=args.batch))]
     n_tokens = args.batch * args.new
     tokens_per_s = {name: n_tokens / s for name, s in t.items()}
 
@@ -117,6 +136,12 @@ def main() -> dict:
         bandwidth_gbs=bandwidth, step_limit_s=step_bytes / (bandwidth * 1e9),
         limit_tokens_per_s_at_batch=args.batch * bandwidth * 1e9 / step_bytes,
     )
+    if args.vllm:
+        result.update(vllm_start_s=vllm_start_s,
+                      vllm_steered_over_hf=tokens_per_s["vllm_steered"] / tokens_per_s["hf_generate"],
+                      vllm_steered_overhead=t["vllm_steered"] / t["vllm_unsteered"],
+                      vllm_every_token_overhead=t["vllm_steered_every_token"] / t["vllm_unsteered"],
+                      engines_same_greedy_tokens_32=f"{sum(same)}/{len(same)}")
     print(json.dumps(result, indent=1))
     return result
 

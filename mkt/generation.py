@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from mkt.hf_view import decoder_layers, hooked, next_logits, prompt_positions, takes_positions, unwrapped_model
 from mkt.batch_size import fitting_batch_size
+from mkt.hf_view import decoder_layers, hooked, next_logits, prompt_positions, takes_positions, unwrapped_model
 from mkt.models import RESID_HOOK, check_prompts, encode, eos_token_ids, tokenize_left_padded
 from mkt.steering import Steering, SteeringHooks
 
