@@ -158,7 +158,9 @@ def run(model, prompts: list[str], request: GenerationRequest) -> list[Generatio
     the HF model under it (:func:`mkt.hf_view.unwrapped_model`: the same modules and weights
     without the bridge's wrappers), with hooks on its decoder layers where generated tokens are
     steered at ``hook_resid_post``. Steering elsewhere (``hook_resid_pre``, ``attn.hook_z``, ...)
-    on generated tokens, and ``use_cache=False``, decode through the bridge.
+    on generated tokens, hooks already on the bridge, and ``use_cache=False`` decode through the
+    bridge. Rows of a batch that repeat a prompt (a :class:`~mkt.battery.Battery`'s) prefill the
+    tokens before its last once when only the last prompt token is steered.
     """
     request.check(prompts)
     eos_set = set(eos_token_ids(model) if request.eos_ids is None else request.eos_ids)
