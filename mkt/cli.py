@@ -19,6 +19,7 @@ from mkt.cliargs import (
     positive_int,
     stop_string,
 )
+from mkt.cli_models import add_models_parser
 from mkt.models import HOOK_POINTS  # building the parser imports torch anyway (the analyses' arguments)
 from mkt.steering import SCOPES
 
@@ -32,7 +33,8 @@ def position_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-MODEL_HELP = "HF hub name, local HF directory, or a built-in organism as organism:NAME (e.g. organism:source-base)"
+MODEL_HELP = ("HF hub name, local HF directory, .gguf file, a real checkpoint as real:NAME (e.g. real:gemma-3-270m) "
+              "or a built-in organism as organism:NAME (e.g. organism:source-base); `mkt models list` names them")
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -679,6 +681,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=positive_int, default=None, help="override the training steps (short runs)")
     p.add_argument("--out", default=None, help="directory to write the zoo to (default: the package's zoo)")
     p.set_defaults(func=cmd_organisms)
+    add_models_parser(sub)
     return parser
 
 
