@@ -57,8 +57,11 @@ def resolve_model_path(spec: str | os.PathLike, progress=print) -> str:
                                  "pass the one to load")
         raise ModelLoadError(f"{local} holds neither config.json nor a .gguf file: pass an HF model directory "
                              "or a GGUF file")
-    if name.endswith(".gguf") and name.count("/") >= 2:
-        return str(gguf_to_hf_dir(_hub_gguf(name), progress=progress))
+    if name.endswith(".gguf"):
+        if name.count("/") == 2 and not name.startswith(("/", ".", "~")):
+            return str(gguf_to_hf_dir(_hub_gguf(name), progress=progress))
+        raise ModelLoadError(f"GGUF file {local} does not exist: pass the path of a .gguf file "
+                             "(or OWNER/REPO/FILE.gguf for a hub repository's file)")
     return name
 
 

@@ -97,6 +97,10 @@ def test_specs_that_name_no_model(tmp_path):
         resolve_model_path("real:nope")
     with pytest.raises(ModelLoadError, match="unknown organism"):
         resolve_model_path("organism:nope")
+    with pytest.raises(ModelLoadError, match="GGUF file .*missing.gguf does not exist"):
+        resolve_model_path(tmp_path / "missing.gguf")
+    with pytest.raises(ModelLoadError, match="GGUF file 'c.gguf' of hub repo 'a/b' could not be downloaded"):
+        resolve_model_path("a/b/c.gguf")  # the tests run with HF_HUB_OFFLINE=1
     assert resolve_model_path("Qwen/Qwen3-4B") == "Qwen/Qwen3-4B"  # hub names pass through
 
 
