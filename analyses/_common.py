@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from mkt.cliargs import device_name, dtype_name, finite_float, positive_int
+from mkt.cliargs import add_model_arguments, finite_float, model_loading, positive_int
 
 
 def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "organism:target-family") -> None:
@@ -30,8 +30,7 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
     add_chat_argument(p)
     p.add_argument("--n", type=positive_int, default=100, help="number of prompts (default 100)")
     p.add_argument("--alpha", type=finite_float, default=None, help="intervention strength (default: the pack's)")
-    p.add_argument("--device", type=device_name, default="cpu", help="device (default cpu)")
-    p.add_argument("--dtype", type=dtype_name, default="float32", help="model dtype: float32, bf16, fp16 (default float32)")
+    add_model_arguments(p, batch_size=False)
     p.add_argument("--out", default=None, help="output directory (default runs/<analysis>)")
 
 
@@ -224,7 +223,7 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
         raise ValueError("--unlocked-prompts pairs with --prompts: pass both")
     if unlocked_prompts_file and unlocked_model_name:
         raise ValueError("--unlocked-prompts and --unlocked-model are two Unlocked runs: pass one")
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, **model_loading(args))
     if args.pack:
         pack = CapabilityPack.load(args.pack)
         pack.check_fits(model)
@@ -267,7 +266,7 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
     run.prompts = chat_formatted(args, model.tokenizer, run.prompts)
     run.unlocked_prompts = chat_formatted(args, model.tokenizer, run.unlocked_prompts)
     if unlocked_model_name:
-        run.unlocked_model = load_model(unlocked_model_name, device=args.device, dtype=args.dtype)
+        run.unlocked_model = load_model(unlocked_model_name, **model_loading(args))
         key.check_fits(run.unlocked_model)  # its states are compared with the key's model's, layer by layer
         run.unlocked_label = f"model {unlocked_model_name}"
     return run

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from analyses._common import add_chat_argument, chat_formatted, command_line, pyplot, write_outputs
+from mkt.cliargs import add_model_arguments
 from mkt.eval.stats import mcnemar_exact, wilson_interval
 from mkt.generation import generate
 from mkt.steering import Steering
@@ -320,8 +321,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=200, help="test prompts (default 200)")
     p.add_argument("--alpha", type=float, default=None, help="alpha for --model's key (default: the pack's)")
     p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget for --model (default 40)")
-    p.add_argument("--device", default="cpu", help="device for --model (default cpu)")
-    p.add_argument("--dtype", default="float32", help="dtype for --model (default float32)")
+    add_model_arguments(p, batch_size=False)  # for --model
     add_chat_argument(p)
     p.add_argument("--prompts", default=None, help=argparse.SUPPRESS)  # resolve()'s field: prompts come from --task
     p.add_argument("--field", default="question", help=argparse.SUPPRESS)

@@ -50,6 +50,7 @@ from analyses.similarity_stats import (
     spectral_entropy,
 )
 from mkt.alignment import fit_alignment, relative_depth_map
+from mkt.cliargs import add_model_arguments, model_loading
 from mkt.models import ModelIdentity
 
 RESULT_FILE = "similarity.json"
@@ -527,9 +528,7 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The analysis's own flags. Model-loading flags (``--device``, ``--dtype``,
-    ``--batch-size`` ...) are the caller's: ``main`` adds ``mkt.cli``'s, and ``run`` falls back
-    to defaults for any that are missing."""
+    """The analysis's flags, the shared model-loading group (``--device``, ``--dtype``, ``--batch-size`` ...) among them."""
     parser.add_argument("--source", required=True, help="Source model: hub name, HF dir or organism:NAME")
     parser.add_argument("--target", required=True, help="Target model: hub name, HF dir or organism:NAME")
     parser.add_argument("--n", type=int, default=256, help="number of questions (default 256)")
@@ -551,6 +550,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="draws of the shuffled-pairs reference and of the sign-flip null of the difference matrix (default 20)")
     parser.add_argument("--no-center", dest="center", action="store_false",
                         help="the paper's uncentred map and subspaces (default: centred)")
+    add_model_arguments(parser)
     return parser
 
 
@@ -575,14 +575,12 @@ def run(args: argparse.Namespace) -> SimilarityResult:
     from mkt.models import load_model, model_identity
 
     def load(name: str):
-        return load_model(name, device=getattr(args, "device", None), dtype=getattr(args, "dtype", "float32"),
-                          device_map=getattr(args, "device_map", None), n_devices=getattr(args, "n_devices", None),
-                          trust_remote_code=getattr(args, "trust_remote_code", False))
+        return load_model(name, **model_loading(args))
 
     questions, locked, unlocked = _questions_and_templates(args)
     source, target = load(args.source), load(args.target)
     acts = collect_activations(source, target, questions, locked, unlocked,
-                               batch_size=getattr(args, "batch_size", 32), progress=True)
+                               batch_size=args.batch_size, progress=True)
     result = subspace_similarity(
         *acts, model_identity(source).name, model_identity(target).name, ks=args.ks, ns=args.ns,
         k_for_n=args.k_for_n, heldout_fraction=args.heldout_fraction, seed=args.seed,
@@ -613,15 +611,12 @@ def run(args: argparse.Namespace) -> SimilarityResult:
 
 
 def main(argv: list[str] | None = None) -> SimilarityResult:
-    from mkt.cli import _model_args
-
     parser = argparse.ArgumentParser(
         prog="python -m analyses.similarity",
         description="Subspace similarity between two models: CKA, aligned principal angles, "
         "alignment error vs rank and n, spectral entropy of the Unlocked-Locked differences.",
     )
     add_arguments(parser)
-    _model_args(parser)
     return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
 
 

@@ -17,6 +17,8 @@ RESID_HOOK = "hook_resid_post"
 # before, between and after the block's attention and MLP, the two sublayers' outputs, and the
 # attention heads' outputs before W_O (``attn.hook_z``, [batch, pos, head, d_head]: per head)
 PER_HEAD_HOOKS = ("attn.hook_z",)
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}  # the names (and aliases) a dtype may go by
 HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", *PER_HEAD_HOOKS)
 
 
@@ -57,8 +59,6 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     if isinstance(dtype, str):
-        from mkt.cliargs import DTYPES
-
         if dtype.lower() not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(DTYPES)}")
         dtype = getattr(torch, DTYPES[dtype.lower()])
