@@ -58,6 +58,8 @@ from analyses._conditions import (
 )
 from mkt.activations import prompt_states
 from mkt.cliargs import finite_float, positive_int
+from mkt.controls import size_matched_noise, top_principal_directions
+from mkt.eval.stats import empirical_p_value
 from mkt.generation import generate
 from mkt.key import random_like
 from mkt.models import PER_HEAD_HOOKS, RESID_HOOK, single_token_id
@@ -126,43 +128,11 @@ def bisect_increasing(f: Callable[[np.ndarray, np.ndarray], np.ndarray], target:
     return np.array([xs[i][b] for i, b in enumerate(best)]), np.array([fs[i][b] for i, b in enumerate(best)])
 
 
-def empirical_p(value: float, nulls: np.ndarray, larger: bool = True) -> float:
-    """(1 + #nulls at least as extreme as ``value``) / (1 + N): ``larger`` counts nulls >= value, else <= value.
-
-    NaN nulls (e.g. unmatched ones) are left out; with none left the p-value is NaN.
-    """
-    nulls = np.asarray(nulls, dtype=float)
-    nulls = nulls[~np.isnan(nulls)]
-    if nulls.size == 0 or np.isnan(value):
-        return float("nan")
-    extreme = nulls >= value if larger else nulls <= value
-    return float((1 + extreme.sum()) / (1 + nulls.size))
-
-
-def top_principal_directions(states: Float[Tensor, "n layer d"], k: int) -> Float[Tensor, "k layer d"]:
-    """The top ``k`` principal directions (unit vectors) of ``states`` per layer, centred over the n rows.
-
-    Signs are fixed so that each direction's largest-magnitude coordinate is positive.
-    """
-    x = states.double() - states.double().mean(0)
-    _, _, vh = torch.linalg.svd(x.transpose(0, 1), full_matrices=False)  # [layer, min(n, d), d]
-    pcs = vh[:, :k].transpose(0, 1)  # [k, layer, d]
-    sign = torch.sign(pcs.gather(-1, pcs.abs().argmax(-1, keepdim=True)))
-    return (pcs * sign).float()
-
-
 def variance_share(states: Float[Tensor, "n layer d"], directions: Float[Tensor, "layer d"]) -> Float[Tensor, "layer"]:
     """The share of each layer's total variance (over the n rows) that lies along ``directions[layer]``."""
     x = states.double() - states.double().mean(0)
     u = directions.double() / directions.double().norm(dim=-1, keepdim=True)
     return ((x * u).sum(-1).pow(2).sum(0) / x.pow(2).sum((0, 2))).float()
-
-
-def size_matched_noise(diff: Float[Tensor, "n d"], seed: int) -> Float[Tensor, "n d"]:
-    """Random (isotropic) vectors with the row norms of ``diff``."""
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randn(diff.shape, generator=g, dtype=torch.float64)
-    return (noise / noise.norm(dim=-1, keepdim=True) * diff.double().norm(dim=-1, keepdim=True)).to(diff.dtype)
 
 
 # ---- the metric ------------------------------------------------------------------------------------------
@@ -359,7 +329,7 @@ def pooled_nulls(s: Sufficiency, layer: int) -> np.ndarray:
 
 def pooled_p(s: Sufficiency) -> np.ndarray:
     """[layer]: the key's empirical p against the matched nulls of ``POOLED_FAMILIES`` at once."""
-    return np.array([empirical_p(s.matched_key[l], pooled_nulls(s, l)) for l in range(len(s.matched_key))])
+    return np.array([empirical_p_value(s.matched_key[l], pooled_nulls(s, l)) for l in range(len(s.matched_key))])
 
 
 def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[float], ref_alpha: float,
@@ -411,7 +381,7 @@ def sufficiency(model, prompts: list[str], key, metric: Metric, alphas: list[flo
     nulls = []
     for name, (labels, _) in families[1:]:
         a, kl, value = matched[name]
-        p = [empirical_p(key_value[l], np.where(within[name][l], value[l], np.nan)) for l in range(n_layers)]
+        p = [empirical_p_value(key_value[l], np.where(within[name][l], value[l], np.nan)) for l in range(n_layers)]
         nulls.append(MatchedNull(name, labels, a, kl, value, within[name], np.array(p)))
     k = matched["key"]
     return Sufficiency(list(alphas), list(WINDOWS), grid[..., 0], grid[..., 1:].mean(-1), grid[..., 1:].max(-1),
@@ -486,7 +456,7 @@ def necessity(model, prompts: list[str], key, metric: Metric, alpha: float, null
         key_surv = surv(ablated, locked, unlocked[:, None])
         null_surv = [surv(v, locked, unlocked[:, None, None]) for v in null_values]
         net = (ablated - locked_ablated[None]) / (unlocked[:, None] - locked)
-    p = np.array([[[empirical_p(key_surv[r, s], ns[r, s], larger=False) for s in range(len(SCOPES))]
+    p = np.array([[[empirical_p_value(key_surv[r, s], ns[r, s], larger=False) for s in range(len(SCOPES))]
                    for r in range(len(runs))] for ns in null_surv])
     return Necessity([r[0] for r in runs], list(SCOPES), locked, locked_ablated, locked_mean, unlocked, ablated, key_surv,
                      net, mean_ablated,
@@ -568,8 +538,8 @@ def activation_patching(model, prompts: list[str], metric: Metric, seeds: list[i
         if key_directions is not None:
             along_key[layer] = score(layer, along(h_l, h_u, key_directions[layer]))
             without_key[layer] = score(layer, h_l + project_out(h_u - h_l, key_directions[layer]))
-    p = np.array([empirical_p(patched[l], control[l]) for l in range(n_layers)])
-    p_along = np.array([empirical_p(along_key[l], along_random[l]) for l in range(n_layers)])
+    p = np.array([empirical_p_value(patched[l], control[l]) for l in range(n_layers)])
+    p_along = np.array([empirical_p_value(along_key[l], along_random[l]) for l in range(n_layers)])
     return Patching(hook, metric(model, prompts), metric(unlocked_model or model, unlocked_prompts or prompts),
                     unlocked_model is None, patched, control, p, along_key, without_key, along_random, p_along,
                     along_pcs, along_mean)

@@ -40,7 +40,7 @@ import torch
 
 from analyses._common import add_chat_argument, chat_formatted, command_line, pyplot, write_outputs
 from mkt.cliargs import add_model_arguments
-from mkt.eval.stats import mcnemar_exact, wilson_interval
+from mkt.eval.stats import mcnemar_exact, paired_difference_interval
 from mkt.generation import generate
 from mkt.steering import Steering
 
@@ -82,30 +82,6 @@ class AtomicProbe:
     criterion: str = ("reads only the primary condition, fixed in advance: ATOMIC if its gain >= threshold, its "
                       "paired 95% Newcombe interval's lower end > 0 and McNemar p < 0.05; NON-ATOMIC if the upper end "
                       "< threshold; else INCONCLUSIVE")
-
-
-def paired_difference_interval(a, b, z: float = 1.96) -> tuple[float, float]:
-    """95% interval of mean(a) - mean(b) for paired 0/1 scores: Newcombe's score method 10.
-
-    Newcombe (1998), "Improved confidence intervals for the difference between binomial
-    proportions based on paired data", Stat. Med. 17:2635: the two margins' Wilson
-    intervals, combined with the phi correlation of the 2x2 table (0 when a margin is
-    empty). Unlike a percentile bootstrap it does not collapse when no item is discordant:
-    0/3 vs 0/3 gives [-0.56, +0.56].
-    """
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError(f"paired scores need the same, non-empty items: got {a.shape} and {b.shape}")
-    n = len(a)
-    both, only_a, only_b, neither = (int(np.sum(x)) for x in (a & b, a & ~b, ~a & b, ~a & ~b))
-    p1, p2 = (both + only_a) / n, (both + only_b) / n
-    (l1, u1), (l2, u2) = wilson_interval(both + only_a, n, z), wilson_interval(both + only_b, n, z)
-    denom = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
-    phi = 0.0 if denom == 0 else (both * neither - only_a * only_b) / np.sqrt(float(denom))
-    d = p1 - p2
-    lo = d - np.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    hi = d + np.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return float(max(-1.0, lo)), float(min(1.0, hi))
 
 
 def verdict(gain: float, interval: tuple[float, float], threshold: float, p_value: float) -> str:

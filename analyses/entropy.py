@@ -38,7 +38,7 @@ from analyses._common import (
     resolve_run,
     write_outputs,
 )
-from mkt.controls import isotropic_null
+from mkt.controls import isotropic_null, principal_keys_like
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval, pass_at_k
 from mkt.generation import generate
 from mkt.models import tokenize_left_padded
@@ -105,17 +105,6 @@ def compare(without: np.ndarray, with_key: np.ndarray, controls: list[np.ndarray
         out.pc_p_value = empirical_p_value(sign * diff, [sign * d for d in out.pc_diffs.values()])
         out.pc_rank = 1 + sum(1 for d in out.pc_diffs.values() if sign * d >= sign * diff)
     return out
-
-
-def principal_keys_like(key, x_locked, m: int = 8) -> dict:
-    """``+PC i`` / ``-PC i`` (``mkt.controls.target_principal_keys``) scaled to ``key``'s per-layer norms."""
-    from dataclasses import replace
-
-    from mkt.controls import target_principal_keys
-
-    pcs = target_principal_keys(x_locked, key.model, m, key.hook)
-    return {name: replace(pc, directions=pc.directions * key.norms()[:, None].to(pc.directions.dtype))
-            for name, pc in pcs.items()}
 
 
 # --- model I/O ---------------------------------------------------------------------------------

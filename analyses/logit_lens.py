@@ -42,9 +42,9 @@ from analyses._common import (
     write_outputs,
 )
 from analyses._conditions import next_token_logprobs
-from analyses.ablation import empirical_p
 from mkt.activations import last_token_resid, prompt_states
 from mkt.cliargs import finite_float, positive_int
+from mkt.eval.stats import empirical_p_value
 from mkt.intervention import MODES
 from mkt.key import random_like
 from mkt.models import PER_HEAD_HOOKS, single_token_id
@@ -198,7 +198,7 @@ def logit_lens_sharpening(model, prompts: list[str], key, alpha: float, token_id
     return LogitLensResult(model_name, key.hook, tokens, alpha, site_alpha, list(seeds), site_seeds,
                            relative_depth(model.cfg.n_layers), none[0], keyed[0], rnd[:, 0], key_direct[0],
                            none[2], keyed[2], rnd[:, 2], key_direct[2], none[1], keyed[1], rnd[:, 1], key_direct[1],
-                           rnd_direct, empirical_p(keyed[1][-1], rnd[:, 1, -1]),
+                           rnd_direct, empirical_p_value(keyed[1][-1], rnd[:, 1, -1]),
                            single_site(model, prompts, key.directions, site_alpha, token_ids, mode, key.hook),
                            site_r, len(prompts))
 

@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from mkt.checkpoints import resolve_model_path
 from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
 
 RESID_HOOK = "hook_resid_post"
@@ -69,11 +70,7 @@ def load_model(
         kwargs["device_map"] = device_map
     if n_devices is not None:
         kwargs["n_devices"] = n_devices
-    name = str(name_or_path)
-    if name.startswith("organism:"):
-        from mkt.organisms.zoo import organism_path
-
-        name = str(organism_path(name.split(":", 1)[1]))
+    name = resolve_model_path(name_or_path)
     local = Path(name).expanduser()
     if local.exists() and not (local / "config.json").exists():
         raise ModelLoadError(f"{local} exists but holds no config.json: pass an HF model directory")
@@ -249,11 +246,7 @@ def load_random_init(name_or_path: str | os.PathLike, seed: int = 0, device: str
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    name = str(name_or_path)
-    if name.startswith("organism:"):
-        from mkt.organisms.zoo import organism_path
-
-        name = str(organism_path(name.split(":", 1)[1]))
+    name = resolve_model_path(name_or_path)
     config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

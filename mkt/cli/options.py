@@ -119,15 +119,16 @@ def check_chat(model, wanted: bool, flag: str) -> None:
 
 
 def formats(args, locked: str, unlocked: str | None):
-    """(Source Locked, Source Unlocked, Target Locked, Target Unlocked) formats from the arguments."""
+    """Each model's Locked and Unlocked formats (``TransferFormats``) from the arguments."""
+    from mkt.pipeline import TransferFormats
     from mkt.prompts import PromptFormat, PromptTemplate
 
     def fmt(text, chat):
         return PromptFormat(PromptTemplate(text), chat=chat) if text else None
 
     target_unlocked = args.target_unlocked or unlocked
-    return (fmt(locked, args.source_chat), fmt(unlocked, args.source_chat),
-            fmt(args.target_locked or locked, args.target_chat), fmt(target_unlocked, args.target_chat))
+    return TransferFormats(fmt(locked, args.source_chat), fmt(unlocked, args.source_chat),
+                           fmt(args.target_locked or locked, args.target_chat), fmt(target_unlocked, args.target_chat))
 
 
 def apply_args(p: argparse.ArgumentParser) -> None:

@@ -37,7 +37,7 @@ def cmd_sweep(args) -> None:
         args.target_locked = template_for(kind, args.target_locked).text
     if args.target_unlocked:
         args.target_unlocked = template_for(kind, args.target_unlocked).text
-    locked, unlocked, target_locked, target_unlocked = formats(args, style["locked"], style["unlocked"])
+    locked, unlocked, target_locked, target_unlocked = formats(args, style["locked"], style["unlocked"]).all()
     decoding_defaults(args, kind)
     questions = questions_of(args) if args.questions else pool
     layer_subsets = tuple(None if s == "all" else tuple(int(x) for x in s.split("-")) for s in args.layers)

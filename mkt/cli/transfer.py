@@ -45,22 +45,13 @@ def cmd_extract(args) -> None:
 
 
 def cmd_align(args) -> None:
-    from mkt.activations import prompt_states
-    from mkt.alignment import fit_alignment
-    from mkt.models import model_identity
-    from mkt.pipeline import alignment_prompts
+    from mkt.pipeline import align_models
 
-    locked, unlocked, target_locked, target_unlocked = formats(args, args.locked, args.unlocked)  # bad templates: now
+    fmts = formats(args, args.locked, args.unlocked)  # bad templates: now
     source, target = load(args, args.source), load(args, args.target)
     check_chat(source, args.source_chat, "--source-chat"), check_chat(target, args.target_chat, "--target-chat")
-    qs = questions_of(args)
-    def states(model, prompts):
-        return prompt_states(model, prompts, None, args.hook, args.position, args.batch_size, progress=True)
-
-    x_s = states(source, alignment_prompts(qs, locked, unlocked, args.alignment_set, source.tokenizer))
-    x_t = states(target, alignment_prompts(qs, target_locked, target_unlocked, args.alignment_set, target.tokenizer))
-    al = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), args.k, args.method, args.center,
-                       ridge=args.ridge, hook=args.hook, position=args.position)
+    al = align_models(source, target, questions_of(args), fmts, args.alignment_set, args.k, args.method, args.center,
+                      args.ridge, args.hook, args.position, args.batch_size, progress=True)
     al.save(args.out)
     err = al.diagnostics["fit_relative_error"]
     print(f"alignment {al.source.name} -> {al.target.name}, k={al.k}, n={al.n}, method={al.method}: "
@@ -73,7 +64,7 @@ def cmd_transfer(args) -> None:
     from mkt.pack import CapabilityPack
     from mkt.pipeline import ORACLE_NOTE, run_transfer
 
-    locked, unlocked, target_locked, target_unlocked = formats(args, args.locked, args.unlocked)  # bad templates: now
+    locked, unlocked, target_locked, target_unlocked = formats(args, args.locked, args.unlocked).all()  # bad templates: now
     source, target = load(args, args.source), load(args, args.target)
     check_layers(args.layers, target.cfg.n_layers)  # before the slow work: the pack would refuse them at the end
     check_chat(source, args.source_chat, "--source-chat"), check_chat(target, args.target_chat, "--target-chat")
