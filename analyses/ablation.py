@@ -44,7 +44,9 @@ from analyses._common import (
     resolve_run,
     write_outputs,
 )
-from analyses._conditions import (
+from mkt.activations import prompt_states
+from mkt.cliargs import finite_float, positive_int
+from mkt.conditions import (
     Condition,
     PrefixCache,
     combine,
@@ -56,8 +58,6 @@ from analyses._conditions import (
     projection_condition,
     steering_condition,
 )
-from mkt.activations import prompt_states
-from mkt.cliargs import finite_float, positive_int
 from mkt.controls import size_matched_noise, top_principal_directions
 from mkt.eval.stats import empirical_p_value
 from mkt.generation import generate
@@ -68,7 +68,7 @@ from mkt.steering import Steering
 REST = "rest"  # as token_b: every other token, i.e. the log-odds of token_a
 WINDOWS = ("only", "upto", "from")  # layer l alone, layers <= l, layers >= l
 WINDOW_LABELS = {"only": "layer l only", "upto": "layers <= l", "from": "layers >= l"}
-SCOPES = ("last", "all")  # projection at the last prompt token (the key's site) / at every position
+ABLATION_SCOPES = ("last", "all")  # projection at the last prompt token (the key's site) / at every position
 
 
 # ---- pure tensor math ------------------------------------------------------------------------------------
@@ -437,16 +437,16 @@ def necessity(model, prompts: list[str], key, metric: Metric, alpha: float, null
     units = key.directions / key.directions.norm(dim=-1, keepdim=True)
     means = (states * units).sum(-1).mean(0)  # [layer]: the Locked run's mean h.u
     locked = metric(model, prompts)
-    locked_ablated = np.array([metric(model, prompts, projection_condition(key.directions, s, hook)) for s in SCOPES])
+    locked_ablated = np.array([metric(model, prompts, projection_condition(key.directions, s, hook)) for s in ABLATION_SCOPES])
     locked_mean = metric(model, prompts, mean_ablation_condition(key.directions, means, hook))
     unlocked = np.zeros(len(runs))
-    ablated = np.zeros((len(runs), len(SCOPES)))
+    ablated = np.zeros((len(runs), len(ABLATION_SCOPES)))
     mean_ablated = np.zeros(len(runs))
-    null_values = [np.zeros((len(runs), len(SCOPES), sets.shape[0])) for _, sets in null_sets.values()]
+    null_values = [np.zeros((len(runs), len(ABLATION_SCOPES), sets.shape[0])) for _, sets in null_sets.values()]
     for r, (_, m, ps, base) in enumerate(runs):
         unlocked[r] = metric(m, ps, base)
         mean_ablated[r] = metric(m, ps, combine(base, mean_ablation_condition(key.directions, means, hook)))
-        for s, scope in enumerate(SCOPES):
+        for s, scope in enumerate(ABLATION_SCOPES):
             ablated[r, s] = metric(m, ps, combine(base, projection_condition(key.directions, scope, hook)))
             for f, (_, sets) in enumerate(null_sets.values()):
                 null_values[f][r, s] = metric.per_row_set(
@@ -456,12 +456,12 @@ def necessity(model, prompts: list[str], key, metric: Metric, alpha: float, null
         key_surv = surv(ablated, locked, unlocked[:, None])
         null_surv = [surv(v, locked, unlocked[:, None, None]) for v in null_values]
         net = (ablated - locked_ablated[None]) / (unlocked[:, None] - locked)
-    p = np.array([[[empirical_p_value(key_surv[r, s], ns[r, s], larger=False) for s in range(len(SCOPES))]
+    p = np.array([[[empirical_p_value(key_surv[r, s], ns[r, s], larger=False) for s in range(len(ABLATION_SCOPES))]
                    for r in range(len(runs))] for ns in null_surv])
-    return Necessity([r[0] for r in runs], list(SCOPES), locked, locked_ablated, locked_mean, unlocked, ablated, key_surv,
+    return Necessity([r[0] for r in runs], list(ABLATION_SCOPES), locked, locked_ablated, locked_mean, unlocked, ablated, key_surv,
                      net, mean_ablated,
                      surv(mean_ablated, locked, unlocked), list(null_sets), [labels for labels, _ in null_sets.values()],
-                     null_surv, p.reshape(len(null_sets), len(runs), len(SCOPES)), variance_share(states, key.directions).numpy(),
+                     null_surv, p.reshape(len(null_sets), len(runs), len(ABLATION_SCOPES)), variance_share(states, key.directions).numpy(),
                      [torch.stack([variance_share(states, d) for d in sets]).numpy() for _, sets in null_sets.values()])
 
 

@@ -153,7 +153,7 @@ def _post_trained(target, post_trained: str | None, notes: list[str]):
     return post
 
 
-def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metric: str = "clean_step_by_step",
+def probe_organism_target(target_name: str, n: int = 200, threshold: float = 0.10, metric: str = "clean_step_by_step",
                    post_trained: str | None = None, primary: str = PROMPTING,
                    alpha_grid=(0.1, 0.2, 0.5, 1.0), n_dev: int = 32) -> AtomicProbe:
     """The probe on an organism Target, for the organisms' step-by-step capability.
@@ -311,7 +311,7 @@ def run(args) -> list[AtomicProbe]:
         probes = [model_probe(args)]
     else:
         targets = [args.model] if args.model else args.targets
-        probes = [organism_probe(t, args.n, args.threshold, args.metric, args.post_trained, args.primary)
+        probes = [probe_organism_target(t, args.n, args.threshold, args.metric, args.post_trained, args.primary)
                   for t in targets]
     out = write_outputs(probes, plot_probes, args.out or "runs/atomic", "atomic")
     for pr in probes:

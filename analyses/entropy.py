@@ -138,7 +138,7 @@ def teacher_forced_entropy(model, prompts: list[str], continuations: list[list[i
         with ExitStack() as stack:
             if steering is not None:
                 hooks = stack.enter_context(steering.rows(start, start + len(batch)).attach(model))
-                hooks.prompt_len, hooks.offset = prompt_len, 0
+                hooks.locate_prompt(prompt_len)
             logits = model(ids, attention_mask=mask)
         logp = torch.log_softmax(logits[:, prompt_len - 1:prompt_len - 1 + width].float(), -1)
         ent = -(logp.exp() * logp).sum(-1).cpu().double().numpy()

@@ -41,9 +41,9 @@ from analyses._common import (
     resolve_run,
     write_outputs,
 )
-from analyses._conditions import next_token_logprobs
 from mkt.activations import last_token_resid, prompt_states
 from mkt.cliargs import finite_float, positive_int
+from mkt.conditions import next_token_logprobs
 from mkt.eval.stats import empirical_p_value
 from mkt.intervention import MODES
 from mkt.key import random_like

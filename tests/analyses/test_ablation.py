@@ -6,14 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from analyses._conditions import (
-    mean_ablate,
-    mean_ablation_condition,
-    next_token_logprobs,
-    patch_condition,
-    project_out,
-    projection_condition,
-)
 from analyses.ablation import (
     Metric,
     activation_patching,
@@ -31,6 +23,14 @@ from analyses.ablation import (
     variance_share,
 )
 from mkt.activations import last_token_resid, prompt_states
+from mkt.conditions import (
+    mean_ablate,
+    mean_ablation_condition,
+    next_token_logprobs,
+    patch_condition,
+    project_out,
+    projection_condition,
+)
 from mkt.controls import size_matched_noise, top_principal_directions
 from mkt.eval.stats import empirical_p_value
 from mkt.generation import generate
