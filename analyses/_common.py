@@ -49,89 +49,6 @@ def chat_formatted(args, tokenizer, prompts: list[str] | None) -> list[str] | No
     return [apply_chat(tokenizer, p) for p in prompts]
 
 
-def _zoo_hash(*names: str) -> str:
-    """sha256 over the named organisms' weight and config files (what the key is computed from)."""
-    import hashlib
-
-    from mkt.organisms.zoo import organism_path
-
-    h = hashlib.sha256()
-    for name in names:
-        path = organism_path(name.removeprefix("organism:"))
-        for f in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json", ".bin")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cached_organism_key(target, target_name: str, cache_dir: str | Path | None = None):
-    """``organism_key``, cached on disk: ``<cache_dir>/<target>-<seed>-<zoo hash>.safetensors``.
-
-    The key is deterministic given the zoo's weights and the demo's seed, so the file is named
-    by both and validated on load (target, seed, hash, shape); a file that does not match is
-    recomputed and overwritten. Default cache dir: ``$MKT_CACHE`` or ``~/.cache/mkt``, then
-    ``organism-keys``.
-    """
-    import os
-
-    from safetensors.torch import load_file, save_file
-
-    from mkt.key import MasterKey
-    from mkt.models import model_identity
-    from mkt.organisms.demo import DEMO_SEED
-
-    root = Path(cache_dir or Path(os.environ.get("MKT_CACHE", Path.home() / ".cache" / "mkt")) / "organism-keys")
-    digest = _zoo_hash("source-base", target_name)
-    meta = {"target": target_name, "seed": str(DEMO_SEED), "zoo_hash": digest}
-    path = root / f"{target_name.removeprefix('organism:')}-{DEMO_SEED}-{digest}.safetensors"
-    identity = model_identity(target)
-    if path.exists():
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                stored = f.metadata() or {}
-            directions = load_file(str(path))["directions"]
-            if all(stored.get(k) == v for k, v in meta.items()):
-                return MasterKey(directions, identity, stored["hook"], json.loads(stored["provenance"]))
-        except Exception:  # noqa: BLE001 - a corrupt or foreign file is recomputed
-            pass
-    key = organism_key(target, target_name)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"directions": key.directions.contiguous()}, str(tmp),
-              metadata={**meta, "hook": key.hook, "provenance": json.dumps(to_jsonable(key.provenance), default=str)})
-    tmp.replace(path)
-    return key
-
-
-def organism_key(target, target_name: str):
-    """The organism Source's prompt key, transferred into ``target`` exactly as the demo does.
-
-    The paper's protocol: a rank-32 least-squares map fitted on Locked prompts only,
-    zero-centred, never on the Target's Unlocked states; the demo's seed. Into
-    ``source-base`` itself, the Source's own key. On the organisms this key cannot be told
-    from its controls (docs/organisms.md): analyses of it describe what the key does, not
-    that the transfer is real.
-    """
-    from mkt.models import load_model
-    from mkt.organisms.demo import DEMO_SEED, FIT, RANK
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
-    from mkt.pipeline import run_transfer
-
-    source = load_model("organism:source-base", device="cpu")
-    if target_name == "organism:source-base":
-        from mkt.extract import extract_prompt_key
-
-        return extract_prompt_key(source, [p.question for p in problems(256, "train", 1)], LOCKED_TEMPLATE,
-                                  UNLOCKED_TEMPLATE)
-    report = run_transfer(source, target, [p.question for p in problems(256, "train", 1)],
-                          [p.question for p in problems(320, "train", 2)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE,
-                          k=RANK, method=FIT, center=True, alignment_set="locked", heldout_fraction=0.2,
-                          seed=DEMO_SEED)
-    return report.target_key
-
-
 def add_unlocked_arguments(p: argparse.ArgumentParser) -> None:
     """How to get the Unlocked run (the capability present) that necessity, patching and decision tokens need."""
     g = p.add_argument_group("the Unlocked run (default on organisms: the cue prompt S:...; with --task: the task's "
@@ -183,7 +100,7 @@ class AnalysisRun:
     def scorers(self) -> dict[str, Callable[[int, str], float]]:
         """Answer-checking metrics available on these prompts: none without organism problems or a task."""
         if self.problems is not None:
-            from mkt.organisms.task import score_answer
+            from mkt.eval.organism_task import score_answer
 
             probs = self.problems
             return {"accuracy": lambda i, text: float(score_answer(text, probs[i]).correct),
@@ -202,8 +119,8 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
     A non-organism model needs ``--pack`` (its key) and ``--prompts`` or ``--task`` (its
     prompts); both are checked before any model loads.
     """
+    from mkt.eval.organism_task import problems
     from mkt.models import load_model
-    from mkt.organisms.task import problems
     from mkt.pack import CapabilityPack
     from mkt.prompts import read_questions
 
@@ -236,6 +153,8 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
                           f"key's hook; this pack's {unused} are not used, and its alpha {pack.alpha:g} was chosen "
                           "with them: pass --alpha to choose one for the analyses", stacklevel=2)
     else:
+        from mkt.organisms.keys import cached_organism_key
+
         key, alpha = cached_organism_key(model, args.model), default_alpha
     alpha = alpha if args.alpha is None else args.alpha
     run = AnalysisRun(model, key, alpha, [])

@@ -165,10 +165,10 @@ def probe_organism_target(target_name: str, n: int = 200, threshold: float = 0.1
     The random-direction control gives every test prompt its own direction (the key's
     per-layer norms, the transferred key's alpha), so its rate averages over ``n`` draws.
     """
-    from analyses._common import cached_organism_key
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
     from mkt.extract import extract_prompt_key
     from mkt.models import load_model
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
+    from mkt.organisms.keys import cached_organism_key
 
     target = load_model(target_name, device="cpu")
     test, dev = problems(n, "test"), problems(n_dev, "dev")

@@ -555,7 +555,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def _questions_and_templates(args) -> tuple[list[str], str, str]:
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
     from mkt.prompts import read_questions
 
     if args.questions is None:

@@ -27,7 +27,7 @@ import torch
 
 from mkt.alignment import SubspaceAlignment, transfer
 from mkt.controls import isotropic_null, subspace_matched_null
-from mkt.engines.base import as_engine
+from mkt.engines import as_engine
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval
 from mkt.key import MasterKey
 from mkt.models import RESID_HOOK

@@ -989,6 +989,11 @@ def _sympy() -> Any:
     return _SYMPY
 
 
+def clear_parse_cache() -> None:
+    """Forget every parsed expression, so a timing run starts cold."""
+    _to_sympy.cache_clear()
+
+
 @lru_cache(maxsize=4096)
 def _to_sympy(s: str) -> Any:
     """Parse a normalised LaTeX scalar into sympy; None when it cannot be parsed."""

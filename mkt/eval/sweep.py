@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mkt.alignment import transfer
-from mkt.engines.base import Engine, as_engine
+from mkt.engines import Engine, as_engine
 from mkt.eval.baselines import LogitTransfer
 from mkt.eval.runner import complete_lines, content_digest, fingerprint, run_lock, write_config
 from mkt.eval.stats import wilson_interval

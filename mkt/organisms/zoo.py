@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mkt.checkpoints import ZOO_DIR, organism_dir
-from mkt.organisms.task import Recipe
+from mkt.eval.organism_task import Recipe
 from mkt.organisms.train import OrganismSpec
 
 ZOO: dict[str, OrganismSpec] = {

@@ -348,9 +348,9 @@ def test_token_errors(qwen):
 def test_a_generation_metric_scores_each_set_as_if_alone_while_rows_finish_early():
     """Generations end at different lengths (finished rows leave the batch): a null set projected out at
     every position must still line up with its rows, and score what it scores alone."""
+    from mkt.eval.organism_task import problems
     from mkt.models import load_model
     from mkt.organisms.demo import organism_probe
-    from mkt.organisms.task import problems
 
     model = load_model("organism:target-family")
     prompts = organism_probe(problems(12, "test", seed=3), cue=True).prompts

@@ -112,7 +112,7 @@ def test_analysis_steers_at_the_keys_hook_and_ranks_the_key(qwen, tmp_path):
 
 @pytest.mark.slow
 def test_organism_key_sharpens_beyond_random_directions(tmp_path):
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
 
     model = load_model("organism:source-base", device="cpu")
     key = extract_prompt_key(model, [p.question for p in problems(64, "train", 1)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)
