@@ -1,4 +1,4 @@
-"""What the analyses share: model/key/prompt arguments, organism defaults, JSON output."""
+"""What the analyses share: model/key/prompt options and arguments, the run they resolve to, JSON output."""
 
 from __future__ import annotations
 
@@ -12,6 +12,42 @@ from typing import Callable
 import numpy as np
 
 from mkt.cliargs import add_model_arguments, finite_float, model_loading, positive_int
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load a model (``mkt.cliargs.add_model_arguments``; ``mkt.models.load_model``'s arguments)."""
+
+    device: str | None
+    dtype: str
+    device_map: str | None
+    n_devices: int | None
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class RunOptions(ModelOptions):
+    """What an analysis runs on (``add_model_key_arguments``): the model, its key (a pack, or on an
+    organism the organism key), the prompts (a file, a task, or the organism's) and where to write."""
+
+    model: str | None
+    pack: str | None
+    prompts: str | None
+    task: str | None
+    field: str
+    chat: bool
+    n: int
+    alpha: float | None
+    out: str | None
+
+
+@dataclass(frozen=True)
+class UnlockedRunOptions(RunOptions):
+    """``RunOptions`` of an analysis that also compares with the Unlocked run (``add_unlocked_arguments``)."""
+
+    unlocked_prompts: str | None
+    unlocked_template: str | None
+    unlocked_model: str | None
 
 
 def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "organism:target-family") -> None:
@@ -40,9 +76,9 @@ def add_chat_argument(p: argparse.ArgumentParser) -> None:
                    "model's chat template as the user turn, ending where the answer begins")
 
 
-def chat_formatted(args, tokenizer, prompts: list[str] | None) -> list[str] | None:
-    """``prompts`` as user turns of the tokenizer's chat template with ``--chat``; as given otherwise."""
-    if not getattr(args, "chat", False) or prompts is None:
+def chat_formatted(options: RunOptions, tokenizer, prompts: list[str] | None) -> list[str] | None:
+    """``prompts`` as user turns of the tokenizer's chat template with ``chat``; as given otherwise."""
+    if not options.chat or prompts is None:
         return prompts
     from mkt.prompts import apply_chat
 
@@ -113,8 +149,8 @@ class AnalysisRun:
         return {}
 
 
-def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
-    """The ``AnalysisRun`` of the shared arguments; a real model never falls back to organism data.
+def resolve_run(options: RunOptions, default_alpha: float = 0.2) -> AnalysisRun:
+    """The ``AnalysisRun`` of the shared options; a real model never falls back to organism data.
 
     A non-organism model needs ``--pack`` (its key) and ``--prompts`` or ``--task`` (its
     prompts); both are checked before any model loads.
@@ -124,25 +160,26 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
     from mkt.pack import CapabilityPack
     from mkt.prompts import read_questions
 
-    organism = str(args.model).startswith("organism:")
-    if not args.pack and not organism:
-        raise ValueError(f"{args.model} is not an organism, so there is no default key for it: pass --pack "
+    organism = str(options.model).startswith("organism:")
+    if not options.pack and not organism:
+        raise ValueError(f"{options.model} is not an organism, so there is no default key for it: pass --pack "
                          "(made by `mkt transfer` or `mkt extract` for this model)")
-    task = getattr(args, "task", None)
-    if not organism and not (args.prompts or task):
-        raise ValueError(f"{args.model} is not an organism, so there are no default prompts for it: pass --prompts "
+    task = options.task
+    if not organism and not (options.prompts or task):
+        raise ValueError(f"{options.model} is not an organism, so there are no default prompts for it: pass --prompts "
                          "FILE or --task FILE")
-    if args.prompts and task:
+    if options.prompts and task:
         raise ValueError("--prompts and --task both give the prompts: pass one")
-    unlocked_prompts_file = getattr(args, "unlocked_prompts", None)
-    unlocked_model_name = getattr(args, "unlocked_model", None)
-    if unlocked_prompts_file and not args.prompts:
+    compares_unlocked = isinstance(options, UnlockedRunOptions)
+    unlocked_prompts_file = options.unlocked_prompts if compares_unlocked else None
+    unlocked_model_name = options.unlocked_model if compares_unlocked else None
+    if unlocked_prompts_file and not options.prompts:
         raise ValueError("--unlocked-prompts pairs with --prompts: pass both")
     if unlocked_prompts_file and unlocked_model_name:
         raise ValueError("--unlocked-prompts and --unlocked-model are two Unlocked runs: pass one")
-    model = load_model(args.model, **model_loading(args))
-    if args.pack:
-        pack = CapabilityPack.load(args.pack)
+    model = load_model(options.model, **model_loading(options))
+    if options.pack:
+        pack = CapabilityPack.load(options.pack)
         pack.check_fits(model)
         key, alpha = pack.key, pack.alpha
         unused = {name: value for name, value, usual in (("mode", pack.mode, "norm-preserving"),
@@ -155,13 +192,13 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
     else:
         from mkt.organisms.keys import cached_organism_key
 
-        key, alpha = cached_organism_key(model, args.model), default_alpha
-    alpha = alpha if args.alpha is None else args.alpha
+        key, alpha = cached_organism_key(model, options.model), default_alpha
+    alpha = alpha if options.alpha is None else options.alpha
     run = AnalysisRun(model, key, alpha, [])
-    if args.prompts:
-        run.prompts = read_questions(args.prompts, args.field)[: args.n]
+    if options.prompts:
+        run.prompts = read_questions(options.prompts, options.field)[: options.n]
         if unlocked_prompts_file:
-            run.unlocked_prompts = read_questions(unlocked_prompts_file, args.field)[: args.n]
+            run.unlocked_prompts = read_questions(unlocked_prompts_file, options.field)[: options.n]
             if len(run.unlocked_prompts) != len(run.prompts):
                 raise ValueError(f"--unlocked-prompts holds {len(run.unlocked_prompts)} prompts but --prompts "
                                  f"{len(run.prompts)}: they pair line by line")
@@ -169,31 +206,31 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
     elif task:
         from mkt.eval.tasks import build_prompts, load_task, template_for
 
-        run.examples = load_task(task, limit=args.n)
+        run.examples = load_task(task, limit=options.n)
         kind = run.examples[0].kind
         run.prompts = build_prompts(run.examples, template_for(kind, "direct"))
-        if hasattr(args, "unlocked_template") and not unlocked_model_name:
-            style = args.unlocked_template or "step_by_step"
+        if compares_unlocked and not unlocked_model_name:
+            style = options.unlocked_template or "step_by_step"
             run.unlocked_prompts = build_prompts(run.examples, template_for(kind, style))
             run.unlocked_label = f"{style} template"
     else:
-        run.problems = problems(args.n, "test")
+        run.problems = problems(options.n, "test")
         run.prompts = [p.prompt(False) for p in run.problems]
-        if hasattr(args, "unlocked_prompts") and not unlocked_model_name:
+        if compares_unlocked and not unlocked_model_name:
             run.unlocked_prompts = [p.prompt(True) for p in run.problems]
             run.unlocked_label = "cue prompt"
-    run.prompts = chat_formatted(args, model.tokenizer, run.prompts)
-    run.unlocked_prompts = chat_formatted(args, model.tokenizer, run.unlocked_prompts)
+    run.prompts = chat_formatted(options, model.tokenizer, run.prompts)
+    run.unlocked_prompts = chat_formatted(options, model.tokenizer, run.unlocked_prompts)
     if unlocked_model_name:
-        run.unlocked_model = load_model(unlocked_model_name, **model_loading(args))
+        run.unlocked_model = load_model(unlocked_model_name, **model_loading(options))
         key.check_fits(run.unlocked_model)  # its states are compared with the key's model's, layer by layer
         run.unlocked_label = f"model {unlocked_model_name}"
     return run
 
 
-def resolve(args, default_alpha: float = 0.2):
-    """(model, key, alpha, prompts, problems-or-None) from the shared arguments (see ``resolve_run``)."""
-    run = resolve_run(args, default_alpha)
+def resolve(options: RunOptions, default_alpha: float = 0.2):
+    """(model, key, alpha, prompts, problems-or-None) from the shared options (see ``resolve_run``)."""
+    run = resolve_run(options, default_alpha)
     return run.model, run.key, run.alpha, run.prompts, run.problems
 
 
@@ -239,13 +276,3 @@ def write_outputs(result, plot, out: str | Path, name: str) -> Path:
     save_json(result, out / f"{name}.json")
     plot(result, out / f"{name}.png")
     return out
-
-
-def command_line(doc: str, add_arguments, run):
-    """A module's ``main(argv)`` built from its docstring, arguments and ``run``."""
-    def main(argv: list[str] | None = None):
-        p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(p)
-        return run(p.parse_args(argv))
-
-    return main

@@ -36,14 +36,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from analyses._common import (
+    UnlockedRunOptions,
     add_model_key_arguments,
     add_unlocked_arguments,
-    command_line,
     pyplot,
     relative_depth,
     resolve_run,
     write_outputs,
 )
+from analyses.contract import Analysis
 from mkt.activations import prompt_states
 from mkt.cliargs import finite_float, positive_int
 from mkt.conditions import (
@@ -703,6 +704,20 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class AblationOptions(UnlockedRunOptions):
+    """The ablation's options (``add_arguments``): the metric, the grids and the null families' sizes."""
+
+    metric: str
+    tokens: list[str] | None
+    alphas: list[float]
+    null_seeds: int
+    matched_seeds: int
+    pc_nulls: int
+    unembed_nulls: int
+    max_new_tokens: int
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_key_arguments(p)
     add_unlocked_arguments(p)
@@ -725,15 +740,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=40, help="budget of generation metrics")
 
 
-def choose_metric(args, run) -> Metric:
+def choose_metric(options: AblationOptions, run) -> Metric:
     """The metric the arguments ask for; answer-checking ones only where answers exist."""
-    if args.metric != "logit_diff":
+    if options.metric != "logit_diff":
         scorers = run.scorers()
-        if args.metric not in scorers:
-            raise ValueError(f"--metric {args.metric} checks answers, which {args.model} with these prompts does not "
+        if options.metric not in scorers:
+            raise ValueError(f"--metric {options.metric} checks answers, which {options.model} with these prompts does not "
                              f"have ({sorted(scorers) or 'none'} available): use --task FILE or --metric logit_diff")
-        return Metric(args.metric, score=scorers[args.metric], max_new_tokens=args.max_new_tokens)
-    tokens = args.tokens or (["T", REST] if run.is_organism else None)
+        return Metric(options.metric, score=scorers[options.metric], max_new_tokens=options.max_new_tokens)
+    tokens = options.tokens or (["T", REST] if run.is_organism else None)
     if tokens:
         return token_pair_metric(run.model, len(run.prompts), *tokens)
     if not run.has_unlocked:
@@ -742,13 +757,13 @@ def choose_metric(args, run) -> Metric:
     return decision_token_metric(next_token_logprobs(run.model, run.prompts), next_token_logprobs(*run.unlocked_run()))
 
 
-def run(args) -> AblationResult:
-    r = resolve_run(args)
-    metric = choose_metric(args, r)
-    result = layer_ablation(r.model, r.prompts, r.key, metric, r.alpha, args.alphas, list(range(args.null_seeds)),
-                            list(range(args.matched_seeds)), args.pc_nulls, args.unembed_nulls, r.unlocked_model,
-                            r.unlocked_prompts, r.unlocked_label, model_name=args.model)
-    out = write_outputs(result, plot_ablation, args.out or "runs/ablation", "ablation")
+def run(options: AblationOptions) -> AblationResult:
+    r = resolve_run(options)
+    metric = choose_metric(options, r)
+    result = layer_ablation(r.model, r.prompts, r.key, metric, r.alpha, options.alphas, list(range(options.null_seeds)),
+                            list(range(options.matched_seeds)), options.pc_nulls, options.unembed_nulls, r.unlocked_model,
+                            r.unlocked_prompts, r.unlocked_label, model_name=options.model)
+    out = write_outputs(result, plot_ablation, options.out or "runs/ablation", "ablation")
     print(report(result))
     print(f"wrote {out}/ablation.json and ablation.png")
     return result
@@ -813,7 +828,8 @@ def report(result: AblationResult) -> str:
     return "\n".join(lines)
 
 
-main = command_line(__doc__, add_arguments, run)
+ANALYSIS = Analysis("ablation", __doc__, add_arguments, AblationOptions, run)
+main = ANALYSIS.main
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from analyses._common import add_chat_argument, chat_formatted, command_line, pyplot, write_outputs
+from analyses._common import RunOptions, add_chat_argument, chat_formatted, pyplot, write_outputs
+from analyses.contract import Analysis
 from mkt.cliargs import add_model_arguments
 from mkt.eval.stats import mcnemar_exact, paired_difference_interval
 from mkt.generation import generate
@@ -219,33 +220,33 @@ def choose_alpha(dev_rates: dict[float, float]) -> float:
     return max(dev_rates, key=lambda a: (dev_rates[a], -a))
 
 
-def model_probe(args) -> AtomicProbe:
+def model_probe(options: AtomicOptions) -> AtomicProbe:
     """The probe on any model with a pack and a task file: baseline = the task's direct template,
     prompting = its step-by-step template, the pack's key, and the random-direction control."""
     from analyses._common import resolve
     from mkt.eval.tasks import build_prompts, extract_and_score, load_task, template_for
 
-    if not args.task:
-        raise ValueError(f"{args.model}: the atomic probe scores answers, so it needs --task FILE (GSM8K, MATH or "
+    if not options.task:
+        raise ValueError(f"{options.model}: the atomic probe scores answers, so it needs --task FILE (GSM8K, MATH or "
                          "AGIEval-Math fields, as `mkt eval --task`)")
-    model, key, alpha, _, _ = resolve(args)
-    examples = load_task(args.task, args.kind, args.n)
+    model, key, alpha, _, _ = resolve(options)
+    examples = load_task(options.task, options.kind, options.n)
     notes = ["the Target's own key is not extracted on a real model here: only the pack's key is probed"]
-    post = _post_trained(model, args.post_trained, notes)
-    score = _scorer(model, _steering, args.max_new_tokens)
+    post = _post_trained(model, options.post_trained, notes)
+    score = _scorer(model, _steering, options.max_new_tokens)
 
     def correct(i: int, text: str) -> bool:
         return extract_and_score(examples[i].kind, text, examples[i].gold)[1]
 
-    direct, cued = (chat_formatted(args, model.tokenizer, build_prompts(examples, template_for(examples[0].kind, t)))
+    direct, cued = (chat_formatted(options, model.tokenizer, build_prompts(examples, template_for(examples[0].kind, t)))
                     for t in ("direct", "step_by_step"))
     scores = {"baseline": score(direct, correct), PROMPTING: score(cued, correct),
               TRANSFERRED: score(direct, correct, key, alpha),
               RANDOM: score(direct, correct, per_prompt_random(key, len(direct)), alpha)}
     if post is not None:
         scores[POST] = score(direct, correct, on=post)
-    return probe(args.model, scores, args.primary, args.threshold, "correct", {TRANSFERRED: alpha, RANDOM: alpha},
-                 args.post_trained, notes)
+    return probe(options.model, scores, options.primary, options.threshold, "correct", {TRANSFERRED: alpha, RANDOM: alpha},
+                 options.post_trained, notes)
 
 
 def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
@@ -277,6 +278,19 @@ def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class AtomicOptions(RunOptions):
+    """The atomic probe's options (``add_arguments``): the organism Targets, or one model with a pack and a task."""
+
+    targets: list[str]
+    kind: str | None
+    post_trained: str | None
+    primary: str
+    metric: str
+    threshold: float
+    max_new_tokens: int
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--targets", nargs="+", default=["organism:target-base", "organism:target-nonatomic"],
                    help="organism Targets to probe (default: target-base and target-nonatomic)")
@@ -304,16 +318,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output directory (default runs/atomic)")
 
 
-def run(args) -> list[AtomicProbe]:
-    if args.chat and not (args.model and not str(args.model).startswith("organism:")):
+def run(options: AtomicOptions) -> list[AtomicProbe]:
+    if options.chat and not (options.model and not str(options.model).startswith("organism:")):
         raise ValueError("--chat formats a chat model's prompts: pass --model (the organisms have no chat template)")
-    if args.model and not str(args.model).startswith("organism:"):
-        probes = [model_probe(args)]
+    if options.model and not str(options.model).startswith("organism:"):
+        probes = [model_probe(options)]
     else:
-        targets = [args.model] if args.model else args.targets
-        probes = [probe_organism_target(t, args.n, args.threshold, args.metric, args.post_trained, args.primary)
+        targets = [options.model] if options.model else options.targets
+        probes = [probe_organism_target(t, options.n, options.threshold, options.metric, options.post_trained, options.primary)
                   for t in targets]
-    out = write_outputs(probes, plot_probes, args.out or "runs/atomic", "atomic")
+    out = write_outputs(probes, plot_probes, options.out or "runs/atomic", "atomic")
     for pr in probes:
         print(f"{pr.target}: {pr.verdict} on {pr.primary!r} (baseline {pr.baseline:.3f} {pr.metric}, n={pr.n}, "
               f"threshold {pr.threshold}; {pr.criterion})")
@@ -330,7 +344,8 @@ def run(args) -> list[AtomicProbe]:
     return probes
 
 
-main = command_line(__doc__, add_arguments, run)
+ANALYSIS = Analysis("atomic", __doc__, add_arguments, AtomicOptions, run)
+main = ANALYSIS.main
 
 
 if __name__ == "__main__":

@@ -32,12 +32,13 @@ import torch
 from tqdm.auto import tqdm
 
 from analyses._common import (
+    RunOptions,
     add_model_key_arguments,
-    command_line,
     pyplot,
     resolve_run,
     write_outputs,
 )
+from analyses.contract import Analysis
 from mkt.controls import isotropic_null, principal_keys_like
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval, pass_at_k
 from mkt.generation import generate
@@ -349,6 +350,18 @@ def plot_entropy(result: EntropyResult, path: str | Path) -> None:
 # --- command line ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class EntropyOptions(RunOptions):
+    """The entropy analysis's options (``add_arguments``): sampling for pass@k and the nulls' sizes."""
+
+    samples: int
+    pass_n: int
+    temperature: float
+    max_new_tokens: int
+    controls: int
+    pcs: int
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_key_arguments(p)  # --task adds accuracy and pass@k; with --prompts only the entropy half runs
     p.add_argument("--samples", type=int, default=8, help="samples per prompt for pass@k (default 8)")
@@ -362,12 +375,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "searched null for the decision token (default 8: 16 directions; 0 skips it)")
 
 
-def run(args) -> EntropyResult:
-    r = resolve_run(args)  # answers come from --task or the organisms' own task; real prompts have none
-    result = entropy_analysis(r.model, r.prompts, r.key, r.alpha, r.scorers().get("accuracy"), args.samples, args.temperature,
-                              args.max_new_tokens, args.pass_n, n_controls=args.controls, model_name=args.model,
-                              n_pcs=args.pcs)
-    out = write_outputs(result, plot_entropy, args.out or "runs/entropy", "entropy")
+def run(options: EntropyOptions) -> EntropyResult:
+    r = resolve_run(options)  # answers come from --task or the organisms' own task; real prompts have none
+    result = entropy_analysis(r.model, r.prompts, r.key, r.alpha, r.scorers().get("accuracy"), options.samples, options.temperature,
+                              options.max_new_tokens, options.pass_n, n_controls=options.controls, model_name=options.model,
+                              n_pcs=options.pcs)
+    out = write_outputs(result, plot_entropy, options.out or "runs/entropy", "entropy")
 
     def line(name: str, c: Comparison, unit: str = "nats") -> str:
         ctrl = (f"; random directions {min(c.control_diffs):+.3f} .. {max(c.control_diffs):+.3f}, p={c.p_value:.3f}"
@@ -395,7 +408,8 @@ def run(args) -> EntropyResult:
     return result
 
 
-main = command_line(__doc__, add_arguments, run)
+ANALYSIS = Analysis("entropy", __doc__, add_arguments, EntropyOptions, run)
+main = ANALYSIS.main
 
 
 if __name__ == "__main__":

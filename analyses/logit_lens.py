@@ -33,14 +33,15 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from analyses._common import (
+    UnlockedRunOptions,
     add_model_key_arguments,
     add_unlocked_arguments,
-    command_line,
     pyplot,
     relative_depth,
     resolve_run,
     write_outputs,
 )
+from analyses.contract import Analysis
 from mkt.activations import last_token_resid, prompt_states
 from mkt.cliargs import finite_float, positive_int
 from mkt.conditions import next_token_logprobs
@@ -254,6 +255,16 @@ def plot_logit_lens(result: LogitLensResult, path: str | Path) -> None:
     plt.close(fig)
 
 
+@dataclass(frozen=True)
+class LogitLensOptions(UnlockedRunOptions):
+    """The logit lens's options (``add_arguments``): the tokens read and the random draws beside the key."""
+
+    tokens: list[str] | None
+    null_seeds: int
+    site_seeds: int
+    site_alpha: float
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_key_arguments(p)
     add_unlocked_arguments(p)
@@ -269,9 +280,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "moves the output)")
 
 
-def token_ids_for(args, run) -> tuple[Int[Tensor, "n m"], list[str]]:
+def token_ids_for(options: LogitLensOptions, run) -> tuple[Int[Tensor, "n m"], list[str]]:
     """The tokens whose lens probability is read, per prompt: given, T on organisms, or the Unlocked run's top token."""
-    tokens = args.tokens or (["T"] if run.is_organism else None)
+    tokens = options.tokens or (["T"] if run.is_organism else None)
     n = len(run.prompts)
     if tokens:
         return torch.tensor([single_token_id(run.model, t) for t in tokens]).expand(n, -1), tokens
@@ -282,13 +293,13 @@ def token_ids_for(args, run) -> tuple[Int[Tensor, "n m"], list[str]]:
     return top, ["the Unlocked run's top token"]
 
 
-def run(args) -> LogitLensResult:
-    r = resolve_run(args)
-    token_ids, tokens = token_ids_for(args, r)
+def run(options: LogitLensOptions) -> LogitLensResult:
+    r = resolve_run(options)
+    token_ids, tokens = token_ids_for(options, r)
     result = logit_lens_sharpening(r.model, r.prompts, r.key, r.alpha, token_ids, tokens,
-                                   list(range(args.null_seeds)), args.site_alpha, model_name=args.model,
-                                   site_seeds=list(range(min(args.site_seeds, args.null_seeds))))
-    out = write_outputs(result, plot_logit_lens, args.out or "runs/logit_lens", "logit_lens")
+                                   list(range(options.null_seeds)), options.site_alpha, model_name=options.model,
+                                   site_seeds=list(range(min(options.site_seeds, options.null_seeds))))
+    out = write_outputs(result, plot_logit_lens, options.out or "runs/logit_lens", "logit_lens")
     print(report(result))
     print(f"wrote {out}/logit_lens.json and logit_lens.png")
     return result
@@ -317,7 +328,8 @@ def report(result: LogitLensResult) -> str:
     return "\n".join(lines)
 
 
-main = command_line(__doc__, add_arguments, run)
+ANALYSIS = Analysis("logit_lens", __doc__, add_arguments, LogitLensOptions, run)
+main = ANALYSIS.main
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def add_model_arguments(p: argparse.ArgumentParser, batch_size: bool = True) -> 
         g.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass (default 32)")
 
 
-def model_loading(args: argparse.Namespace) -> dict:
-    """``load_model``'s keyword arguments from the ``add_model_arguments`` group."""
+def model_loading(args) -> dict:
+    """``load_model``'s keyword arguments from the ``add_model_arguments`` group (parsed, or options with its fields)."""
     return dict(device=args.device, dtype=args.dtype, device_map=args.device_map, n_devices=args.n_devices,
                 trust_remote_code=args.trust_remote_code)
