@@ -6,22 +6,18 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.ablation import (
+from analyses.ablation.metric import (
     Metric,
-    activation_patching,
     bisect_increasing,
     decision_metric,
     decision_token_metric,
     kl_divergence,
-    layer_ablation,
-    null_direction_sets,
-    plot_ablation,
-    pooled_p,
-    report,
     survival,
     token_pair_metric,
     variance_share,
 )
+from analyses.ablation.parts import activation_patching, layer_ablation, null_direction_sets, pooled_p
+from analyses.ablation.report import plot_ablation, report
 from mkt.activations import last_token_resid, prompt_states
 from mkt.conditions import (
     mean_ablate,
