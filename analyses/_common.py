@@ -270,6 +270,15 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, title: str | None = None, dpi: int = 110) -> None:
+    """``fig`` under ``title``, laid out, written to ``path`` (PNG) and closed."""
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
 def write_outputs(result, plot, out: str | Path, name: str) -> Path:
     """``<out>/<name>.json`` and ``<out>/<name>.png`` for one analysis result."""
     out = Path(out)

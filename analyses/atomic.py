@@ -38,7 +38,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from analyses._common import RunOptions, add_chat_argument, chat_formatted, pyplot, write_outputs
+from analyses._common import RunOptions, add_chat_argument, chat_formatted, pyplot, save_figure, write_outputs
 from analyses.contract import Analysis
 from mkt.cliargs import add_model_arguments
 from mkt.eval.stats import mcnemar_exact, paired_difference_interval
@@ -273,9 +273,7 @@ def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
     ax.set_title(f"Atomic vs non-atomic: gains with paired 95% Newcombe score intervals; the verdict reads only "
                  f"'{probes[0].primary}' (outlined)", fontsize=9)
     ax.legend(fontsize=8, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 @dataclass(frozen=True)
@@ -345,8 +343,6 @@ def run(options: AtomicOptions) -> list[AtomicProbe]:
 
 
 ANALYSIS = Analysis("atomic", __doc__, add_arguments, AtomicOptions, run)
-main = ANALYSIS.main
-
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

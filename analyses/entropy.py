@@ -36,6 +36,7 @@ from analyses._common import (
     add_model_key_arguments,
     pyplot,
     resolve_run,
+    save_figure,
     write_outputs,
 )
 from analyses.contract import Analysis
@@ -342,9 +343,7 @@ def plot_entropy(result: EntropyResult, path: str | Path) -> None:
                  f"alpha={r.alpha}, {r.n_prompts} prompts" + (f"; pass@k on {r.n_pass_prompts} x {r.n_samples} samples"
                                                    if r.scored else ""),
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -409,8 +408,6 @@ def run(options: EntropyOptions) -> EntropyResult:
 
 
 ANALYSIS = Analysis("entropy", __doc__, add_arguments, EntropyOptions, run)
-main = ANALYSIS.main
-
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

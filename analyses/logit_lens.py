@@ -39,6 +39,7 @@ from analyses._common import (
     pyplot,
     relative_depth,
     resolve_run,
+    save_figure,
     write_outputs,
 )
 from analyses.contract import Analysis
@@ -248,11 +249,8 @@ def plot_logit_lens(result: LogitLensResult, path: str | Path) -> None:
     c.set_title(f"single-site injection, alpha {result.site_alpha:g} (dotted: random, mean of "
                 f"{len(result.site_seeds)}, descriptive)", fontsize=10)
     c.legend(fontsize=7)
-    fig.suptitle(f"Logit lens at the last prompt token: {result.model}, {result.n_prompts} prompts, key at "
-                 f"{result.hook}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"Logit lens at the last prompt token: {result.model}, {result.n_prompts} prompts, key at "
+                f"{result.hook}")
 
 
 @dataclass(frozen=True)
@@ -329,8 +327,6 @@ def report(result: LogitLensResult) -> str:
 
 
 ANALYSIS = Analysis("logit_lens", __doc__, add_arguments, LogitLensOptions, run)
-main = ANALYSIS.main
-
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

@@ -636,8 +636,6 @@ def run(options: SimilarityOptions) -> SimilarityResult:
 
 
 ANALYSIS = Analysis("similarity", __doc__, add_arguments, SimilarityOptions, run)
-main = ANALYSIS.main
-
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

@@ -108,4 +108,3 @@ def run(options: AblationOptions) -> AblationResult:
 
 
 ANALYSIS = Analysis("ablation", __doc__, add_arguments, AblationOptions, run)
-main = ANALYSIS.main

@@ -1,5 +1,5 @@
 """``python -m analyses.ablation``."""
 
-from analyses.ablation import main
+from analyses.ablation import ANALYSIS
 
-main()
+ANALYSIS.main()

@@ -8,6 +8,7 @@ import numpy as np
 
 from analyses._common import (
     pyplot,
+    save_figure,
 )
 from analyses.ablation.parts import WINDOW_LABELS, AblationResult, pooled_nulls, pooled_p
 
@@ -110,11 +111,8 @@ def plot_ablation(result: AblationResult, path: str | Path) -> None:
                  f"the Locked run itself moves {nec.locked:+.2f} -> " + "/".join(f"{v:+.2f}" for v in nec.locked_ablated)
                  + " when the key is projected out", fontsize=9)
     ax.legend(fontsize=7)
-    fig.suptitle(f"Ablation of the key ({result.hook}): {result.model}, {result.n_prompts} prompts; metric: "
-                 f"{result.metric}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"Ablation of the key ({result.hook}): {result.model}, {result.n_prompts} prompts; metric: "
+                f"{result.metric}")
 
 
 def report(result: AblationResult) -> str:

@@ -426,7 +426,9 @@ def test_tiny_models_end_to_end(tiny_pair, tmp_path):
 
 def test_cli_writes_json_and_png(tiny_pair, tmp_path, monkeypatch, capsys):
     import mkt.models
-    from analyses.similarity import main
+    from analyses.similarity import ANALYSIS
+
+    main = ANALYSIS.main
 
     source, target = tiny_pair
     loaded = {"src-dir": source, "tgt-dir": target}
