@@ -103,8 +103,21 @@ class TransferFormats:
 def extract_source_key(source, questions: list[str], formats: TransferFormats, unlocked_model=None,
                        aggregator: str = "mean", batch_size: int = 32, progress: bool = False, hook: str = RESID_HOOK,
                        position: str = "last") -> MasterKey:
-    """The Source's key: model-induced with ``unlocked_model`` (``source`` is the Locked variant),
-    else prompt-induced from the Source's Locked and Unlocked formats."""
+    """The Source's key: model-induced with ``unlocked_model``, else prompt-induced.
+
+    Args:
+        source: the Source bridge (the Locked variant for a model-induced key).
+        questions: the questions the key is averaged over.
+        formats: the Source's formats (``formats.locked``; ``formats.unlocked`` for a prompt-induced key).
+        unlocked_model: the post-trained Source, for a model-induced key.
+        aggregator, batch_size, progress, hook, position: as in ``mkt.extract.extract_prompt_key``.
+
+    Returns:
+        The key, ``[n_layers, width]`` directions at ``hook``.
+
+    Raises:
+        ValueError: neither an Unlocked format nor an Unlocked model.
+    """
     if unlocked_model is not None:
         return extract_model_key(unlocked_model, source, questions, formats.locked, aggregator, batch_size, progress,
                                  hook, position)
@@ -117,7 +130,18 @@ def extract_source_key(source, questions: list[str], formats: TransferFormats, u
 def alignment_states(model, questions: list[str], locked: PromptFormat, unlocked: PromptFormat | None,
                      alignment_set: str = "locked", hook: str = RESID_HOOK, position: str = "last",
                      batch_size: int = 32, progress: bool = False) -> Float[Tensor, "n layer d"]:
-    """``model``'s states on the alignment prompts of ``questions`` in its own formats (``alignment_prompts``)."""
+    """``model``'s states on the alignment prompts of ``questions``, in its own formats.
+
+    Args:
+        model: a TransformerBridge.
+        questions: the alignment questions.
+        locked, unlocked: ``model``'s formats (``unlocked`` serves only the ``oracle-unlocked`` set).
+        alignment_set: ``locked`` (the paper's) or ``oracle-unlocked`` (``alignment_prompts``).
+        hook, position, batch_size, progress: as in ``mkt.activations.prompt_states``.
+
+    Returns:
+        ``[n_prompts, n_layers, width]`` states.
+    """
     prompts = alignment_prompts(questions, locked, unlocked, alignment_set, model.tokenizer)
     return prompt_states(model, prompts, None, hook, position, batch_size, progress)
 
@@ -126,8 +150,22 @@ def align_models(source, target, questions: list[str], formats: TransferFormats,
                  k: int = 32, method: str = "lstsq", center: bool = False, ridge: float = 1e-2,
                  hook: str = RESID_HOOK, position: str = "last", batch_size: int = 32,
                  progress: bool = False) -> SubspaceAlignment:
-    """The rank-``k`` map from ``source``'s states to ``target``'s on the alignment prompts of ``questions``,
-    each model reading them in its own format, both at ``hook`` and ``position``."""
+    """The rank-``k`` map from ``source``'s states to ``target``'s on the alignment prompts of ``questions``.
+
+    Each model reads the questions in its own format, both at ``hook`` and ``position``: the
+    recipe ``run_transfer``, ``mkt align`` and the sweep share.
+
+    Args:
+        source, target: the two bridges.
+        questions: the alignment questions.
+        formats: each model's formats.
+        alignment_set: ``locked`` (the paper's) or ``oracle-unlocked`` (an oracle, never a transfer).
+        k, method, center, ridge: as in ``mkt.alignment.fit_alignment``.
+        hook, position, batch_size, progress: as in ``mkt.activations.prompt_states``.
+
+    Returns:
+        The fitted ``SubspaceAlignment`` (``[n_layers]`` maps of rank ``k``).
+    """
     reading = dict(alignment_set=alignment_set, hook=hook, position=position, batch_size=batch_size,
                    progress=progress)
     x_s = alignment_states(source, questions, formats.locked, formats.unlocked, **reading)
