@@ -12,7 +12,7 @@ from analyses.atomic import (
     probe,
     verdict,
 )
-from mkt.eval.stats import mcnemar_exact
+from mkt.eval.stats import mcnemar_exact, paired_difference_interval
 
 
 def _scores(n: int, rate: float, seed: int) -> np.ndarray:
