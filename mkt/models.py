@@ -10,6 +10,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from mkt.checkpoints import resolve_model_path
+from mkt.checkpoints.gguf import converted_name
 from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
 
 RESID_HOOK = "hook_resid_post"
@@ -17,6 +19,8 @@ RESID_HOOK = "hook_resid_post"
 # before, between and after the block's attention and MLP, the two sublayers' outputs, and the
 # attention heads' outputs before W_O (``attn.hook_z``, [batch, pos, head, d_head]: per head)
 PER_HEAD_HOOKS = ("attn.hook_z",)
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}  # the names (and aliases) a dtype may go by
 HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", *PER_HEAD_HOOKS)
 
 
@@ -60,8 +64,6 @@ def load_model(
     from transformer_lens.model_bridge import TransformerBridge
 
     if isinstance(dtype, str):
-        from mkt.cliargs import DTYPES
-
         if dtype.lower() not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(DTYPES)}")
         dtype = getattr(torch, DTYPES[dtype.lower()])
@@ -72,9 +74,6 @@ def load_model(
         kwargs["device_map"] = device_map
     if n_devices is not None:
         kwargs["n_devices"] = n_devices
-    from mkt.checkpoints import resolve_model_path
-    from mkt.checkpoints.gguf import converted_name
-
     name = resolve_model_path(name_or_path)
     local = Path(name).expanduser()
     try:
@@ -279,11 +278,7 @@ def load_random_init(name_or_path: str | os.PathLike, seed: int = 0, device: str
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    name = str(name_or_path)
-    if name.startswith("organism:"):
-        from mkt.organisms.zoo import organism_path
-
-        name = str(organism_path(name.split(":", 1)[1]))
+    name = resolve_model_path(name_or_path)
     config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)

@@ -19,11 +19,12 @@ from pathlib import Path
 
 from mkt.checkpoints.cache import cache_root
 from mkt.checkpoints.gguf import gguf_to_hf_dir, read_header
+from mkt.checkpoints.organisms import ORGANISM_PREFIX, ZOO_DIR, organism_dir
 from mkt.checkpoints.real import REAL_MODELS, RealModel, fetch, is_cached, real_model
 from mkt.errors import ModelLoadError
 
-__all__ = ["REAL_MODELS", "RealModel", "cache_root", "fetch", "gguf_to_hf_dir", "is_cached", "read_header",
-           "real_model", "resolve_model_path"]
+__all__ = ["ORGANISM_PREFIX", "REAL_MODELS", "ZOO_DIR", "RealModel", "cache_root", "fetch", "gguf_to_hf_dir",
+           "is_cached", "organism_dir", "read_header", "real_model", "resolve_model_path"]
 
 
 def resolve_model_path(spec: str | os.PathLike, progress=print) -> str:
@@ -34,11 +35,9 @@ def resolve_model_path(spec: str | os.PathLike, progress=print) -> str:
             no model, or a GGUF on a hub that cannot be reached; each names the fix.
     """
     name = str(spec)
-    if name.startswith("organism:"):
-        from mkt.organisms.zoo import organism_path
-
+    if name.startswith(ORGANISM_PREFIX):
         try:
-            return str(organism_path(name.split(":", 1)[1]))
+            return str(organism_dir(name.removeprefix(ORGANISM_PREFIX)))
         except (KeyError, FileNotFoundError) as err:
             raise ModelLoadError(str(err).strip("'\"")) from err
     if name.startswith("real:"):

