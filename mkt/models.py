@@ -282,7 +282,7 @@ def load_random_init(name_or_path: str | os.PathLike, seed: int = 0, device: str
     config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    label = f"random-init-{Path(name).name}-seed{seed}"
+    label = f"random-init-{converted_name(name) or Path(name).name}-seed{seed}"
     with tempfile.TemporaryDirectory(prefix="mkt-") as tmp:
         model.save_pretrained(Path(tmp) / label)
         AutoTokenizer.from_pretrained(name).save_pretrained(Path(tmp) / label)
