@@ -206,7 +206,9 @@ def _batch(model, view, batch: list[str], steering: Steering | None, request: Ge
         hooks = prefill.enter_context(steering.attach(model)) if steering is not None else None
         shared = view is not None and _prefix_shared(ids, mask, steering)
         if hooks is not None:
-            hooks.prompt_len, hooks.offset = prompt_len, prompt_len - 1 if shared else 0
+            hooks.locate_prompt(prompt_len)
+            if shared:  # the bridge runs the last prompt token alone, over the shared KV cache
+                hooks.locate_step(prompt_len - 1)
         if shared:
             logits, cache = _prefill_shared(model, view, ids, mask, keep_last)
         else:
@@ -262,7 +264,7 @@ def _batch(model, view, batch: list[str], steering: Steering | None, request: Ge
                 if isinstance(generator, list):
                     generator = [generator[int(k)] for k in keep]
             if hooks is not None and request.use_cache:  # recomputed whole, the sequence starts at 0
-                hooks.offset = ids.shape[1] - 1
+                hooks.locate_step(ids.shape[1] - 1)
             if on_view:
                 logits = next_logits(view, nxt, mask, cache)
             elif request.use_cache:
