@@ -12,8 +12,8 @@ tokens per row: no EOS):
 
     python -m bench.bench_real /path/to/hf_dir [--batch 32 --new 128 --repeats 3]
 
-``MODEL`` is a saved HF directory (``mkt.load_model`` accepts it), e.g. a real checkpoint
-dequantized from GGUF (docs/real-models.md).
+``MODEL`` is anything ``mkt.load_model`` takes that is a local model: ``real:NAME``, a ``.gguf``
+file, a saved HF directory (docs/real-models.md).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def copy_bandwidth_gbs(n_bytes: int = 2**29) -> float:
 
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("model", help="a saved HF directory")
+    ap.add_argument("model", help="real:NAME, a .gguf file or a saved HF directory (mkt.load_model's specs)")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--new", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
@@ -59,12 +59,14 @@ def main() -> dict:
     from transformers import AutoModelForCausalLM
 
     from mkt.activations import prompt_states
+    from mkt.checkpoints import resolve_model_path
     from mkt.generation import generate
     from mkt.models import load_model, resid_hook_name, tokenize_left_padded
     from mkt.steering import Steering
 
-    model = load_model(args.model, device="cpu")
-    hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    path = resolve_model_path(args.model)
+    model = load_model(path, device="cpu")
+    hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     n_params = sum(p.numel() for p in hf.parameters())
     n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
     ps = gsm8k_like(args.batch)
@@ -89,7 +91,7 @@ def main() -> dict:
         from mkt.engines import VLLMEngine
 
         start = time.perf_counter()
-        engines["vllm"] = VLLMEngine(args.model, max_model_len=1024)
+        engines["vllm"] = VLLMEngine(path, max_model_len=1024)
         vllm_start_s = time.perf_counter() - start
 
     def vllm(steering, new):
@@ -126,7 +128,7 @@ def main() -> dict:
     bandwidth = args.bandwidth_gbs or copy_bandwidth_gbs()
     step_bytes = n_params * 4  # float32 weights, each read once per decoding step
     result = dict(
-        bench="real", model=os.path.basename(os.path.normpath(args.model)), config=vars(args), n_params=n_params,
+        bench="real", model=args.model, config=vars(args), n_params=n_params,
         load=os.getloadavg(), seconds=t, tokens_per_s=tokens_per_s,
         unsteered_over_hf=tokens_per_s["mkt_unsteered"] / tokens_per_s["hf_generate"],
         steered_over_hf=tokens_per_s["mkt_steered"] / tokens_per_s["hf_generate"],
