@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -393,6 +394,104 @@ def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
         **{f"alignment_{name}": value for name, value in alignment.diagnostics.items()},
     )
     return MasterKey(alignment.map_directions(key.directions), alignment.target, key.hook, provenance)
+
+
+@dataclass(frozen=True)
+class RankSelection:
+    """The (k, ridge) with the lowest cross-validated held-out error, and every candidate's error.
+
+    Attributes:
+        k, ridge: the chosen rank and ridge strength (``ridge`` only matters for ``method="ridge"``).
+        error: the chosen pair's mean held-out relative error (1.0 = no better than the mean).
+        errors: ``{(k, ridge): error}`` for every candidate, errors per target layer averaged.
+        folds: how many folds the alignment questions were split into.
+    """
+
+    k: int
+    ridge: float
+    error: float
+    errors: dict[tuple[int, float], float]
+    folds: int
+
+    @property
+    def beats_mean(self) -> bool:
+        return self.error < 1.0
+
+    def to_dict(self) -> dict:
+        return dict(k=self.k, ridge=self.ridge, cv_error=self.error, cv_folds=self.folds,
+                    cv_errors=[dict(k=k, ridge=r, error=e) for (k, r), e in sorted(self.errors.items())])
+
+
+def cross_validate_rank(
+    x_s: Float[Tensor, "n layer_s d_s"], x_t: Float[Tensor, "n layer_t d_t"], source: ModelIdentity,
+    target: ModelIdentity, ks: list[int], method: str = "lstsq", center: bool = False,
+    ridges: list[float] = (1e-2,), folds: int = 5, groups: list[int] | None = None, seed: int = 0,
+    hook: str = RESID_HOOK,
+) -> RankSelection:
+    """Choose k (and ridge) by ``folds``-fold cross-validated held-out error on the alignment prompts.
+
+    Each fold's map is fitted as ``fit_alignment`` fits it (one SVD per layer, sliced for every
+    k) and scored as ``SubspaceAlignment.relative_error`` scores it, on the prompts left out;
+    the errors are averaged over folds, then over target layers. Ranks above what the smallest
+    training fold allows are dropped.
+
+    Args:
+        x_s, x_t: ``[n, L, d]`` states of the two models on the same alignment prompts.
+        ks: candidate ranks; ridges: candidate ridge strengths (only ``method="ridge"`` uses them).
+        method, center, hook: as in ``fit_alignment``.
+        folds: number of folds (2 <= folds <= number of groups).
+        groups: a group id per prompt (e.g. its question, when one question gives several
+            prompts): a group is never split between fit and held-out; default one per prompt.
+        seed: the shuffle of groups into folds.
+
+    Returns:
+        The ``RankSelection``.
+
+    Raises:
+        ValueError: too few prompts for the folds, or no candidate rank fits.
+    """
+    _check_pair(x_s, x_t, source, target, hook)
+    if method not in METHODS or method == "identity":
+        raise ValueError(f"unknown alignment method {method!r}: use one of {METHODS[:-1]}")
+    n = x_s.shape[0]
+    groups = list(range(n)) if groups is None else list(groups)
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} ids for {n} prompts: give one per prompt")
+    ids = sorted(set(groups))
+    if not 2 <= folds <= len(ids):
+        raise ValueError(f"cross-validation needs 2 <= folds <= the number of questions ({len(ids)}), got "
+                         f"folds={folds}: use more alignment questions or fewer folds")
+    random.Random(seed).shuffle(ids)
+    fold_of = {g: i % folds for i, g in enumerate(ids)}
+    fold = torch.tensor([fold_of[g] for g in groups])
+    smallest_fit = min(int((fold != f).sum()) for f in range(folds))
+    kept = sorted({int(k) for k in ks if 1 <= int(k) <= min(smallest_fit, source.width(hook), target.width(hook))})
+    if not kept:
+        raise ValueError(f"no candidate rank in {list(ks)} fits {smallest_fit} fitting prompts per fold: use more "
+                         "alignment questions or smaller ranks")
+    if not ridges:
+        raise ValueError("give at least one ridge strength")
+    ridges = [float(r) for r in ridges] if method == "ridge" else [float(ridges[0])]  # others ignore it
+    layer_map = relative_depth_map(source.n_layers, target.n_layers)
+    ratio = torch.zeros(len(kept), len(ridges), len(layer_map), dtype=torch.float64)
+    for f in range(folds):
+        fit, held = fold != f, fold == f
+        for lt, ls in enumerate(layer_map):
+            a, b = x_s[fit, ls].double(), x_t[fit, lt].double()
+            mu_s = a.mean(0) if center else torch.zeros(a.shape[1], dtype=a.dtype)
+            mu_t = b.mean(0) if center else torch.zeros(b.shape[1], dtype=b.dtype)
+            a, b = a - mu_s, b - mu_t
+            v_s, v_t = _top_right_singular(a, kept[-1]), _top_right_singular(b, kept[-1])
+            h_s, h_t = x_s[held, ls].double() - mu_s, x_t[held, lt].double()
+            spread = (h_t - h_t.mean(0)).norm().clamp_min(1e-30)
+            for i, k in enumerate(kept):
+                for j, r in enumerate(ridges):
+                    core = fit_core(a @ v_s[:, :k], b @ v_t[:, :k], method, r)
+                    pred = (h_s @ v_s[:, :k]) @ core @ v_t[:, :k].T + mu_t
+                    ratio[i, j, lt] += (pred - h_t).norm() / spread / folds
+    errors = {(k, r): float(ratio[i, j].mean()) for i, k in enumerate(kept) for j, r in enumerate(ridges)}
+    best = min(errors, key=errors.get)
+    return RankSelection(best[0], best[1], errors[best], errors, folds)
 
 
 def select_rank(
