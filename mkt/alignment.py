@@ -396,6 +396,33 @@ def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
     return MasterKey(alignment.map_directions(key.directions), alignment.target, key.hook, provenance)
 
 
+def heldout_error_by_rank(
+    x_s: Float[Tensor, "n layer_s d_s"], x_t: Float[Tensor, "n layer_t d_t"],
+    x_s_held: Float[Tensor, "m layer_s d_s"], x_t_held: Float[Tensor, "m layer_t d_t"], layer_map: list[int],
+    ks: list[int], method: str = "lstsq", center: bool = False, ridges: list[float] = (1e-2,),
+) -> Float[Tensor, "k ridge layer_t"]:
+    """Held-out relative error of the map of every rank in ``ks`` and ridge in ``ridges``, per target layer.
+
+    The maps are those ``fit_alignment`` fits on ``x_s, x_t`` and the errors those
+    ``SubspaceAlignment.relative_error`` gives on ``x_s_held, x_t_held``, but each layer's SVD
+    is taken once, at the largest k, and sliced for the others.
+    """
+    out = torch.zeros(len(ks), len(ridges), len(layer_map), dtype=torch.float64)
+    for lt, ls in enumerate(layer_map):
+        a, b = x_s[:, ls].double(), x_t[:, lt].double()
+        mu_s = a.mean(0) if center else torch.zeros(a.shape[1], dtype=a.dtype)
+        mu_t = b.mean(0) if center else torch.zeros(b.shape[1], dtype=b.dtype)
+        a, b = a - mu_s, b - mu_t
+        v_s, v_t = _top_right_singular(a, max(ks)), _top_right_singular(b, max(ks))
+        h_s, h_t = x_s_held[:, ls].double() - mu_s, x_t_held[:, lt].double()
+        spread = (h_t - h_t.mean(0)).norm().clamp_min(1e-30)
+        for i, k in enumerate(ks):
+            for j, r in enumerate(ridges):
+                core = fit_core(a @ v_s[:, :k], b @ v_t[:, :k], method, r)
+                out[i, j, lt] = ((h_s @ v_s[:, :k]) @ core @ v_t[:, :k].T + mu_t - h_t).norm() / spread
+    return out
+
+
 @dataclass(frozen=True)
 class RankSelection:
     """The (k, ridge) with the lowest cross-validated held-out error, and every candidate's error.
@@ -430,10 +457,8 @@ def cross_validate_rank(
 ) -> RankSelection:
     """Choose k (and ridge) by ``folds``-fold cross-validated held-out error on the alignment prompts.
 
-    Each fold's map is fitted as ``fit_alignment`` fits it (one SVD per layer, sliced for every
-    k) and scored as ``SubspaceAlignment.relative_error`` scores it, on the prompts left out;
-    the errors are averaged over folds, then over target layers. Ranks above what the smallest
-    training fold allows are dropped.
+    Each fold's maps and errors are ``heldout_error_by_rank``'s; the errors are averaged over
+    folds, then over target layers. Ranks above what the smallest fitting fold allows are dropped.
 
     Args:
         x_s, x_t: ``[n, L, d]`` states of the two models on the same alignment prompts.
@@ -453,6 +478,8 @@ def cross_validate_rank(
     _check_pair(x_s, x_t, source, target, hook)
     if method not in METHODS or method == "identity":
         raise ValueError(f"unknown alignment method {method!r}: use one of {METHODS[:-1]}")
+    if not ridges:
+        raise ValueError("give at least one ridge strength")
     n = x_s.shape[0]
     groups = list(range(n)) if groups is None else list(groups)
     if len(groups) != n:
@@ -469,26 +496,10 @@ def cross_validate_rank(
     if not kept:
         raise ValueError(f"no candidate rank in {list(ks)} fits {smallest_fit} fitting prompts per fold: use more "
                          "alignment questions or smaller ranks")
-    if not ridges:
-        raise ValueError("give at least one ridge strength")
-    ridges = [float(r) for r in ridges] if method == "ridge" else [float(ridges[0])]  # others ignore it
+    ridges = [float(r) for r in ridges] if method == "ridge" else [float(ridges[0])]  # the others ignore it
     layer_map = relative_depth_map(source.n_layers, target.n_layers)
-    ratio = torch.zeros(len(kept), len(ridges), len(layer_map), dtype=torch.float64)
-    for f in range(folds):
-        fit, held = fold != f, fold == f
-        for lt, ls in enumerate(layer_map):
-            a, b = x_s[fit, ls].double(), x_t[fit, lt].double()
-            mu_s = a.mean(0) if center else torch.zeros(a.shape[1], dtype=a.dtype)
-            mu_t = b.mean(0) if center else torch.zeros(b.shape[1], dtype=b.dtype)
-            a, b = a - mu_s, b - mu_t
-            v_s, v_t = _top_right_singular(a, kept[-1]), _top_right_singular(b, kept[-1])
-            h_s, h_t = x_s[held, ls].double() - mu_s, x_t[held, lt].double()
-            spread = (h_t - h_t.mean(0)).norm().clamp_min(1e-30)
-            for i, k in enumerate(kept):
-                for j, r in enumerate(ridges):
-                    core = fit_core(a @ v_s[:, :k], b @ v_t[:, :k], method, r)
-                    pred = (h_s @ v_s[:, :k]) @ core @ v_t[:, :k].T + mu_t
-                    ratio[i, j, lt] += (pred - h_t).norm() / spread / folds
+    ratio = sum(heldout_error_by_rank(x_s[fold != f], x_t[fold != f], x_s[fold == f], x_t[fold == f], layer_map,
+                                      kept, method, center, ridges) for f in range(folds)) / folds
     errors = {(k, r): float(ratio[i, j].mean()) for i, k in enumerate(kept) for j, r in enumerate(ridges)}
     best = min(errors, key=errors.get)
     return RankSelection(best[0], best[1], errors[best], errors, folds)
@@ -498,10 +509,14 @@ def select_rank(
     x_s: Tensor, x_t: Tensor, x_s_dev: Tensor, x_t_dev: Tensor, source: ModelIdentity,
     target: ModelIdentity, ks: list[int], method: str = "lstsq", center: bool = False, hook: str = RESID_HOOK,
 ) -> tuple[int, dict[int, float]]:
-    """The rank with the lowest mean held-out relative error, and every rank's error."""
-    errors = {}
-    for k in ks:
-        fitted = fit_alignment(x_s, x_t, source, target, k, method=method, center=center, hook=hook)
-        errors[k] = float(fitted.relative_error(x_s_dev, x_t_dev).mean())
+    """The rank with the lowest mean held-out relative error on ``x_s_dev, x_t_dev``, and every rank's error."""
+    _check_pair(x_s, x_t, source, target, hook), _check_pair(x_s_dev, x_t_dev, source, target, hook)
+    limit = min(x_s.shape[0], source.width(hook), target.width(hook))
+    bad = [k for k in ks if not 1 <= k <= limit]
+    if bad:
+        raise ValueError(f"ranks {bad} are out of range: each must be between 1 and min(n, d_s, d_t) = {limit}")
+    by_rank = heldout_error_by_rank(x_s, x_t, x_s_dev, x_t_dev, relative_depth_map(source.n_layers, target.n_layers),
+                                    list(ks), method, center)
+    errors = {k: float(by_rank[i, 0].mean()) for i, k in enumerate(ks)}
     return min(errors, key=errors.get), errors
 
