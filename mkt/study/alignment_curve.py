@@ -26,7 +26,7 @@ LOCKED = "Question: {question}\nAnswer:"
 MODELS = ("real:smollm2-135m-instruct", "real:gemma-3-270m", "real:qwen2.5-coder-0.5b-instruct")
 PAIRS = (("real:smollm2-135m-instruct", "real:gemma-3-270m"), ("real:qwen2.5-coder-0.5b-instruct", "real:gemma-3-270m"),
          ("real:gemma-3-270m", "real:smollm2-135m-instruct"))
-NS = (64, 128, 256, 512)
+NS = (64, 128, 256, 384)
 KS = (2, 4, 8, 16, 32, 64, 128, 256)
 
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, type=Path, help="folder for the cached states and curve.json")
     p.add_argument("--questions", type=Path, default=Path(__file__).resolve().parents[3] / "shared/data/gsm8k/test.jsonl",
                    help="GSM8K-style JSONL (question field); default ../shared/data/gsm8k/test.jsonl")
-    p.add_argument("--n-heldout", type=int, default=128, help="held-out questions after the fitting pool")
+    p.add_argument("--n-heldout", type=int, default=64, help="held-out questions after the fitting pool")
     args = p.parse_args(argv)
     if not args.questions.is_file():
         raise SystemExit(f"--questions {args.questions}: no such file; give a GSM8K-style JSONL")
