@@ -27,3 +27,33 @@ def test_curve_rows_are_fit_alignment_held_out_errors_and_flag_one_cv_choice_per
     assert next(r for r in rows if r["n"] == 60 and r["cv_chosen"])["k"] == 3  # the true rank
     md = table(rows)
     assert "| src -> tgt | yes | 60 |" in md and "k=3:" in md
+
+
+def test_main_reads_cached_states_writes_curve_json_and_refuses_a_stale_cache(tmp_path, monkeypatch, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from mkt.study import alignment_curve
+
+    monkeypatch.setattr(alignment_curve, "MODELS", ("a:src", "a:tgt"))
+    monkeypatch.setattr(alignment_curve, "PAIRS", (("a:src", "a:tgt"),))
+    monkeypatch.setattr(alignment_curve, "NS", (16, 32))
+    monkeypatch.setattr(alignment_curve, "KS", (2, 4))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps({"question": f"q{i}"}) + "\n" for i in range(50)))
+    g = torch.Generator().manual_seed(1)
+    for spec, ident in (("a:src", SRC), ("a:tgt", TGT)):
+        save_file({"states": torch.randn(40, ident.n_layers, ident.d_model, generator=g)},
+                  str(tmp_path / f"states-{spec.replace(':', '_')}-40.safetensors"),
+                  metadata={"identity": json.dumps(ident.to_dict())})
+    alignment_curve.main(["--out", str(tmp_path), "--questions", str(questions), "--n-heldout", "8"])
+    rows = json.loads((tmp_path / "curve.json").read_text())
+    assert {(r["n"], r["k"], r["center"]) for r in rows} == {(n, k, c) for n in (16, 32) for k in (2, 4)
+                                                             for c in (False, True)}
+    assert "| src -> tgt | no | 16 |" in capsys.readouterr().out
+    monkeypatch.setattr(alignment_curve, "NS", (24, 32))  # 40 questions: a cache of another shape is refused
+    save_file({"states": torch.zeros(40, 2, 2)}, str(tmp_path / "states-a_src-40.safetensors"),
+              metadata={"identity": json.dumps(SRC.to_dict())})
+    with pytest.raises(SystemExit, match="delete it and run again"):
+        alignment_curve.main(["--out", str(tmp_path), "--questions", str(questions), "--n-heldout", "8"])
