@@ -20,7 +20,7 @@ from typing import Iterator
 
 from tqdm.auto import tqdm
 
-from mkt.engines.base import as_engine
+from mkt.engines import as_engine
 from mkt.eval.stats import pass_at_k, wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score
 from mkt.prompts import PromptTemplate

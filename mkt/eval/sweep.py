@@ -22,17 +22,15 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mkt.activations import last_token_resid
-from mkt.alignment import fit_alignment, transfer
-from mkt.engines.base import Engine, as_engine
+from mkt.alignment import transfer
+from mkt.engines import Engine, as_engine
 from mkt.eval.baselines import LogitTransfer
 from mkt.eval.runner import complete_lines, content_digest, fingerprint, run_lock, write_config
 from mkt.eval.stats import wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score, task_probe
-from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.key import MasterKey, random_like
 from mkt.models import model_identity
-from mkt.pipeline import alignment_prompts
+from mkt.pipeline import TransferFormats, align_models, extract_source_key
 from mkt.prompts import PromptFormat
 from mkt.significance import Decoding, assess_transfer
 from mkt.steering import Steering
@@ -109,9 +107,7 @@ def run_sweep(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    formats = (PromptFormat.of(locked), PromptFormat.of(unlocked) if unlocked is not None else None)
-    formats += (PromptFormat.of(target_locked) if target_locked is not None else formats[0],
-                PromptFormat.of(target_unlocked) if target_unlocked is not None else formats[1])
+    formats = TransferFormats.of(locked, unlocked, target_locked, target_unlocked)
     with run_lock(out):
         return _sweep_locked(source, target, questions, dev, test, formats, out, spec, source_unlocked_model,
                              post_trained, progress, as_engine(engine if engine is not None else target))
@@ -132,9 +128,9 @@ def _read_rows(path: Path) -> list[dict]:
 
 def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec: SweepSpec,
                   source_unlocked_model, post_trained, progress, engine: Engine) -> dict:
-    locked_t, unlocked_t, target_locked_t, target_unlocked_t = formats
+    target_locked_t, target_unlocked_t = formats.target_locked, formats.target_unlocked
     config = dict(spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
-                  formats=[f.describe() if f is not None else None for f in formats],
+                  formats=[f.describe() if f is not None else None for f in formats.all()],
                   source=model_identity(source).to_dict(),
                   source_unlocked=model_identity(source_unlocked_model).to_dict() if source_unlocked_model else None,
                   questions=content_digest(list(questions))[:16],
@@ -144,14 +140,9 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
     dev_prompts = build_prompts(dev, target_locked_t, tokenizer=target.tokenizer)
     test_prompts = build_prompts(test, target_locked_t, tokenizer=target.tokenizer)
 
-    def fit(qs: list[str], k: int):  # each model reads the alignment questions in its own format
-        x_s = last_token_resid(source, alignment_prompts(qs, locked_t, unlocked_t, spec.alignment_set,
-                                                         source.tokenizer))
-        x_t = last_token_resid(target, alignment_prompts(qs, target_locked_t, target_unlocked_t, spec.alignment_set,
-                                                         target.tokenizer))
-        return fit_alignment(x_s, x_t, src_id, tgt_id, k, spec.method, spec.center)
+    def fit(qs: list[str], k: int):
+        return align_models(source, target, qs, formats, spec.alignment_set, k, spec.method, spec.center)
 
-    src_id, tgt_id = model_identity(source), model_identity(target)
     rows, keys = _read_rows(csv_path), {}
     counts = Counter((r["n"], r["k"], r["layers"]) for r in rows)
     rows = [r for r in rows if counts[(r["n"], r["k"], r["layers"])] == len(spec.alphas)]  # all its alphas: done
@@ -174,9 +165,7 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
         if all((n, k, name) in done for name in names):
             continue  # finished before an interruption
         if n not in keys:
-            keys[n] = (extract_model_key(source_unlocked_model, source, qs, locked_t, spec.aggregator)
-                       if source_unlocked_model is not None
-                       else extract_prompt_key(source, qs, locked_t, unlocked_t, spec.aggregator))
+            keys[n] = extract_source_key(source, qs, formats, source_unlocked_model, spec.aggregator)
         n_align = len(qs) * (2 if spec.alignment_set == "oracle-unlocked" else 1)
         if k > n_align:
             continue  # k cannot exceed the alignment prompts
