@@ -5,6 +5,7 @@
                               aggregator, mode, default alpha, hook, sha256 of the tensors
       directions.safetensors  tensor "directions", float32 [n_layers_target, width]: d_model, or
                               n_heads x d_head for a key at attn.hook_z
+      README.md               generated: where the pack came from (mkt.pack_card), not read back
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from mkt.errors import CorruptArtifactError, IncompatibleModelError
 from mkt.intervention import MODES, check_mode
 from mkt.key import MasterKey
 from mkt.models import HOOK_POINTS, ModelIdentity, check_layers, model_identity
+from mkt.pack_card import write_pack_card
 from mkt.steering import SCOPES
 
 PACK_FORMAT = "mkt.capability-pack"
@@ -139,6 +141,7 @@ class CapabilityPack:
         save_file({"directions": self.key.directions.float().contiguous()}, str(tensor_path))
         manifest = self.manifest() | {"sha256": _sha256(tensor_path)}
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        write_pack_card(directory)  # README.md: where the pack came from, readable on the HF hub
         return directory
 
     @classmethod

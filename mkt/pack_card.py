@@ -1,0 +1,124 @@
+"""A pack's README.md: where it came from, model-card style, readable on the HF hub as it is.
+
+Pure text from what the pack folder holds (its manifest, and ``transfer_report.json`` or
+``significance.json`` where a command wrote them): Source, Target, protocol, alignment rank and
+coverage, alpha and how it was chosen, the nulls it beat, or that it was not tested.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+CARD = "README.md"
+_NOT_TESTED = ("not tested: run `mkt eval --model TARGET --pack PACK --null-seeds 20` (random Source directions "
+               "through the same map, each with its alpha chosen on dev) or `mkt sweep`")
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def _model(m: dict) -> str:
+    return f"`{m['name']}` ({m.get('architecture', '?')}, {m['n_layers']} layers x {m['d_model']})"
+
+
+def _numbers(values, fmt: str = "{:.2f}") -> str:
+    return " ".join(fmt.format(v) for v in values) if values else "n/a"
+
+
+def _mean(values) -> str:
+    return f"{sum(values) / len(values):.2f}" if values else "n/a"
+
+
+def _protocol(prov: dict) -> str:
+    variant = prov.get("variant", "not recorded")
+    if variant == "prompt":
+        return (f"prompt contrast on the Source: Unlocked `{prov.get('unlocked_template')!s}` minus Locked "
+                f"`{prov.get('locked_template')!s}`, {prov.get('n')} questions, {prov.get('aggregator')} of the "
+                f"differences, read at position `{prov.get('position', 'last')}`")
+    if variant == "model":
+        return (f"model contrast: post-trained minus base model on {prov.get('n')} questions, "
+                f"{prov.get('aggregator')} of the differences, position `{prov.get('position', 'last')}`")
+    if variant == "llama.cpp control vector":
+        return (f"imported from the llama.cpp control vector `{prov.get('imported_from')}` (model hint "
+                f"`{prov.get('model_hint')}`, sha256 `{prov.get('sha256', '')[:16]}...`)")
+    return f"`{variant}`"
+
+
+def _significance(sig: dict) -> list[str]:
+    if not sig:
+        return [f"- {_NOT_TESTED}"]
+    lines = []
+    for name, result in sig.items():
+        if isinstance(result, dict) and "p" in result:
+            lines.append(f"- {name}: key {result.get('key')} vs null max {result.get('null_max')}, "
+                         f"p = {result['p']}")
+        else:
+            lines.append(f"- {name}: {json.dumps(result)}")
+    return lines
+
+
+def pack_card(directory: str | Path) -> str:
+    """The README.md text of the pack in ``directory`` (its manifest must be valid: load it first)."""
+    directory = Path(directory)
+    m = _json(directory / "manifest.json")
+    prov = m.get("provenance", {})
+    report = _json(directory / "transfer_report.json")
+    significance = prov.get("significance") or _json(directory / "significance.json")
+    target, source = m["target"], m.get("source", m["target"])
+    transferred = "source_model" in prov
+    hub = target["name"] if "/" in target["name"] else None
+    coverage = prov.get("coverage") or report.get("coverage") or []
+    heldout = prov.get("alignment_heldout_relative_error") or report.get("heldout_error") or []
+    layers = m.get("layers")
+    lines = ["---", "library_name: mkt", "tags:", "- mkt", "- steering", "- capability-pack"]
+    if hub:
+        lines.append(f"base_model: {hub}")
+    lines += ["---", "", f"# Capability pack for {target['name']}", ""]
+    if m.get("description"):
+        lines += [m["description"], ""]
+    lines += [
+        "A direction per layer of the Target's residual stream that steers it toward a capability "
+        "(mkt, Master Key Transfer). Generated from the pack's manifest; do not edit by hand.", "",
+        "| | |", "| --- | --- |",
+        f"| Source | {_model(source)} |",
+        f"| Target | {_model(target)} |",
+        f"| Protocol | {_protocol(prov)} |",
+    ]
+    if transferred:
+        lines += [
+            f"| Alignment | {prov.get('alignment_method')}, rank k = {prov.get('k')}, fitted on "
+            f"{prov.get('alignment_n')} prompt states, centred: {prov.get('alignment_center')} |",
+            f"| Coverage (share of the key in the Source's top-k subspace) | mean {_mean(coverage)}; per layer "
+            f"{_numbers(coverage)} |",
+            f"| Held-out relative error of the map | {_numbers(heldout)} |",
+        ]
+    else:
+        lines.append("| Alignment | none: the key lives in the model it was made in |")
+    lines += [
+        f"| Hook | `blocks.{{l}}.{m['hook']}` |",
+        f"| Intervention | mode `{m['mode']}`, scope `{m['scope']}`, layers {layers if layers is not None else 'all'} |",
+        f"| Alpha | {m['alpha']} ({prov.get('alpha_choice', 'set by hand when the pack was written; not chosen on dev')}) |",
+    ]
+    if "oracle" in prov:
+        lines.append(f"| ORACLE | {prov['oracle']} |")
+    lines += ["", "## Nulls it was tested against", "", *_significance(significance), "",
+              "## Use", "", "```bash", f"mkt generate --model MODEL --pack {directory.name} --prompt 'TEXT'"]
+    if m["mode"] == "constant" and m["scope"] == "all":
+        lines.append(f"mkt export {directory.name} --format gguf-control-vector --out {directory.name}.gguf"
+                     "   # llama.cpp --control-vector")
+    lines += ["```", "", f"Files: `manifest.json`, `directions.safetensors` (sha256 `{m['sha256'][:16]}...`)"
+              + (", `source-key/` and `alignment.safetensors` (what the null is drawn from)"
+                 if (directory / "alignment.safetensors").exists() else ""), ""]
+    return "\n".join(lines)
+
+
+def write_pack_card(directory: str | Path) -> Path:
+    """Write ``directory/README.md`` from the pack there; returns its path."""
+    path = Path(directory) / CARD
+    path.write_text(pack_card(directory), encoding="utf-8")
+    return path
