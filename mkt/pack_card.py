@@ -23,7 +23,7 @@ def _json(path: Path) -> dict:
 
 
 def _model(m: dict) -> str:
-    return f"`{m['name']}` ({m.get('architecture', '?')}, {m['n_layers']} layers x {m['d_model']})"
+    return f"{m['name']} ({m['n_layers']} layers x {m['d_model']}), {m.get('architecture', '?')}"
 
 
 def _numbers(values, fmt: str = "{:.2f}") -> str:
@@ -93,7 +93,7 @@ def pack_card(directory: str | Path) -> str:
         lines += [
             f"| Alignment | {prov.get('alignment_method')}, rank k = {prov.get('k')}, fitted on "
             f"{prov.get('alignment_n')} prompt states, centred: {prov.get('alignment_center')} |",
-            f"| Coverage (share of the key in the Source's top-k subspace) | mean {_mean(coverage)}; per layer "
+            f"| Key coverage (share of the key in the Source's top-k subspace) | mean {_mean(coverage)}; per layer "
             f"{_numbers(coverage)} |",
             f"| Held-out relative error of the map | {_numbers(heldout)} |",
         ]

@@ -57,7 +57,7 @@ def test_card_of_a_transferred_pack(tiny_models, tmp_path):
     path = CapabilityPack(key, 0.3).save(tmp_path / "sbs")
     card = (path / "README.md").read_text()
     manifest = json.loads((path / "manifest.json").read_text())
-    assert f"| Source | `{manifest['source']['name']}` (" in card and "3 layers x 64" in card
+    assert f"| Source | {manifest['source']['name']} (3 layers x 64), " in card
     assert "rank k = 8, fitted on 256 prompt states" in card and "mean 0.50" in card
     assert "Unlocked `S:{question}|A:` minus Locked `Q:{question}|A:`" in card
     assert "| Alpha | 0.3 (set by hand" in card and "not tested: run `mkt eval" in card
