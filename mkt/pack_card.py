@@ -1,7 +1,8 @@
 """A pack's README.md: where it came from, model-card style, readable on the HF hub as it is.
 
-Pure text from what the pack folder holds (its manifest, and ``transfer_report.json`` or
-``significance.json`` where a command wrote them): Source, Target, protocol, alignment rank and
+Pure text from what the pack folder holds: its manifest, ``transfer_report.json`` (``mkt
+transfer``) and ``significance.json`` (``mkt eval --null-seeds`` writes one into its run folder;
+copy it next to the manifest): Source, Target, protocol, alignment rank and
 coverage, alpha and how it was chosen, the nulls it beat, or that it was not tested.
 """
 
@@ -50,15 +51,21 @@ def _protocol(prov: dict) -> str:
 
 
 def _significance(sig: dict) -> list[str]:
-    if not sig:
+    """Lines from a ``mkt.significance`` summary (``significance.json`` of ``mkt eval --null-seeds``)."""
+    if not sig.get("rows"):
         return [f"- {_NOT_TESTED}"]
-    lines = []
-    for name, result in sig.items():
-        if isinstance(result, dict) and "p" in result:
-            lines.append(f"- {name}: key {result.get('key')} vs null max {result.get('null_max')}, "
-                         f"p = {result['p']}")
-        else:
-            lines.append(f"- {name}: {json.dumps(result)}")
+    rows, key = sig["rows"], sig["key"]
+    lines = [f"Against {sig['n_null']} null draws (random Source directions through the same map, each with its "
+             f"alpha chosen on dev) on {sig['n_test']} test items:", ""]
+    for m in sig["metrics"]:
+        row = rows[key]
+        verdict = "beats" if sig["significant"][m] else "does not beat"
+        lines.append(f"- {m}: baseline {rows['baseline'][m]:.3f}, key {row[m]:.3f} at alpha {row['alpha']}, "
+                     f"effect {row[m + '_effect']:+.3f}, p = {row[m + '_p_vs_null']:.3f} against the null (95th "
+                     f"percentile of its effects {sig['null'][m]['q95']:+.3f}): {verdict} it")
+        for name, other in rows.items():
+            if name not in (key, "baseline") and other["group"] != "null":
+                lines.append(f"  - {name} ({other['group']}): {other[m]:.3f}, p = {other[m + '_p_vs_null']:.3f}")
     return lines
 
 
@@ -68,7 +75,7 @@ def pack_card(directory: str | Path) -> str:
     m = _json(directory / "manifest.json")
     prov = m.get("provenance", {})
     report = _json(directory / "transfer_report.json")
-    significance = prov.get("significance") or _json(directory / "significance.json")
+    significance = _json(directory / "significance.json")
     target, source = m["target"], m.get("source", m["target"])
     transferred = "source_model" in prov
     hub = target["name"] if "/" in target["name"] else None

@@ -46,7 +46,7 @@ def test_export_refusal_is_one_line(tiny_models, tmp_path, capsys):
     assert not (tmp_path / "s.pt").exists()
 
 
-def test_card_of_a_transferred_pack(tiny_models, tmp_path):
+def test_card_of_a_transferred_pack(tiny_models, tmp_path, capsys):
     source, target = tiny_models["qwen2"], tiny_models["llama"]
     ident = model_identity(target)
     provenance = dict(variant="prompt", n=64, aggregator="mean", position="last", locked_template="Q:{question}|A:",
@@ -61,5 +61,15 @@ def test_card_of_a_transferred_pack(tiny_models, tmp_path):
     assert "rank k = 8, fitted on 256 prompt states" in card and "mean 0.50" in card
     assert "Unlocked `S:{question}|A:` minus Locked `Q:{question}|A:`" in card
     assert "| Alpha | 0.3 (set by hand" in card and "not tested: run `mkt eval" in card
-    (path / "significance.json").write_text(json.dumps({"correct": {"key": 0.9, "null_max": 0.5, "p": 0.04}}))
+    summary = dict(metrics=["correct"], key="transferred key", n_test=100, n_null=24, significant={"correct": True},
+                   rows={"baseline": dict(group="baseline", correct=0.2),
+                         "transferred key": dict(group="key", alpha=0.3, correct=0.9, correct_effect=0.7,
+                                                 correct_p_vs_null=0.04),
+                         "null 0": dict(group="null", alpha=0.1, correct=0.3),
+                         "isotropic": dict(group="control", alpha=0.3, correct=0.25, correct_p_vs_null=0.8)},
+                   null={"correct": dict(effects=[0.1], q95=0.35)})
+    (path / "significance.json").write_text(json.dumps(summary))  # the shape mkt eval --null-seeds writes
     assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "Against 24 null draws" in out and "p = 0.040 against the null" in out and "beats it" in out
+    assert "isotropic (control): 0.250, p = 0.800" in out
