@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mkt.errors import IncompatibleModelError, MktError
+from mkt.errors import CorruptArtifactError, IncompatibleModelError, MktError
 from mkt.interop.constant_vectors import EXACT_MODE, EXACT_SCOPE, constant_vectors
 from mkt.interop.llamacpp_rules import ARCHITECTURE, read_control_vector
 from mkt.key import MasterKey
@@ -120,6 +120,8 @@ def import_control_vector(path: str | Path, model, scale: float = 1.0) -> Capabi
     for layer, vector in cvec.vectors.items():
         directions[layer] = torch.from_numpy(vector.copy())
     steered = [layer for layer, vector in cvec.vectors.items() if np.any(vector)]
+    if not steered:
+        raise CorruptArtifactError(f"{path}: every direction is zero, so it steers nothing; export the key again")
     provenance = dict(variant="llama.cpp control vector", imported_from=Path(path).name, model_hint=cvec.model_hint,
                       sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
     key = MasterKey(directions, ident, RESID_HOOK, provenance)
