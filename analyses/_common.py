@@ -75,10 +75,12 @@ def cached_organism_key(target, target_name: str, cache_dir: str | Path | None =
     """
     import os
 
-    from safetensors.torch import load_file, save_file
+    from safetensors import SafetensorError
+    from safetensors.torch import load, save
 
+    from mkt.artifacts import check_tensor, read_bytes, replace_atomically
     from mkt.key import MasterKey
-    from mkt.models import model_identity
+    from mkt.models import HOOK_POINTS, model_identity
     from mkt.organisms.demo import DEMO_SEED
 
     root = Path(cache_dir or Path(os.environ.get("MKT_CACHE", Path.home() / ".cache" / "mkt")) / "organism-keys")
@@ -86,23 +88,22 @@ def cached_organism_key(target, target_name: str, cache_dir: str | Path | None =
     meta = {"target": target_name, "seed": str(DEMO_SEED), "zoo_hash": digest}
     path = root / f"{target_name.removeprefix('organism:')}-{DEMO_SEED}-{digest}.safetensors"
     identity = model_identity(target)
-    if path.exists():
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                stored = f.metadata() or {}
-            directions = load_file(str(path))["directions"]
-            if all(stored.get(k) == v for k, v in meta.items()):
-                return MasterKey(directions, identity, stored["hook"], json.loads(stored["provenance"]))
-        except Exception:  # noqa: BLE001 - a corrupt or foreign file is recomputed
-            pass
+    if path.is_file():
+        try:  # the same checks as any key: a file that fails them is recomputed, never used
+            data = read_bytes(path, "a cached key", "")
+            stored = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__", {})
+            provenance = json.loads(stored["provenance"])
+            if all(stored.get(k) == v for k, v in meta.items()) and stored["hook"] in HOOK_POINTS and isinstance(
+                    provenance, dict):
+                directions = check_tensor(load(data).get("directions"), "directions",
+                                          (identity.n_layers, identity.width(stored["hook"])), str(path), "")
+                return MasterKey(directions, identity, stored["hook"], provenance)
+        except (SafetensorError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            pass  # corrupt, truncated or another model's: recomputed below
     key = organism_key(target, target_name)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"directions": key.directions.contiguous()}, str(tmp),
-              metadata={**meta, "hook": key.hook, "provenance": json.dumps(to_jsonable(key.provenance), default=str)})
-    tmp.replace(path)
+    replace_atomically(path, save({"directions": key.directions.contiguous()}, metadata={
+        **meta, "hook": key.hook, "provenance": json.dumps(to_jsonable(key.provenance), default=str)}))
     return key
 
 

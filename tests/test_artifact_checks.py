@@ -148,3 +148,40 @@ def test_an_alignment_that_passes_the_read_check_transfers(alignment_file):
     for lt, ls in enumerate(al.layer_map):
         by_hand = key.directions[ls] @ al.source_bases[lt].double() @ al.cores[lt].double() @ al.target_bases[lt].T.double()
         assert torch.allclose(moved[lt], by_hand, atol=1e-10)
+
+
+def test_the_organism_key_cache_recomputes_every_file_that_fails_the_key_checks(tmp_path, monkeypatch):
+    import analyses._common as common
+    from mkt.models import load_model, model_identity
+
+    target = load_model("organism:target-base", device="cpu")
+    ident = model_identity(target)
+    made = []
+
+    def organism_key(model, name):  # the slow extraction, replaced: this test is about the cache file
+        made.append(MasterKey(torch.randn(ident.n_layers, ident.d_model), ident, provenance={"n": len(made)}))
+        return made[-1]
+
+    monkeypatch.setattr(common, "organism_key", organism_key)
+    first = common.cached_organism_key(target, "organism:target-base", tmp_path)
+    (path,) = tmp_path.glob("target-base-*.safetensors")
+    assert torch.equal(common.cached_organism_key(target, "organism:target-base", tmp_path).directions,
+                       first.directions) and len(made) == 1
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+    good = path.read_bytes()
+    nan = first.directions.clone()
+    nan[0, 0] = float("nan")
+    for corrupt in (lambda: path.write_bytes(good[: len(good) // 2]),  # a kill mid-write of an older mkt
+                    lambda: save_file({"directions": nan}, str(path), metadata=meta),
+                    lambda: save_file({"directions": first.directions.long()}, str(path), metadata=meta),
+                    lambda: save_file({"directions": first.directions[:, :4].contiguous()}, str(path), metadata=meta),
+                    lambda: save_file({"directions": first.directions}, str(path), metadata=meta | {"provenance": "[]"}),
+                    lambda: save_file({"directions": first.directions}, str(path), metadata=meta | {"hook": "x"})):
+        corrupt()
+        n = len(made)
+        key = common.cached_organism_key(target, "organism:target-base", tmp_path)
+        assert len(made) == n + 1 and torch.equal(key.directions, made[-1].directions)
+        assert torch.equal(common.cached_organism_key(target, "organism:target-base", tmp_path).directions,
+                           key.directions) and len(made) == n + 1  # rewritten whole
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
