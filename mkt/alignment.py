@@ -266,11 +266,11 @@ def _check_alignment(al: SubspaceAlignment, where: str) -> None:
     if not (isinstance(al.layer_map, list) and len(al.layer_map) == target.n_layers
             and all(is_int(x) and 0 <= x < source.n_layers for x in al.layer_map)):
         raise bad("layer_map", f"must list a source layer for each of the {target.n_layers} target layers")
-    for name, ok, rule in (("method", al.method in METHODS, f"one of {METHODS}"), ("k", is_count(al.k), "a whole "
+    for name, ok, rule in (("method", isinstance(al.method, str) and al.method in METHODS, f"one of {METHODS}"), ("k", is_count(al.k), "a whole "
                            "number >= 1"), ("n", is_int(al.n) and al.n >= 0, "a whole number >= 0"),
                            ("center", isinstance(al.center, bool), "true or false"),
                            ("diagnostics", isinstance(al.diagnostics, dict), "an object"),
-                           ("hook", al.hook in HOOK_POINTS, f"one of {HOOK_POINTS}"),
+                           ("hook", isinstance(al.hook, str) and al.hook in HOOK_POINTS, f"one of {HOOK_POINTS}"),
                            ("position", _is_position(al.position), "last, mean or last-N")):
         if not ok:
             raise bad(name, f"is missing or of the wrong type (must be {rule}, got {getattr(al, name)!r})")

@@ -103,7 +103,7 @@ def _check_manifest(manifest, path: Path) -> ModelIdentity:
     if not (isinstance(manifest["sha256"], str) and len(manifest["sha256"]) == 64):
         raise bad("sha256", "must be the 64-character hex sha256 of directions.safetensors")
     target = identity_from_record(manifest["target"], str(path), "target")
-    if manifest["hook"] not in KNOWN_HOOKS:
+    if not (isinstance(manifest["hook"], str) and manifest["hook"] in KNOWN_HOOKS):
         raise bad("hook", f"is {manifest['hook']!r}, but mkt reads and writes keys at {KNOWN_HOOKS} only")
     try:
         target.width(manifest["hook"])
@@ -111,9 +111,9 @@ def _check_manifest(manifest, path: Path) -> ModelIdentity:
         raise CorruptArtifactError(f"{path}: {err}") from None
     if not is_number(manifest["alpha"]):
         raise bad("alpha", f"must be a finite number, got {manifest['alpha']!r}")
-    if manifest["mode"] not in MODES:
+    if not (isinstance(manifest["mode"], str) and manifest["mode"] in MODES):
         raise bad("mode", f"must be one of {sorted(MODES)}, got {manifest['mode']!r}")
-    if manifest["scope"] not in SCOPES:
+    if not (isinstance(manifest["scope"], str) and manifest["scope"] in SCOPES):
         raise bad("scope", f"must be one of {SCOPES}, got {manifest['scope']!r}")
     layers = manifest.get("layers")
     if layers is not None and not (isinstance(layers, list) and layers
