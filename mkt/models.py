@@ -100,7 +100,7 @@ def load_model(
             raise
         raise ModelLoadError(
             f"could not load model {name!r}: it is not a local directory and the hub is not "
-            f"reachable or does not have it ({type(err).__name__}: {str(err)[:200]}). "
+            f"reachable or does not have it ({type(err).__name__}: {' '.join(str(err).split())[:200]}). "
             "Pass the path of a local HF model directory instead."
         ) from err
     model.eval()
