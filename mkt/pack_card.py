@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mkt.artifacts import replace_atomically
+
 CARD = "README.md"
 _NOT_TESTED = ("not tested: run `mkt eval --model TARGET --pack PACK --null-seeds 20` (random Source directions "
                "through the same map, each with its alpha chosen on dev) or `mkt sweep`")
@@ -127,5 +129,5 @@ def pack_card(directory: str | Path) -> str:
 def write_pack_card(directory: str | Path) -> Path:
     """Write ``directory/README.md`` from the pack there; returns its path."""
     path = Path(directory) / CARD
-    path.write_text(pack_card(directory), encoding="utf-8")
+    replace_atomically(path, pack_card(directory))
     return path
