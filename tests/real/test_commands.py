@@ -49,7 +49,7 @@ def test_eval_on_gsm8k_items(inputs, gsm8k, tmp_path):
 
 
 def test_every_analysis_runs_at_its_smallest_settings(inputs, real_model, tmp_path):
-    keyed = ["--model", MODEL, "--pack", str(inputs["pack"]), "--task", str(inputs["task"]), "--n", "2"]
+    keyed = ["--model", MODEL, "--pack", str(inputs["pack"]), "--task", str(inputs["task"]), "--n", "3"]
     runs = {
         "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1", "--matched-seeds", "1", "--pc-nulls", "1",
                              "--unembed-nulls", "1"],
