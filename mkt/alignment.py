@@ -25,9 +25,10 @@ from pathlib import Path
 import torch
 from jaxtyping import Float
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import Tensor
 
+from mkt.artifacts import check_tensor, identity_from_record, is_count, is_int, json_text, read_bytes, replace_atomically
 from mkt.errors import CorruptArtifactError, IncompatibleModelError, NonFiniteError
 from mkt.key import MasterKey
 from mkt.models import HOOK_POINTS, PER_HEAD_HOOKS, RESID_HOOK, ModelIdentity
@@ -36,6 +37,8 @@ from mkt.positions import check_position
 METHODS = ("lstsq", "procrustes", "ridge", "identity")
 FORMAT_VERSION = 2  # 2: the metadata holds a sha256 of the tensors
 TENSOR_FIELDS = ("source_bases", "cores", "target_bases", "source_means", "target_means")
+KIND = "mkt.SubspaceAlignment"
+REFIT = "fit the alignment again with `mkt align`"
 
 
 def _tensor_digest(tensors: dict[str, Tensor]) -> str:
@@ -182,78 +185,66 @@ class SubspaceAlignment:
 
     # --- persistence -------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (a ``.safetensors`` file whose header holds the JSON metadata)."""
+        """Write ``path`` (a ``.safetensors`` file whose header holds the JSON metadata), after the
+        checks ``load`` makes; the file is replaced atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_alignment(self, f"alignment for {path}")
         meta = dict(
-            format_version=FORMAT_VERSION, kind="mkt.SubspaceAlignment", source=self.source.to_dict(),
+            format_version=FORMAT_VERSION, kind=KIND, source=self.source.to_dict(),
             target=self.target.to_dict(), layer_map=self.layer_map, method=self.method, k=self.k,
             n=self.n, center=self.center, diagnostics=self.diagnostics, hook=self.hook, position=self.position,
         )
-        tensors = {name: getattr(self, name).contiguous() for name in TENSOR_FIELDS if getattr(self, name) is not None}
+        tensors = {name: getattr(self, name).contiguous().cpu() for name in TENSOR_FIELDS
+                   if getattr(self, name) is not None}
         if not tensors:  # safetensors needs one tensor; the identity map has none
             tensors = {"layer_map": torch.tensor(self.layer_map)}
         meta["sha256"] = _tensor_digest(tensors)
-        save_file(tensors, str(path), metadata={"mkt": json.dumps(meta)})
+        data = save(tensors, metadata={"mkt": json_text(meta, f"alignment for {path}: the metadata")})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(path, data)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SubspaceAlignment":
+        """Read an alignment, verifying its format, hash, metadata, and every tensor's presence,
+        dtype, shape (against the identities) and finiteness.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            CorruptArtifactError: naming the file and what is wrong with it.
+        """
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"no alignment file at {path}")
+            raise FileNotFoundError(f"no alignment file at {path}: pass the file `mkt align --out` wrote")
+        data = read_bytes(path, "an alignment file", REFIT)
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                meta = json.loads((f.metadata() or {})["mkt"])
-            tensors = load_file(str(path))
-        except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
+            tensors = load(data)
+            header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+            meta = json.loads(header["__metadata__"]["mkt"])
+        except (SafetensorError, KeyError, TypeError, ValueError, RecursionError) as err:
+            raise CorruptArtifactError(f"{path} is not a readable mkt alignment ({type(err).__name__}: "
+                                       f"{str(err)[:120]}); {REFIT}") from None
+        if not isinstance(meta, dict) or meta.get("kind") != KIND:
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            raise CorruptArtifactError(f"{path} is not an mkt alignment (kind={kind!r}); {REFIT}")
+        version = meta.get("format_version")
+        if not is_int(version) or version != FORMAT_VERSION:
             raise CorruptArtifactError(
-                f"{path} is not a readable mkt alignment ({err}); fit it again with `mkt align`"
-            ) from None
-        if meta.get("kind") != "mkt.SubspaceAlignment":
-            raise CorruptArtifactError(f"{path} is not an mkt alignment (kind={meta.get('kind')!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CorruptArtifactError(
-                f"{path} has alignment format version {meta.get('format_version')}, not {FORMAT_VERSION}: "
+                f"{path} has alignment format version {version!r}, not {FORMAT_VERSION}: "
                 "fit it again with this mkt (`mkt align`)"
             )
         if _tensor_digest(tensors) != meta.get("sha256"):
             raise CorruptArtifactError(f"{path}: the tensors do not match the hash in its metadata (corrupt or "
                                        "tampered); fit the alignment again")
-        if any(not torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
-            raise CorruptArtifactError(f"{path} holds NaN or inf: the alignment is corrupt; fit it again")
-        source, target = (_identity(meta.get(side), f"{path}: {side}") for side in ("source", "target"))
-        layer_map = meta.get("layer_map")
-        if not (isinstance(layer_map, list) and len(layer_map) == target.n_layers
-                and all(isinstance(x, int) and 0 <= x < source.n_layers for x in layer_map)):
-            raise CorruptArtifactError(f"{path}: field 'layer_map' must list a source layer for each of the "
-                                       f"{target.n_layers} target layers; fit the alignment again")
-        for name, ok in (("method", meta.get("method") in METHODS), ("k", isinstance(meta.get("k"), int)),
-                          ("n", isinstance(meta.get("n"), int)), ("center", isinstance(meta.get("center"), bool)),
-                          ("diagnostics", isinstance(meta.get("diagnostics", {}), dict)),
-                          ("hook", meta.get("hook", RESID_HOOK) in HOOK_POINTS),
-                          ("position", _is_position(meta.get("position", "last")))):
-            if not ok:
-                raise CorruptArtifactError(f"{path}: field {name!r} is missing or of the wrong type; fit it again")
-        hook = meta.get("hook", RESID_HOOK)
-        try:
-            d_s, d_t = source.width(hook), target.width(hook)
-        except IncompatibleModelError as err:
-            raise CorruptArtifactError(f"{path}: {err}") from None
-        k = meta["k"]
-        for name, shape in (("source_bases", (target.n_layers, d_s, k)), ("target_bases", (target.n_layers, d_t, k)),
-                            ("source_means", (target.n_layers, d_s)), ("target_means", (target.n_layers, d_t))):
-            if name in tensors and tuple(tensors[name].shape) != shape:
-                raise CorruptArtifactError(f"{path}: {name} is {tuple(tensors[name].shape)}, not {shape} for states at "
-                                           f"{hook}; fit the alignment again")
-        return cls(
-            source=source, target=target,
-            layer_map=layer_map, method=meta["method"], k=k, n=meta["n"],
-            center=meta["center"], diagnostics=meta["diagnostics"], hook=hook,
-            position=meta.get("position", "last"), **{n: tensors.get(n) for n in TENSOR_FIELDS},
-        )
+        source, target = (identity_from_record(meta.get(side), str(path), side) for side in ("source", "target"))
+        fields = dict(method=meta.get("method"), k=meta.get("k"), n=meta.get("n"), center=meta.get("center"),
+                      diagnostics=meta.get("diagnostics", {}), hook=meta.get("hook", RESID_HOOK),
+                      position=meta.get("position", "last"))
+        alignment = cls.__new__(cls)  # checked before __post_init__ touches the tensors
+        alignment.__dict__.update(source=source, target=target, layer_map=meta.get("layer_map"), **fields,
+                                  **{name: tensors.get(name) for name in TENSOR_FIELDS})
+        _check_alignment(alignment, str(path))
+        return alignment
 
     def summary(self) -> dict:
         return dict(
@@ -262,19 +253,47 @@ class SubspaceAlignment:
         )
 
 
-def _identity(record, where: str) -> ModelIdentity:
-    """A model identity read from a file: the known fields, type-checked; extra fields ignored."""
-    if not isinstance(record, dict):
-        raise CorruptArtifactError(f"{where} must be an object with name, architecture, n_layers, d_model, d_vocab")
-    counts = ("n_layers", "d_model", "d_vocab")
-    if not all(isinstance(record.get(f), str) for f in ("name", "architecture")) or not all(
-            isinstance(record.get(f), int) and not isinstance(record.get(f), bool) and record[f] >= 1 for f in counts):
-        raise CorruptArtifactError(f"{where}: name and architecture must be strings, {', '.join(counts)} whole "
-                                   "numbers >= 1")
-    heads = {f: record.get(f) for f in ("n_heads", "d_head")}  # recorded since per-head keys
-    if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in heads.values()):
-        raise CorruptArtifactError(f"{where}: n_heads and d_head must be null or whole numbers >= 1")
-    return ModelIdentity(**{f: record[f] for f in ("name", "architecture", *counts)}, **heads)
+def _check_alignment(al: SubspaceAlignment, where: str) -> None:
+    """Everything ``map_directions``, ``map_activations`` and ``transfer`` rely on: field types, the
+    layer map, and each tensor present, floating point, finite and shaped by the identities.
+
+    Raises:
+        CorruptArtifactError: naming ``where`` and the first bad field or tensor.
+    """
+    def bad(field: str, why: str) -> CorruptArtifactError:
+        return CorruptArtifactError(f"{where}: field {field!r} {why}; {REFIT}")
+
+    source, target = al.source, al.target
+    if not (isinstance(al.layer_map, list) and len(al.layer_map) == target.n_layers
+            and all(is_int(x) and 0 <= x < source.n_layers for x in al.layer_map)):
+        raise bad("layer_map", f"must list a source layer for each of the {target.n_layers} target layers")
+    for name, ok, rule in (("method", isinstance(al.method, str) and al.method in METHODS, f"one of {METHODS}"), ("k", is_count(al.k), "a whole "
+                           "number >= 1"), ("n", is_int(al.n) and al.n >= 0, "a whole number >= 0"),
+                           ("center", isinstance(al.center, bool), "true or false"),
+                           ("diagnostics", isinstance(al.diagnostics, dict), "an object"),
+                           ("hook", isinstance(al.hook, str) and al.hook in HOOK_POINTS, f"one of {HOOK_POINTS}"),
+                           ("position", _is_position(al.position), "last, mean or last-N")):
+        if not ok:
+            raise bad(name, f"is missing or of the wrong type (must be {rule}, got {getattr(al, name)!r})")
+    try:
+        d_s, d_t = source.width(al.hook), target.width(al.hook)
+    except IncompatibleModelError as err:
+        raise CorruptArtifactError(f"{where}: {err}") from None
+    tensors = {name: getattr(al, name) for name in TENSOR_FIELDS}
+    if al.is_identity:
+        if not (source.fits(target) and al.layer_map == list(range(target.n_layers))):
+            raise bad("method", "is 'identity' but the source and target differ or the layer map is not 0, 1, ...")
+        extra = [name for name, t in tensors.items() if t is not None]
+        if extra:
+            raise CorruptArtifactError(f"{where}: an identity alignment holds no tensors, but this one holds "
+                                       f"{', '.join(extra)}; {REFIT}")
+        return
+    if al.k > min(d_s, d_t):
+        raise bad("k", f"is {al.k}, above the widths {d_s} and {d_t} at {al.hook}")
+    L, k = target.n_layers, al.k
+    for name, shape in (("source_bases", (L, d_s, k)), ("cores", (L, k, k)), ("target_bases", (L, d_t, k)),
+                        ("source_means", (L, d_s)), ("target_means", (L, d_t))):
+        check_tensor(tensors[name], name, shape, where, REFIT)
 
 
 def _check_pair(x_s: Tensor, x_t: Tensor, source: ModelIdentity, target: ModelIdentity, hook: str = RESID_HOOK

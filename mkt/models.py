@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import pickle
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from jaxtyping import Int
+from safetensors import SafetensorError
 from torch import Tensor
 
 from mkt.checkpoints import resolve_model_path
@@ -34,6 +37,9 @@ def resid_hook_name(layer: int, hook: str = RESID_HOOK) -> str:
     """TransformerLens name of hook point ``hook`` of block ``layer`` (default: the residual
     stream after the block)."""
     return f"blocks.{layer}.{hook}"
+
+
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")  # terminal styling some loaders put in messages
 
 
 def load_model(
@@ -78,12 +84,22 @@ def load_model(
     local = Path(name).expanduser()
     try:
         model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
-    except (OSError, ValueError) as err:
-        if local.exists():
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+        if local.exists():  # unreadable weights: a pickle with code in it, a truncated file ...
+            if isinstance(err, pickle.UnpicklingError):
+                why = "its pickled weights cannot be read as tensors alone, and mkt never runs a pickle's code"
+            else:
+                first = (str(err).strip().splitlines() or [""])[0]
+                why = f"{type(err).__name__}: {ANSI_ESCAPE.sub('', first)[:200]}"
+            raise ModelLoadError(
+                f"could not load the model in {local} ({why}): check that it is a complete HF model directory "
+                "(config.json and its weights, best as .safetensors)"
+            ) from err
+        if not isinstance(err, (OSError, ValueError)):
             raise
         raise ModelLoadError(
             f"could not load model {name!r}: it is not a local directory and the hub is not "
-            f"reachable or does not have it ({type(err).__name__}: {str(err)[:200]}). "
+            f"reachable or does not have it ({type(err).__name__}: {' '.join(str(err).split())[:200]}). "
             "Pass the path of a local HF model directory instead."
         ) from err
     use_family_tokenizer(model, str(local) if local.exists() else name, trust_remote_code)
@@ -282,7 +298,7 @@ def load_random_init(name_or_path: str | os.PathLike, seed: int = 0, device: str
     config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    label = f"random-init-{Path(name).name}-seed{seed}"
+    label = f"random-init-{converted_name(name) or Path(name).name}-seed{seed}"
     with tempfile.TemporaryDirectory(prefix="mkt-") as tmp:
         model.save_pretrained(Path(tmp) / label)
         AutoTokenizer.from_pretrained(name).save_pretrained(Path(tmp) / label)

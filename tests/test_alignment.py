@@ -207,8 +207,8 @@ def test_alignment_metadata_is_validated(tmp_path):
     tensors = load_file(str(path))
     for edit, message in ((lambda m: m | {"layer_map": [0, 1]}, "field 'layer_map' must list"),
                           (lambda m: m | {"k": "4"}, "field 'k' is missing or of the wrong type"),
-                          (lambda m: m | {"target": [1, 2]}, "target must be an object"),
-                          (lambda m: m | {"source": m["source"] | {"n_layers": 0}}, "whole numbers >= 1")):
+                          (lambda m: m | {"target": [1, 2]}, "field 'target' must be an object"),
+                          (lambda m: m | {"source": m["source"] | {"n_layers": 0}}, "field 'source.n_layers' must be a whole number >= 1")):
         save_file(tensors, str(tmp_path / "e.safetensors"), metadata={"mkt": json.dumps(edit(meta))})
         with pytest.raises(CorruptArtifactError, match=message):
             SubspaceAlignment.load(tmp_path / "e.safetensors")
@@ -243,7 +243,7 @@ def test_a_key_transfers_only_through_an_alignment_fitted_at_its_hook(qwen, llam
     meta["k"] = 3  # the metadata is not hashed: its shapes are checked against the tensors instead
     save_file(load_file(str(tmp_path / "al.safetensors")), str(tmp_path / "edited.safetensors"),
               metadata={"mkt": json.dumps(meta)})
-    with pytest.raises(CorruptArtifactError, match=r"source_bases is \(\d+, \d+, 4\), not \(\d+, \d+, 3\)"):
+    with pytest.raises(CorruptArtifactError, match=r"'source_bases' is \(\d+, \d+, 4\), not \(\d+, \d+, 3\)"):
         SubspaceAlignment.load(tmp_path / "edited.safetensors")
     # select_rank fits at the hook it is given
     rank, errors = select_rank(x_s[:20], x_t[:20], x_s[20:], x_t[20:], model_identity(qwen), model_identity(llama),

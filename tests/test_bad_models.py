@@ -1,0 +1,57 @@
+"""Model directories whose weights cannot be read are refused in one line naming the directory (issue 23)."""
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mkt.cli import main
+from mkt.errors import ModelLoadError
+from mkt.models import load_model
+from mkt.organisms.zoo import organism_path
+
+
+@pytest.fixture
+def model_dir(tmp_path):
+    out = tmp_path / "model"
+    shutil.copytree(organism_path("source-base"), out)
+    return out
+
+
+def _pickled_module(d):
+    (d / "model.safetensors").unlink()
+    torch.save(torch.nn.Linear(2, 2), d / "pytorch_model.bin")  # a pickle that needs code to load
+
+
+def _garbage_pickle(d):
+    (d / "model.safetensors").unlink()
+    (d / "pytorch_model.bin").write_bytes(b"not a pickle")
+
+
+def _truncated(d):
+    data = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(data[: len(data) // 2])  # a copy cut midway
+
+
+@pytest.mark.parametrize("damage, why", [
+    (_pickled_module, "its pickled weights cannot be read as tensors alone, and mkt never runs a pickle's code"),
+    (_garbage_pickle, "its pickled weights cannot be read as tensors alone"),
+    (_truncated, "SafetensorError: Error while deserializing header"),
+])
+def test_unreadable_weights_are_refused_in_one_line(model_dir, damage, why, capsys):
+    damage(model_dir)
+    with pytest.raises(ModelLoadError, match=f"could not load the model in {model_dir} .*{why}"):
+        load_model(model_dir, device="cpu")
+    # was: "unexpected error: UnpicklingError: Weights only load failed ..." over five lines
+    assert main(["generate", "--model", str(model_dir), "--prompt", "Q:1|A:", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"mkt generate: error: could not load the model in {model_dir}")
+    assert "\x1b[" not in err
+
+
+def test_the_unharmed_copy_loads_and_matches_the_weights_on_disk(model_dir):
+    model = load_model(model_dir, device="cpu")
+    on_disk = load_file(str(model_dir / "model.safetensors"))
+    name = next(n for n in on_disk if n.endswith("embed_tokens.weight"))
+    assert torch.equal(model.original_model.get_input_embeddings().weight.detach(), on_disk[name])
