@@ -275,6 +275,10 @@ def run_transfer(
                               position=position)
     if selection is not None:
         alignment.diagnostics["rank_selection"] = selection.to_dict()
+        if not held_q and not selection.beats_mean:  # nothing held out: the cross-validated error is all we have
+            warnings.warn(f"the {ident_s.name} -> {ident_t.name} map does NOT beat the mean in cross-validation "
+                          f"(best k={k}: mean relative error {selection.error:.3f} >= 1): a transfer through it "
+                          "tests nothing; use more alignment questions", stacklevel=2)
     if held_q:
         err = alignment.relative_error(
             alignment_states(source, held_q, formats.locked, formats.unlocked, **reading),

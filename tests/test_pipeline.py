@@ -106,5 +106,11 @@ def test_k_cv_chooses_on_the_fitting_questions_only_and_the_report_says_whether_
     assert s["heldout_variance_explained"] == pytest.approx(float((1 - held.double() ** 2).mean()), rel=1e-4)
     flagged = [w for w in caught if "does NOT beat the mean" in str(w.message)]
     assert bool(flagged) == (not s["map_beats_mean"])
+    with warnings.catch_warnings(record=True) as caught:  # nothing held out: the cross-validated error speaks
+        warnings.simplefilter("always")
+        nothing_held = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k="cv", ks=(1, 2),
+                                    heldout_fraction=0.0, folds=3)
+    cv_error = nothing_held.summary()["rank_selection"]["cv_error"]
+    assert any("in cross-validation" in str(w.message) for w in caught) == (cv_error >= 1)
     with pytest.raises(ValueError, match="whole number or 'cv'"):
         run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k="auto")
