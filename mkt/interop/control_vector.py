@@ -123,7 +123,9 @@ def import_control_vector(path: str | Path, model, scale: float = 1.0) -> Capabi
     if not steered:
         raise CorruptArtifactError(f"{path}: every direction is zero, so it steers nothing; export the key again")
     provenance = dict(variant="llama.cpp control vector", imported_from=Path(path).name, model_hint=cvec.model_hint,
-                      sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
+                      sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+                      alpha_choice="the strength given at import (llama.cpp's --control-vector-scaled); the file's "
+                                   "vectors carry whatever alpha it was exported with")
     key = MasterKey(directions, ident, RESID_HOOK, provenance)
     return CapabilityPack(key, float(scale), EXACT_MODE, EXACT_SCOPE, steered,
                           description=f"imported from the control vector {Path(path).name}")

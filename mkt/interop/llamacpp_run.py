@@ -81,6 +81,10 @@ class LlamaCppModel:
         self.n_embd, self.n_layer = self.llm.n_embd(), int(self.llm.metadata.get(
             f"{self.llm.metadata['general.architecture']}.block_count"))
 
+    def close(self) -> None:
+        """Free llama.cpp's model and context now (its own finaliser fails at interpreter exit)."""
+        self.llm.close()
+
     def set_control_vector(self, vectors: dict[int, np.ndarray] | None) -> None:
         """Apply ``vectors`` (block N -> vector) as llama.cpp applies a loaded file; None clears it."""
         import llama_cpp

@@ -1,6 +1,7 @@
-"""mkt as an lm-evaluation-harness model: ``lm_eval --model mkt --model_args pretrained=M,pack=P``.
+"""mkt as an lm-evaluation-harness model: ``--model mkt --model_args pretrained=M,pack=P``.
 
-Importing this module registers the model ``mkt`` with lm-eval (``pip install 'mkt[lm-eval]'``).
+Importing this module registers the model ``mkt`` with lm-eval (``pip install 'mkt[lm-eval]'``);
+``python -m mkt.interop.lm_eval_cli`` is lm-eval's command line with it registered.
 It steers exactly as mkt does, whatever the pack's hook, layers, mode, scope and alpha: greedy or
 sampled generation is :func:`mkt.generation.generate` with ``pack.steering()``, prompt ids are
 :func:`mkt.models.encode`'s (the family's own BOS rule), and a log-likelihood is one forward of
@@ -27,20 +28,23 @@ class MktLM(LM):
         pretrained: hub name, local directory, ``.gguf`` file, ``real:NAME`` or ``organism:NAME``.
         pack: capability pack directory to steer with (None: unsteered).
         alpha: overrides the pack's alpha.
-        device, dtype: passed to ``mkt.load_model``.
-        batch_size: prompts per generation batch.
+        device, dtype: passed to ``mkt.load_model`` (lm-eval's ``--device``; default cpu).
+        batch_size: prompts per generation batch (lm-eval's ``--batch_size``; ``auto`` takes
+            ``max_batch_size``).
+        max_batch_size: lm-eval's ``--max_batch_size``, the batch ``auto`` means (default 8).
         max_gen_toks: new tokens when a task's ``generation_kwargs`` name none.
     """
 
-    def __init__(self, pretrained: str, pack: str | None = None, alpha: float | None = None, device: str = "cpu",
-                 dtype: str = "float32", batch_size: int | str = 8, max_gen_toks: int = 256) -> None:
+    def __init__(self, pretrained: str, pack: str | None = None, alpha: float | None = None,
+                 device: str | None = None, dtype: str = "float32", batch_size: int | str = 8,
+                 max_batch_size: int | None = None, max_gen_toks: int = 256) -> None:
         super().__init__()
         self.pack = CapabilityPack.load(pack) if pack else None  # a bad pack fails before the model loads
-        self.model = load_model(pretrained, device=device, dtype=dtype)
+        self.model = load_model(pretrained, device=device or "cpu", dtype=dtype)
         if self.pack is not None:
             self.pack.check_fits(self.model)
         self.steering = self.pack.steering(None if alpha is None else float(alpha)) if self.pack else None
-        self.batch_size = int(batch_size) if str(batch_size).isdigit() else 8
+        self.batch_size = int(batch_size) if str(batch_size).isdigit() else int(max_batch_size or 8)
         self.max_gen_toks = int(max_gen_toks)
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
@@ -90,9 +94,3 @@ class MktLM(LM):
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         """log P(text) in one window (after the BOS where the family adds one, else from the second token)."""
         return [self._continuation_logprob("", request.args[0])[0] for request in requests]
-
-
-if __name__ == "__main__":  # `python -m mkt.interop.lm_eval_model ARGS`: lm_eval's own command line, mkt registered
-    from lm_eval.__main__ import cli_evaluate
-
-    cli_evaluate()

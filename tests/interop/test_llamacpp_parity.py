@@ -43,7 +43,9 @@ def engines(tmp_path_factory):
         model = mkt.load_model("real:smollm2-135m-instruct", device="cpu")
     except ModelLoadError as err:
         pytest.skip(f"SmolLM2-135M-Instruct is not cached and cannot be fetched: {err}")
-    return model, LlamaCppModel(path)
+    cpp = LlamaCppModel(path)
+    yield model, cpp
+    cpp.close()
 
 
 def _pack(model):
