@@ -1,4 +1,4 @@
-"""What the analyses share: model/key/prompt arguments, organism defaults, JSON output."""
+"""What the analyses share: model/key/prompt options and arguments, the run they resolve to, JSON output."""
 
 from __future__ import annotations
 
@@ -11,7 +11,43 @@ from typing import Callable
 
 import numpy as np
 
-from mkt.cliargs import device_name, dtype_name, finite_float, positive_int
+from mkt.cliargs import add_model_arguments, finite_float, model_loading, positive_int
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How to load a model (``mkt.cliargs.add_model_arguments``; ``mkt.models.load_model``'s arguments)."""
+
+    device: str | None
+    dtype: str
+    device_map: str | None
+    n_devices: int | None
+    trust_remote_code: bool
+
+
+@dataclass(frozen=True)
+class RunOptions(ModelOptions):
+    """What an analysis runs on (``add_model_key_arguments``): the model, its key (a pack, or on an
+    organism the organism key), the prompts (a file, a task, or the organism's) and where to write."""
+
+    model: str | None
+    pack: str | None
+    prompts: str | None
+    task: str | None
+    field: str
+    chat: bool
+    n: int
+    alpha: float | None
+    out: str | None
+
+
+@dataclass(frozen=True)
+class UnlockedRunOptions(RunOptions):
+    """``RunOptions`` of an analysis that also compares with the Unlocked run (``add_unlocked_arguments``)."""
+
+    unlocked_prompts: str | None
+    unlocked_template: str | None
+    unlocked_model: str | None
 
 
 def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "organism:target-family") -> None:
@@ -30,8 +66,7 @@ def add_model_key_arguments(p: argparse.ArgumentParser, default_target: str = "o
     add_chat_argument(p)
     p.add_argument("--n", type=positive_int, default=100, help="number of prompts (default 100)")
     p.add_argument("--alpha", type=finite_float, default=None, help="intervention strength (default: the pack's)")
-    p.add_argument("--device", type=device_name, default="cpu", help="device (default cpu)")
-    p.add_argument("--dtype", type=dtype_name, default="float32", help="model dtype: float32, bf16, fp16 (default float32)")
+    add_model_arguments(p, batch_size=False)
     p.add_argument("--out", default=None, help="output directory (default runs/<analysis>)")
 
 
@@ -41,97 +76,13 @@ def add_chat_argument(p: argparse.ArgumentParser) -> None:
                    "model's chat template as the user turn, ending where the answer begins")
 
 
-def chat_formatted(args, tokenizer, prompts: list[str] | None) -> list[str] | None:
-    """``prompts`` as user turns of the tokenizer's chat template with ``--chat``; as given otherwise."""
-    if not getattr(args, "chat", False) or prompts is None:
+def chat_formatted(options: RunOptions, tokenizer, prompts: list[str] | None) -> list[str] | None:
+    """``prompts`` as user turns of the tokenizer's chat template with ``chat``; as given otherwise."""
+    if not options.chat or prompts is None:
         return prompts
     from mkt.prompts import apply_chat
 
     return [apply_chat(tokenizer, p) for p in prompts]
-
-
-def _zoo_hash(*names: str) -> str:
-    """sha256 over the named organisms' weight and config files (what the key is computed from)."""
-    import hashlib
-
-    from mkt.organisms.zoo import organism_path
-
-    h = hashlib.sha256()
-    for name in names:
-        path = organism_path(name.removeprefix("organism:"))
-        for f in sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".json", ".bin")):
-            h.update(f.name.encode())
-            h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def cached_organism_key(target, target_name: str, cache_dir: str | Path | None = None):
-    """``organism_key``, cached on disk: ``<cache_dir>/<target>-<seed>-<zoo hash>.safetensors``.
-
-    The key is deterministic given the zoo's weights and the demo's seed, so the file is named
-    by both and validated on load (target, seed, hash, shape); a file that does not match is
-    recomputed and overwritten. Default cache dir: ``$MKT_CACHE`` or ``~/.cache/mkt``, then
-    ``organism-keys``.
-    """
-    import os
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load, save
-
-    from mkt.artifacts import check_tensor, read_bytes, replace_atomically
-    from mkt.key import MasterKey
-    from mkt.models import HOOK_POINTS, model_identity
-    from mkt.organisms.demo import DEMO_SEED
-
-    root = Path(cache_dir or Path(os.environ.get("MKT_CACHE", Path.home() / ".cache" / "mkt")) / "organism-keys")
-    digest = _zoo_hash("source-base", target_name)
-    meta = {"target": target_name, "seed": str(DEMO_SEED), "zoo_hash": digest}
-    path = root / f"{target_name.removeprefix('organism:')}-{DEMO_SEED}-{digest}.safetensors"
-    identity = model_identity(target)
-    if path.is_file():
-        try:  # the same checks as any key: a file that fails them is recomputed, never used
-            data = read_bytes(path, "a cached key", "")
-            stored = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__", {})
-            provenance = json.loads(stored["provenance"])
-            if all(stored.get(k) == v for k, v in meta.items()) and stored["hook"] in HOOK_POINTS and isinstance(
-                    provenance, dict):
-                directions = check_tensor(load(data).get("directions"), "directions",
-                                          (identity.n_layers, identity.width(stored["hook"])), str(path), "")
-                return MasterKey(directions, identity, stored["hook"], provenance)
-        except (SafetensorError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            pass  # corrupt, truncated or another model's: recomputed below
-    key = organism_key(target, target_name)
-    root.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, save({"directions": key.directions.contiguous()}, metadata={
-        **meta, "hook": key.hook, "provenance": json.dumps(to_jsonable(key.provenance), default=str)}))
-    return key
-
-
-def organism_key(target, target_name: str):
-    """The organism Source's prompt key, transferred into ``target`` exactly as the demo does.
-
-    The paper's protocol: a rank-32 least-squares map fitted on Locked prompts only,
-    zero-centred, never on the Target's Unlocked states; the demo's seed. Into
-    ``source-base`` itself, the Source's own key. On the organisms this key cannot be told
-    from its controls (docs/organisms.md): analyses of it describe what the key does, not
-    that the transfer is real.
-    """
-    from mkt.models import load_model
-    from mkt.organisms.demo import DEMO_SEED, FIT, RANK
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
-    from mkt.pipeline import run_transfer
-
-    source = load_model("organism:source-base", device="cpu")
-    if target_name == "organism:source-base":
-        from mkt.extract import extract_prompt_key
-
-        return extract_prompt_key(source, [p.question for p in problems(256, "train", 1)], LOCKED_TEMPLATE,
-                                  UNLOCKED_TEMPLATE)
-    report = run_transfer(source, target, [p.question for p in problems(256, "train", 1)],
-                          [p.question for p in problems(320, "train", 2)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE,
-                          k=RANK, method=FIT, center=True, alignment_set="locked", heldout_fraction=0.2,
-                          seed=DEMO_SEED)
-    return report.target_key
 
 
 def add_unlocked_arguments(p: argparse.ArgumentParser) -> None:
@@ -185,7 +136,7 @@ class AnalysisRun:
     def scorers(self) -> dict[str, Callable[[int, str], float]]:
         """Answer-checking metrics available on these prompts: none without organism problems or a task."""
         if self.problems is not None:
-            from mkt.organisms.task import score_answer
+            from mkt.eval.organism_task import score_answer
 
             probs = self.problems
             return {"accuracy": lambda i, text: float(score_answer(text, probs[i]).correct),
@@ -198,36 +149,37 @@ class AnalysisRun:
         return {}
 
 
-def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
-    """The ``AnalysisRun`` of the shared arguments; a real model never falls back to organism data.
+def resolve_run(options: RunOptions, default_alpha: float = 0.2) -> AnalysisRun:
+    """The ``AnalysisRun`` of the shared options; a real model never falls back to organism data.
 
     A non-organism model needs ``--pack`` (its key) and ``--prompts`` or ``--task`` (its
     prompts); both are checked before any model loads.
     """
+    from mkt.eval.organism_task import problems
     from mkt.models import load_model
-    from mkt.organisms.task import problems
     from mkt.pack import CapabilityPack
     from mkt.prompts import read_questions
 
-    organism = str(args.model).startswith("organism:")
-    if not args.pack and not organism:
-        raise ValueError(f"{args.model} is not an organism, so there is no default key for it: pass --pack "
+    organism = str(options.model).startswith("organism:")
+    if not options.pack and not organism:
+        raise ValueError(f"{options.model} is not an organism, so there is no default key for it: pass --pack "
                          "(made by `mkt transfer` or `mkt extract` for this model)")
-    task = getattr(args, "task", None)
-    if not organism and not (args.prompts or task):
-        raise ValueError(f"{args.model} is not an organism, so there are no default prompts for it: pass --prompts "
+    task = options.task
+    if not organism and not (options.prompts or task):
+        raise ValueError(f"{options.model} is not an organism, so there are no default prompts for it: pass --prompts "
                          "FILE or --task FILE")
-    if args.prompts and task:
+    if options.prompts and task:
         raise ValueError("--prompts and --task both give the prompts: pass one")
-    unlocked_prompts_file = getattr(args, "unlocked_prompts", None)
-    unlocked_model_name = getattr(args, "unlocked_model", None)
-    if unlocked_prompts_file and not args.prompts:
+    compares_unlocked = isinstance(options, UnlockedRunOptions)
+    unlocked_prompts_file = options.unlocked_prompts if compares_unlocked else None
+    unlocked_model_name = options.unlocked_model if compares_unlocked else None
+    if unlocked_prompts_file and not options.prompts:
         raise ValueError("--unlocked-prompts pairs with --prompts: pass both")
     if unlocked_prompts_file and unlocked_model_name:
         raise ValueError("--unlocked-prompts and --unlocked-model are two Unlocked runs: pass one")
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
-    if args.pack:
-        pack = CapabilityPack.load(args.pack)
+    model = load_model(options.model, **model_loading(options))
+    if options.pack:
+        pack = CapabilityPack.load(options.pack)
         pack.check_fits(model)
         key, alpha = pack.key, pack.alpha
         unused = {name: value for name, value, usual in (("mode", pack.mode, "norm-preserving"),
@@ -238,13 +190,15 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
                           f"key's hook; this pack's {unused} are not used, and its alpha {pack.alpha:g} was chosen "
                           "with them: pass --alpha to choose one for the analyses", stacklevel=2)
     else:
-        key, alpha = cached_organism_key(model, args.model), default_alpha
-    alpha = alpha if args.alpha is None else args.alpha
+        from mkt.organisms.keys import cached_organism_key
+
+        key, alpha = cached_organism_key(model, options.model), default_alpha
+    alpha = alpha if options.alpha is None else options.alpha
     run = AnalysisRun(model, key, alpha, [])
-    if args.prompts:
-        run.prompts = read_questions(args.prompts, args.field)[: args.n]
+    if options.prompts:
+        run.prompts = read_questions(options.prompts, options.field)[: options.n]
         if unlocked_prompts_file:
-            run.unlocked_prompts = read_questions(unlocked_prompts_file, args.field)[: args.n]
+            run.unlocked_prompts = read_questions(unlocked_prompts_file, options.field)[: options.n]
             if len(run.unlocked_prompts) != len(run.prompts):
                 raise ValueError(f"--unlocked-prompts holds {len(run.unlocked_prompts)} prompts but --prompts "
                                  f"{len(run.prompts)}: they pair line by line")
@@ -252,31 +206,31 @@ def resolve_run(args, default_alpha: float = 0.2) -> AnalysisRun:
     elif task:
         from mkt.eval.tasks import build_prompts, load_task, template_for
 
-        run.examples = load_task(task, limit=args.n)
+        run.examples = load_task(task, limit=options.n)
         kind = run.examples[0].kind
         run.prompts = build_prompts(run.examples, template_for(kind, "direct"))
-        if hasattr(args, "unlocked_template") and not unlocked_model_name:
-            style = args.unlocked_template or "step_by_step"
+        if compares_unlocked and not unlocked_model_name:
+            style = options.unlocked_template or "step_by_step"
             run.unlocked_prompts = build_prompts(run.examples, template_for(kind, style))
             run.unlocked_label = f"{style} template"
     else:
-        run.problems = problems(args.n, "test")
+        run.problems = problems(options.n, "test")
         run.prompts = [p.prompt(False) for p in run.problems]
-        if hasattr(args, "unlocked_prompts") and not unlocked_model_name:
+        if compares_unlocked and not unlocked_model_name:
             run.unlocked_prompts = [p.prompt(True) for p in run.problems]
             run.unlocked_label = "cue prompt"
-    run.prompts = chat_formatted(args, model.tokenizer, run.prompts)
-    run.unlocked_prompts = chat_formatted(args, model.tokenizer, run.unlocked_prompts)
+    run.prompts = chat_formatted(options, model.tokenizer, run.prompts)
+    run.unlocked_prompts = chat_formatted(options, model.tokenizer, run.unlocked_prompts)
     if unlocked_model_name:
-        run.unlocked_model = load_model(unlocked_model_name, device=args.device, dtype=args.dtype)
+        run.unlocked_model = load_model(unlocked_model_name, **model_loading(options))
         key.check_fits(run.unlocked_model)  # its states are compared with the key's model's, layer by layer
         run.unlocked_label = f"model {unlocked_model_name}"
     return run
 
 
-def resolve(args, default_alpha: float = 0.2):
-    """(model, key, alpha, prompts, problems-or-None) from the shared arguments (see ``resolve_run``)."""
-    run = resolve_run(args, default_alpha)
+def resolve(options: RunOptions, default_alpha: float = 0.2):
+    """(model, key, alpha, prompts, problems-or-None) from the shared options (see ``resolve_run``)."""
+    run = resolve_run(options, default_alpha)
     return run.model, run.key, run.alpha, run.prompts, run.problems
 
 
@@ -316,19 +270,18 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, title: str | None = None, dpi: int = 110) -> None:
+    """``fig`` under ``title``, laid out, written to ``path`` (PNG) and closed."""
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+
+
 def write_outputs(result, plot, out: str | Path, name: str) -> Path:
     """``<out>/<name>.json`` and ``<out>/<name>.png`` for one analysis result."""
     out = Path(out)
     save_json(result, out / f"{name}.json")
     plot(result, out / f"{name}.png")
     return out
-
-
-def command_line(doc: str, add_arguments, run):
-    """A module's ``main(argv)`` built from its docstring, arguments and ``run``."""
-    def main(argv: list[str] | None = None):
-        p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_arguments(p)
-        return run(p.parse_args(argv))
-
-    return main

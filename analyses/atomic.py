@@ -38,8 +38,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from analyses._common import add_chat_argument, chat_formatted, command_line, pyplot, write_outputs
-from mkt.eval.stats import mcnemar_exact, wilson_interval
+from analyses._common import RunOptions, add_chat_argument, chat_formatted, pyplot, save_figure, write_outputs
+from analyses.contract import Analysis
+from mkt.cliargs import add_model_arguments
+from mkt.eval.stats import mcnemar_exact, paired_difference_interval
 from mkt.generation import generate
 from mkt.steering import Steering
 
@@ -81,30 +83,6 @@ class AtomicProbe:
     criterion: str = ("reads only the primary condition, fixed in advance: ATOMIC if its gain >= threshold, its "
                       "paired 95% Newcombe interval's lower end > 0 and McNemar p < 0.05; NON-ATOMIC if the upper end "
                       "< threshold; else INCONCLUSIVE")
-
-
-def paired_difference_interval(a, b, z: float = 1.96) -> tuple[float, float]:
-    """95% interval of mean(a) - mean(b) for paired 0/1 scores: Newcombe's score method 10.
-
-    Newcombe (1998), "Improved confidence intervals for the difference between binomial
-    proportions based on paired data", Stat. Med. 17:2635: the two margins' Wilson
-    intervals, combined with the phi correlation of the 2x2 table (0 when a margin is
-    empty). Unlike a percentile bootstrap it does not collapse when no item is discordant:
-    0/3 vs 0/3 gives [-0.56, +0.56].
-    """
-    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
-    if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError(f"paired scores need the same, non-empty items: got {a.shape} and {b.shape}")
-    n = len(a)
-    both, only_a, only_b, neither = (int(np.sum(x)) for x in (a & b, a & ~b, ~a & b, ~a & ~b))
-    p1, p2 = (both + only_a) / n, (both + only_b) / n
-    (l1, u1), (l2, u2) = wilson_interval(both + only_a, n, z), wilson_interval(both + only_b, n, z)
-    denom = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
-    phi = 0.0 if denom == 0 else (both * neither - only_a * only_b) / np.sqrt(float(denom))
-    d = p1 - p2
-    lo = d - np.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
-    hi = d + np.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
-    return float(max(-1.0, lo)), float(min(1.0, hi))
 
 
 def verdict(gain: float, interval: tuple[float, float], threshold: float, p_value: float) -> str:
@@ -176,7 +154,7 @@ def _post_trained(target, post_trained: str | None, notes: list[str]):
     return post
 
 
-def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metric: str = "clean_step_by_step",
+def probe_organism_target(target_name: str, n: int = 200, threshold: float = 0.10, metric: str = "clean_step_by_step",
                    post_trained: str | None = None, primary: str = PROMPTING,
                    alpha_grid=(0.1, 0.2, 0.5, 1.0), n_dev: int = 32) -> AtomicProbe:
     """The probe on an organism Target, for the organisms' step-by-step capability.
@@ -188,10 +166,10 @@ def organism_probe(target_name: str, n: int = 200, threshold: float = 0.10, metr
     The random-direction control gives every test prompt its own direction (the key's
     per-layer norms, the transferred key's alpha), so its rate averages over ``n`` draws.
     """
-    from analyses._common import cached_organism_key
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
     from mkt.extract import extract_prompt_key
     from mkt.models import load_model
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems, score_answer
+    from mkt.organisms.keys import cached_organism_key
 
     target = load_model(target_name, device="cpu")
     test, dev = problems(n, "test"), problems(n_dev, "dev")
@@ -242,33 +220,33 @@ def choose_alpha(dev_rates: dict[float, float]) -> float:
     return max(dev_rates, key=lambda a: (dev_rates[a], -a))
 
 
-def model_probe(args) -> AtomicProbe:
+def model_probe(options: AtomicOptions) -> AtomicProbe:
     """The probe on any model with a pack and a task file: baseline = the task's direct template,
     prompting = its step-by-step template, the pack's key, and the random-direction control."""
     from analyses._common import resolve
     from mkt.eval.tasks import build_prompts, extract_and_score, load_task, template_for
 
-    if not args.task:
-        raise ValueError(f"{args.model}: the atomic probe scores answers, so it needs --task FILE (GSM8K, MATH or "
+    if not options.task:
+        raise ValueError(f"{options.model}: the atomic probe scores answers, so it needs --task FILE (GSM8K, MATH or "
                          "AGIEval-Math fields, as `mkt eval --task`)")
-    model, key, alpha, _, _ = resolve(args)
-    examples = load_task(args.task, args.kind, args.n)
+    model, key, alpha, _, _ = resolve(options)
+    examples = load_task(options.task, options.kind, options.n)
     notes = ["the Target's own key is not extracted on a real model here: only the pack's key is probed"]
-    post = _post_trained(model, args.post_trained, notes)
-    score = _scorer(model, _steering, args.max_new_tokens)
+    post = _post_trained(model, options.post_trained, notes)
+    score = _scorer(model, _steering, options.max_new_tokens)
 
     def correct(i: int, text: str) -> bool:
         return extract_and_score(examples[i].kind, text, examples[i].gold)[1]
 
-    direct, cued = (chat_formatted(args, model.tokenizer, build_prompts(examples, template_for(examples[0].kind, t)))
+    direct, cued = (chat_formatted(options, model.tokenizer, build_prompts(examples, template_for(examples[0].kind, t)))
                     for t in ("direct", "step_by_step"))
     scores = {"baseline": score(direct, correct), PROMPTING: score(cued, correct),
               TRANSFERRED: score(direct, correct, key, alpha),
               RANDOM: score(direct, correct, per_prompt_random(key, len(direct)), alpha)}
     if post is not None:
         scores[POST] = score(direct, correct, on=post)
-    return probe(args.model, scores, args.primary, args.threshold, "correct", {TRANSFERRED: alpha, RANDOM: alpha},
-                 args.post_trained, notes)
+    return probe(options.model, scores, options.primary, options.threshold, "correct", {TRANSFERRED: alpha, RANDOM: alpha},
+                 options.post_trained, notes)
 
 
 def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
@@ -295,9 +273,20 @@ def plot_probes(probes: list[AtomicProbe], path: str | Path) -> None:
     ax.set_title(f"Atomic vs non-atomic: gains with paired 95% Newcombe score intervals; the verdict reads only "
                  f"'{probes[0].primary}' (outlined)", fontsize=9)
     ax.legend(fontsize=8, loc="center right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
+
+
+@dataclass(frozen=True)
+class AtomicOptions(RunOptions):
+    """The atomic probe's options (``add_arguments``): the organism Targets, or one model with a pack and a task."""
+
+    targets: list[str]
+    kind: str | None
+    post_trained: str | None
+    primary: str
+    metric: str
+    threshold: float
+    max_new_tokens: int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -320,24 +309,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=200, help="test prompts (default 200)")
     p.add_argument("--alpha", type=float, default=None, help="alpha for --model's key (default: the pack's)")
     p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget for --model (default 40)")
-    p.add_argument("--device", default="cpu", help="device for --model (default cpu)")
-    p.add_argument("--dtype", default="float32", help="dtype for --model (default float32)")
+    add_model_arguments(p, batch_size=False)  # for --model
     add_chat_argument(p)
     p.add_argument("--prompts", default=None, help=argparse.SUPPRESS)  # resolve()'s field: prompts come from --task
     p.add_argument("--field", default="question", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="output directory (default runs/atomic)")
 
 
-def run(args) -> list[AtomicProbe]:
-    if args.chat and not (args.model and not str(args.model).startswith("organism:")):
+def run(options: AtomicOptions) -> list[AtomicProbe]:
+    if options.chat and not (options.model and not str(options.model).startswith("organism:")):
         raise ValueError("--chat formats a chat model's prompts: pass --model (the organisms have no chat template)")
-    if args.model and not str(args.model).startswith("organism:"):
-        probes = [model_probe(args)]
+    if options.model and not str(options.model).startswith("organism:"):
+        probes = [model_probe(options)]
     else:
-        targets = [args.model] if args.model else args.targets
-        probes = [organism_probe(t, args.n, args.threshold, args.metric, args.post_trained, args.primary)
+        targets = [options.model] if options.model else options.targets
+        probes = [probe_organism_target(t, options.n, options.threshold, options.metric, options.post_trained, options.primary)
                   for t in targets]
-    out = write_outputs(probes, plot_probes, args.out or "runs/atomic", "atomic")
+    out = write_outputs(probes, plot_probes, options.out or "runs/atomic", "atomic")
     for pr in probes:
         print(f"{pr.target}: {pr.verdict} on {pr.primary!r} (baseline {pr.baseline:.3f} {pr.metric}, n={pr.n}, "
               f"threshold {pr.threshold}; {pr.criterion})")
@@ -354,8 +342,7 @@ def run(args) -> list[AtomicProbe]:
     return probes
 
 
-main = command_line(__doc__, add_arguments, run)
-
+ANALYSIS = Analysis("atomic", __doc__, add_arguments, AtomicOptions, run)
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

@@ -32,13 +32,15 @@ import torch
 from tqdm.auto import tqdm
 
 from analyses._common import (
+    RunOptions,
     add_model_key_arguments,
-    command_line,
     pyplot,
     resolve_run,
+    save_figure,
     write_outputs,
 )
-from mkt.controls import isotropic_null
+from analyses.contract import Analysis
+from mkt.controls import isotropic_null, principal_keys_like
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval, pass_at_k
 from mkt.generation import generate
 from mkt.models import tokenize_left_padded
@@ -107,17 +109,6 @@ def compare(without: np.ndarray, with_key: np.ndarray, controls: list[np.ndarray
     return out
 
 
-def principal_keys_like(key, x_locked, m: int = 8) -> dict:
-    """``+PC i`` / ``-PC i`` (``mkt.controls.target_principal_keys``) scaled to ``key``'s per-layer norms."""
-    from dataclasses import replace
-
-    from mkt.controls import target_principal_keys
-
-    pcs = target_principal_keys(x_locked, key.model, m, key.hook)
-    return {name: replace(pc, directions=pc.directions * key.norms()[:, None].to(pc.directions.dtype))
-            for name, pc in pcs.items()}
-
-
 # --- model I/O ---------------------------------------------------------------------------------
 
 
@@ -149,7 +140,7 @@ def teacher_forced_entropy(model, prompts: list[str], continuations: list[list[i
         with ExitStack() as stack:
             if steering is not None:
                 hooks = stack.enter_context(steering.rows(start, start + len(batch)).attach(model))
-                hooks.prompt_len, hooks.offset = prompt_len, 0
+                hooks.locate_prompt(prompt_len)
             logits = model(ids, attention_mask=mask)
         logp = torch.log_softmax(logits[:, prompt_len - 1:prompt_len - 1 + width].float(), -1)
         ent = -(logp.exp() * logp).sum(-1).cpu().double().numpy()
@@ -352,12 +343,22 @@ def plot_entropy(result: EntropyResult, path: str | Path) -> None:
                  f"alpha={r.alpha}, {r.n_prompts} prompts" + (f"; pass@k on {r.n_pass_prompts} x {r.n_samples} samples"
                                                    if r.scored else ""),
                  fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 # --- command line ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EntropyOptions(RunOptions):
+    """The entropy analysis's options (``add_arguments``): sampling for pass@k and the nulls' sizes."""
+
+    samples: int
+    pass_n: int
+    temperature: float
+    max_new_tokens: int
+    controls: int
+    pcs: int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -373,12 +374,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "searched null for the decision token (default 8: 16 directions; 0 skips it)")
 
 
-def run(args) -> EntropyResult:
-    r = resolve_run(args)  # answers come from --task or the organisms' own task; real prompts have none
-    result = entropy_analysis(r.model, r.prompts, r.key, r.alpha, r.scorers().get("accuracy"), args.samples, args.temperature,
-                              args.max_new_tokens, args.pass_n, n_controls=args.controls, model_name=args.model,
-                              n_pcs=args.pcs)
-    out = write_outputs(result, plot_entropy, args.out or "runs/entropy", "entropy")
+def run(options: EntropyOptions) -> EntropyResult:
+    r = resolve_run(options)  # answers come from --task or the organisms' own task; real prompts have none
+    result = entropy_analysis(r.model, r.prompts, r.key, r.alpha, r.scorers().get("accuracy"), options.samples, options.temperature,
+                              options.max_new_tokens, options.pass_n, n_controls=options.controls, model_name=options.model,
+                              n_pcs=options.pcs)
+    out = write_outputs(result, plot_entropy, options.out or "runs/entropy", "entropy")
 
     def line(name: str, c: Comparison, unit: str = "nats") -> str:
         ctrl = (f"; random directions {min(c.control_diffs):+.3f} .. {max(c.control_diffs):+.3f}, p={c.p_value:.3f}"
@@ -406,8 +407,7 @@ def run(args) -> EntropyResult:
     return result
 
 
-main = command_line(__doc__, add_arguments, run)
-
+ANALYSIS = Analysis("entropy", __doc__, add_arguments, EntropyOptions, run)
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

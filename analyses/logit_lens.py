@@ -33,18 +33,20 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from analyses._common import (
+    UnlockedRunOptions,
     add_model_key_arguments,
     add_unlocked_arguments,
-    command_line,
     pyplot,
     relative_depth,
     resolve_run,
+    save_figure,
     write_outputs,
 )
-from analyses._conditions import next_token_logprobs
-from analyses.ablation import empirical_p
+from analyses.contract import Analysis
 from mkt.activations import last_token_resid, prompt_states
 from mkt.cliargs import finite_float, positive_int
+from mkt.conditions import next_token_logprobs
+from mkt.eval.stats import empirical_p_value
 from mkt.intervention import MODES
 from mkt.key import random_like
 from mkt.models import PER_HEAD_HOOKS, single_token_id
@@ -198,7 +200,7 @@ def logit_lens_sharpening(model, prompts: list[str], key, alpha: float, token_id
     return LogitLensResult(model_name, key.hook, tokens, alpha, site_alpha, list(seeds), site_seeds,
                            relative_depth(model.cfg.n_layers), none[0], keyed[0], rnd[:, 0], key_direct[0],
                            none[2], keyed[2], rnd[:, 2], key_direct[2], none[1], keyed[1], rnd[:, 1], key_direct[1],
-                           rnd_direct, empirical_p(keyed[1][-1], rnd[:, 1, -1]),
+                           rnd_direct, empirical_p_value(keyed[1][-1], rnd[:, 1, -1]),
                            single_site(model, prompts, key.directions, site_alpha, token_ids, mode, key.hook),
                            site_r, len(prompts))
 
@@ -247,11 +249,18 @@ def plot_logit_lens(result: LogitLensResult, path: str | Path) -> None:
     c.set_title(f"single-site injection, alpha {result.site_alpha:g} (dotted: random, mean of "
                 f"{len(result.site_seeds)}, descriptive)", fontsize=10)
     c.legend(fontsize=7)
-    fig.suptitle(f"Logit lens at the last prompt token: {result.model}, {result.n_prompts} prompts, key at "
-                 f"{result.hook}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, f"Logit lens at the last prompt token: {result.model}, {result.n_prompts} prompts, key at "
+                f"{result.hook}")
+
+
+@dataclass(frozen=True)
+class LogitLensOptions(UnlockedRunOptions):
+    """The logit lens's options (``add_arguments``): the tokens read and the random draws beside the key."""
+
+    tokens: list[str] | None
+    null_seeds: int
+    site_seeds: int
+    site_alpha: float
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -269,9 +278,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "moves the output)")
 
 
-def token_ids_for(args, run) -> tuple[Int[Tensor, "n m"], list[str]]:
+def token_ids_for(options: LogitLensOptions, run) -> tuple[Int[Tensor, "n m"], list[str]]:
     """The tokens whose lens probability is read, per prompt: given, T on organisms, or the Unlocked run's top token."""
-    tokens = args.tokens or (["T"] if run.is_organism else None)
+    tokens = options.tokens or (["T"] if run.is_organism else None)
     n = len(run.prompts)
     if tokens:
         return torch.tensor([single_token_id(run.model, t) for t in tokens]).expand(n, -1), tokens
@@ -282,13 +291,13 @@ def token_ids_for(args, run) -> tuple[Int[Tensor, "n m"], list[str]]:
     return top, ["the Unlocked run's top token"]
 
 
-def run(args) -> LogitLensResult:
-    r = resolve_run(args)
-    token_ids, tokens = token_ids_for(args, r)
+def run(options: LogitLensOptions) -> LogitLensResult:
+    r = resolve_run(options)
+    token_ids, tokens = token_ids_for(options, r)
     result = logit_lens_sharpening(r.model, r.prompts, r.key, r.alpha, token_ids, tokens,
-                                   list(range(args.null_seeds)), args.site_alpha, model_name=args.model,
-                                   site_seeds=list(range(min(args.site_seeds, args.null_seeds))))
-    out = write_outputs(result, plot_logit_lens, args.out or "runs/logit_lens", "logit_lens")
+                                   list(range(options.null_seeds)), options.site_alpha, model_name=options.model,
+                                   site_seeds=list(range(min(options.site_seeds, options.null_seeds))))
+    out = write_outputs(result, plot_logit_lens, options.out or "runs/logit_lens", "logit_lens")
     print(report(result))
     print(f"wrote {out}/logit_lens.json and logit_lens.png")
     return result
@@ -317,8 +326,7 @@ def report(result: LogitLensResult) -> str:
     return "\n".join(lines)
 
 
-main = command_line(__doc__, add_arguments, run)
-
+ANALYSIS = Analysis("logit_lens", __doc__, add_arguments, LogitLensOptions, run)
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

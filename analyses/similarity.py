@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +37,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from analyses._common import pyplot, relative_depth
+from analyses._common import ModelOptions, pyplot, relative_depth
+from analyses.contract import Analysis
 from analyses.similarity_stats import (
     aligned_principal_angles,
     cka_matrix,
@@ -50,6 +50,7 @@ from analyses.similarity_stats import (
     spectral_entropy,
 )
 from mkt.alignment import fit_alignment, relative_depth_map
+from mkt.cliargs import add_model_arguments, model_loading
 from mkt.models import ModelIdentity
 
 RESULT_FILE = "similarity.json"
@@ -526,10 +527,32 @@ def plot_similarity(result: SimilarityResult, path: str | Path) -> Path:
 # --- command line ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class SimilarityOptions(ModelOptions):
+    """The similarity analysis's options (``add_arguments``): the two models, the questions and the grids."""
+
+    batch_size: int
+    source: str
+    target: str
+    n: int
+    out: str
+    questions: str | None
+    field: str
+    locked: str | None
+    unlocked: str | None
+    ks: list[int]
+    ns: list[int] | None
+    k_for_n: int
+    heldout_fraction: float
+    seed: int
+    method: str
+    n_perm: int
+    n_shuffles: int
+    center: bool
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The analysis's own flags. Model-loading flags (``--device``, ``--dtype``,
-    ``--batch-size`` ...) are the caller's: ``main`` adds ``mkt.cli``'s, and ``run`` falls back
-    to defaults for any that are missing."""
+    """The analysis's flags, the shared model-loading group (``--device``, ``--dtype``, ``--batch-size`` ...) among them."""
     parser.add_argument("--source", required=True, help="Source model: hub name, HF dir or organism:NAME")
     parser.add_argument("--target", required=True, help="Target model: hub name, HF dir or organism:NAME")
     parser.add_argument("--n", type=int, default=256, help="number of questions (default 256)")
@@ -551,45 +574,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="draws of the shuffled-pairs reference and of the sign-flip null of the difference matrix (default 20)")
     parser.add_argument("--no-center", dest="center", action="store_false",
                         help="the paper's uncentred map and subspaces (default: centred)")
+    add_model_arguments(parser)
     return parser
 
 
-def _questions_and_templates(args) -> tuple[list[str], str, str]:
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
+def _questions_and_templates(options: SimilarityOptions) -> tuple[list[str], str, str]:
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
     from mkt.prompts import read_questions
 
-    if args.questions is None:
-        real = [m for m in (args.source, args.target) if not str(m).startswith("organism:")]
+    if options.questions is None:
+        real = [m for m in (options.source, options.target) if not str(m).startswith("organism:")]
         if real:
             raise ValueError(f"{real[0]} is not an organism: pass --questions FILE with --locked and --unlocked "
                              "templates (the organism task's questions mean nothing to a real model)")
-        questions = [p.question for p in problems(args.n, "train", seed=3)]
-        return questions, args.locked or LOCKED_TEMPLATE, args.unlocked or UNLOCKED_TEMPLATE
-    if not (args.locked and args.unlocked):
+        questions = [p.question for p in problems(options.n, "train", seed=3)]
+        return questions, options.locked or LOCKED_TEMPLATE, options.unlocked or UNLOCKED_TEMPLATE
+    if not (options.locked and options.unlocked):
         raise ValueError("with --questions FILE also give --locked TEMPLATE and --unlocked TEMPLATE")
-    return read_questions(args.questions, args.field)[: args.n], args.locked, args.unlocked
+    return read_questions(options.questions, options.field)[: options.n], options.locked, options.unlocked
 
 
-def run(args: argparse.Namespace) -> SimilarityResult:
+def run(options: SimilarityOptions) -> SimilarityResult:
     """Load both models, collect activations, analyse, write JSON and PNG, print a summary."""
     from mkt.models import load_model, model_identity
 
     def load(name: str):
-        return load_model(name, device=getattr(args, "device", None), dtype=getattr(args, "dtype", "float32"),
-                          device_map=getattr(args, "device_map", None), n_devices=getattr(args, "n_devices", None),
-                          trust_remote_code=getattr(args, "trust_remote_code", False))
+        return load_model(name, **model_loading(options))
 
-    questions, locked, unlocked = _questions_and_templates(args)
-    source, target = load(args.source), load(args.target)
+    questions, locked, unlocked = _questions_and_templates(options)
+    source, target = load(options.source), load(options.target)
     acts = collect_activations(source, target, questions, locked, unlocked,
-                               batch_size=getattr(args, "batch_size", 32), progress=True)
+                               batch_size=options.batch_size, progress=True)
     result = subspace_similarity(
-        *acts, model_identity(source).name, model_identity(target).name, ks=args.ks, ns=args.ns,
-        k_for_n=args.k_for_n, heldout_fraction=args.heldout_fraction, seed=args.seed,
-        center=args.center, method=args.method, n_perm=args.n_perm, n_shuffles=args.n_shuffles,
+        *acts, model_identity(source).name, model_identity(target).name, ks=options.ks, ns=options.ns,
+        k_for_n=options.k_for_n, heldout_fraction=options.heldout_fraction, seed=options.seed,
+        center=options.center, method=options.method, n_perm=options.n_perm, n_shuffles=options.n_shuffles,
     )
-    json_path = result.save(args.out)
-    png_path = plot_similarity(result, Path(args.out) / PLOT_FILE)
+    json_path = result.save(options.out)
+    png_path = plot_similarity(result, Path(options.out) / PLOT_FILE)
     s = result.summary()
     print(f"similarity {s['source']} -> {s['target']} on {s['n_prompts']} prompts "
           f"({result.n_train} fit / {result.n_heldout} held out)")
@@ -612,18 +634,8 @@ def run(args: argparse.Namespace) -> SimilarityResult:
     return result
 
 
-def main(argv: list[str] | None = None) -> SimilarityResult:
-    from mkt.cli import _model_args
 
-    parser = argparse.ArgumentParser(
-        prog="python -m analyses.similarity",
-        description="Subspace similarity between two models: CKA, aligned principal angles, "
-        "alignment error vs rank and n, spectral entropy of the Unlocked-Locked differences.",
-    )
-    add_arguments(parser)
-    _model_args(parser)
-    return run(parser.parse_args(sys.argv[1:] if argv is None else argv))
-
+ANALYSIS = Analysis("similarity", __doc__, add_arguments, SimilarityOptions, run)
 
 if __name__ == "__main__":
-    main()
+    ANALYSIS.main()

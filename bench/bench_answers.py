@@ -119,7 +119,7 @@ def main() -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--agieval", type=Path, help="AGIEval-Math JSONL file, for time on real solutions")
     args = ap.parse_args()
-    checkers: dict[str, Checker] = {"mkt": (mkt_check, answers._to_sympy.cache_clear)}
+    checkers: dict[str, Checker] = {"mkt": (mkt_check, answers.clear_parse_cache)}
     mv = math_verify_checker()
     if mv is None:
         print("math-verify is not importable: reporting mkt alone (pip install math-verify elsewhere to compare)")

@@ -9,8 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-          "float16": "float16", "fp16": "float16", "half": "float16"}
+from mkt.models import DTYPES
 
 
 def _number(text: str, kind):
@@ -66,3 +65,22 @@ def stop_string(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("an empty stop string would end every generation at once: drop it")
     return text.replace("\\n", "\n").replace("\\t", "\t")
+
+
+def add_model_arguments(p: argparse.ArgumentParser, batch_size: bool = True) -> None:
+    """The "model loading" group every verb and analysis that loads a model takes (see ``model_loading``)."""
+    g = p.add_argument_group("model loading")
+    g.add_argument("--device", type=device_name, default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    g.add_argument("--dtype", type=dtype_name, default="float32",
+                   help="float32, bfloat16 or float16, or fp32 / bf16 / fp16 (default float32)")
+    g.add_argument("--device-map", default=None, help="HF device_map for large models, e.g. auto")
+    g.add_argument("--n-devices", type=positive_int, default=None, help="spread the model over this many GPUs")
+    g.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code (off by default)")
+    if batch_size:
+        g.add_argument("--batch-size", type=positive_int, default=32, help="prompts per forward pass (default 32)")
+
+
+def model_loading(args) -> dict:
+    """``load_model``'s keyword arguments from the ``add_model_arguments`` group (parsed, or options with its fields)."""
+    return dict(device=args.device, dtype=args.dtype, device_map=args.device_map, n_devices=args.n_devices,
+                trust_remote_code=args.trust_remote_code)

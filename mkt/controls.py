@@ -16,7 +16,11 @@ direction pushed the same way would have worked":
 - ``target_principal_keys``: the Target's own top principal directions of its Locked
   states, both signs, for a dev-chosen search (``mkt.significance``'s ``searches``). It
   needs no Source at all: when the capability axis is a top axis of Locked variance, this
-  search finds it, and a transfer that does no better has added at most a sign.
+  search finds it, and a transfer that does no better has added at most a sign;
+  ``principal_keys_like`` scales them to a key's norms.
+- ``top_principal_directions``: each layer's own top principal directions of some states
+  (a Target-only family for ablations and patching).
+- ``size_matched_noise``: isotropic vectors with the row norms of a set of differences.
 
 Pure tensor math over keys, alignments and activations, no model I/O.
 """
@@ -84,3 +88,29 @@ def target_principal_keys(x_locked: Float[Tensor, "n layer d"], model: ModelIden
             keys[f"{label}PC{i + 1}"] = MasterKey(sign * d, model, hook, provenance=dict(
                 control="target-principal", pc=i + 1, sign=label, reference_layer=model.n_layers // 2))
     return keys
+
+
+def principal_keys_like(key: MasterKey, x_locked: Float[Tensor, "n layer d"], m: int = 8) -> dict[str, MasterKey]:
+    """``+PC i`` / ``-PC i`` (``target_principal_keys``) scaled to ``key``'s per-layer norms."""
+    pcs = target_principal_keys(x_locked, key.model, m, key.hook)
+    return {name: replace(pc, directions=pc.directions * key.norms()[:, None].to(pc.directions.dtype))
+            for name, pc in pcs.items()}
+
+
+def top_principal_directions(states: Float[Tensor, "n layer d"], k: int) -> Float[Tensor, "k layer d"]:
+    """The top ``k`` principal directions (unit vectors) of ``states`` per layer, centred over the n rows.
+
+    Signs are fixed so that each direction's largest-magnitude coordinate is positive.
+    """
+    x = states.double() - states.double().mean(0)
+    _, _, vh = torch.linalg.svd(x.transpose(0, 1), full_matrices=False)  # [layer, min(n, d), d]
+    pcs = vh[:, :k].transpose(0, 1)  # [k, layer, d]
+    sign = torch.sign(pcs.gather(-1, pcs.abs().argmax(-1, keepdim=True)))
+    return (pcs * sign).float()
+
+
+def size_matched_noise(diff: Float[Tensor, "n d"], seed: int) -> Float[Tensor, "n d"]:
+    """Random (isotropic) vectors with the row norms of ``diff``."""
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randn(diff.shape, generator=g, dtype=torch.float64)
+    return (noise / noise.norm(dim=-1, keepdim=True) * diff.double().norm(dim=-1, keepdim=True)).to(diff.dtype)

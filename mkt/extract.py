@@ -55,17 +55,9 @@ def extract_prompt_key(
     )
 
 
-def extract_model_key(
-    unlocked_model,
-    locked_model,
-    questions: list[str],
-    template: str | PromptTemplate | PromptFormat,
-    aggregator: str = "mean",
-    batch_size: int = 32,
-    progress: bool = False,
-    hook: str = RESID_HOOK,
-    position: str = "last",
-) -> MasterKey:
+def extract_model_key(unlocked_model, locked_model, questions: list[str], template: str | PromptTemplate | PromptFormat,
+                      aggregator: str = "mean", batch_size: int = 32, progress: bool = False, hook: str = RESID_HOOK,
+                      position: str = "last") -> MasterKey:
     """Key from two variants of one architecture (post-trained minus base) on one format, read
     at ``hook`` and ``position`` as in :func:`extract_prompt_key`."""
     a, b = model_identity(unlocked_model), model_identity(locked_model)

@@ -153,7 +153,7 @@ def generate(
         with ExitStack() as stack:
             hooks = stack.enter_context(steering.rows(start, start + len(batch)).attach(model)) if steering else None
             if hooks is not None:
-                hooks.prompt_len, hooks.offset = prompt_len, 0
+                hooks.locate_prompt(prompt_len)
             logits, cache = model(ids, attention_mask=mask, return_type="logits_and_cache")
             if hooks is not None and use_cache and not hooks.generated:
                 stack.close()  # prompt-last steering is done after the prefill: decode with no hooks at all
@@ -201,7 +201,7 @@ def generate(
                         generator = [generator[int(k)] for k in keep]
                 if use_cache:
                     if hooks is not None:
-                        hooks.offset = ids.shape[1] - 1
+                        hooks.locate_step(ids.shape[1] - 1)
                     logits, cache = model(
                         nxt[:, None], attention_mask=mask, past_key_values=cache, return_type="logits_and_cache"
                     )

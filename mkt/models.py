@@ -13,6 +13,8 @@ from jaxtyping import Int
 from safetensors import SafetensorError
 from torch import Tensor
 
+from mkt.checkpoints import resolve_model_path
+from mkt.checkpoints.gguf import converted_name
 from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
 
 RESID_HOOK = "hook_resid_post"
@@ -20,6 +22,8 @@ RESID_HOOK = "hook_resid_post"
 # before, between and after the block's attention and MLP, the two sublayers' outputs, and the
 # attention heads' outputs before W_O (``attn.hook_z``, [batch, pos, head, d_head]: per head)
 PER_HEAD_HOOKS = ("attn.hook_z",)
+DTYPES = {"float32": "float32", "fp32": "float32", "float": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}  # the names (and aliases) a dtype may go by
 HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out", *PER_HEAD_HOOKS)
 
 
@@ -49,8 +53,10 @@ def load_model(
     """Load a model as a TransformerLens ``TransformerBridge``.
 
     Args:
-        name_or_path: hub name (``Qwen/Qwen3-4B``), a local HF directory, or a built-in
-            organism as ``organism:NAME`` (``organism:source-base``).
+        name_or_path: hub name (``Qwen/Qwen3-4B``), a local HF directory, a ``.gguf`` file (or a
+            directory holding one; dequantized once and cached), a trained checkpoint of the
+            real-model zoo as ``real:NAME`` (``real:gemma-3-270m``) or a built-in organism as
+            ``organism:NAME`` (``organism:source-base``): :mod:`mkt.checkpoints`.
         device: ``cpu``, ``cuda``, ...; default: CUDA when available.
         dtype: parameter dtype (``torch.bfloat16`` or ``"bfloat16"`` for large models).
         device_map: passed through to HF for models spread across GPUs.
@@ -58,13 +64,12 @@ def load_model(
         trust_remote_code: off unless you ask for it.
 
     Raises:
-        ModelLoadError: the model is neither a local directory nor reachable on the hub.
+        ModelLoadError: the model is neither a local directory nor reachable on the hub, or a
+            GGUF file or zoo name cannot be had (the message names the fix).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
     if isinstance(dtype, str):
-        from mkt.cliargs import DTYPES
-
         if dtype.lower() not in DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(DTYPES)}")
         dtype = getattr(torch, DTYPES[dtype.lower()])
@@ -75,14 +80,8 @@ def load_model(
         kwargs["device_map"] = device_map
     if n_devices is not None:
         kwargs["n_devices"] = n_devices
-    name = str(name_or_path)
-    if name.startswith("organism:"):
-        from mkt.organisms.zoo import organism_path
-
-        name = str(organism_path(name.split(":", 1)[1]))
+    name = resolve_model_path(name_or_path)
     local = Path(name).expanduser()
-    if local.exists() and not (local / "config.json").exists():
-        raise ModelLoadError(f"{local} exists but holds no config.json: pass an HF model directory")
     try:
         model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
     except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
@@ -103,6 +102,10 @@ def load_model(
             f"reachable or does not have it ({type(err).__name__}: {' '.join(str(err).split())[:200]}). "
             "Pass the path of a local HF model directory instead."
         ) from err
+    use_family_tokenizer(model, str(local) if local.exists() else name, trust_remote_code)
+    label = converted_name(local)
+    if label:  # a dequantized GGUF: named by its file, not by the cache folder
+        model.cfg.model_name = label
     model.eval()
     return model
 
@@ -178,6 +181,32 @@ def check_prompts(prompts: list[str]) -> None:
                         "character): pass [prompt]")
     if not prompts:
         raise ValueError("empty prompt list: pass at least one prompt")
+
+
+def use_family_tokenizer(model, source: str, trust_remote_code: bool = False) -> None:
+    """Give a booted bridge its family's own tokenizer, as ``AutoTokenizer`` loads it.
+
+    TransformerLens reloads every tokenizer that has a BOS token with ``add_bos_token=True``,
+    so its copy prepends a BOS where the family's tokenizer adds none (Qwen's ``<|endoftext|>``,
+    SmolLM2's ``<|im_start|>``). mkt encodes every prompt through ``model.tokenizer``, so the
+    family's tokenizer replaces it; the config's record of what the tokenizer adds is
+    re-detected, so TransformerLens' own ``to_tokens`` still prepends its BOS when asked.
+    (Not through the bridge's ``tokenizer`` setter: that reloads the tokenizer with the BOS
+    again and resets ``d_vocab`` to the tokenizer's, not the embedding's, size.)
+    """
+    from transformer_lens.model_bridge.sources import detect_tokenizer_bos_eos
+    from transformers import AutoTokenizer
+
+    if getattr(model, "tokenizer", None) is None:
+        return
+    family = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    family.padding_side = model.tokenizer.padding_side
+    if family.pad_token is None:  # as TransformerLens does: pad with EOS
+        family.pad_token = family.eos_token
+    model._tokenizer = family
+    if getattr(model, "_driver", None) is not None:
+        model._driver.tokenizer = family
+    model.cfg.tokenizer_prepends_bos, model.cfg.tokenizer_appends_eos = detect_tokenizer_bos_eos(family)
 
 
 def encode(tokenizer, text: str) -> list[int]:
@@ -265,15 +294,11 @@ def load_random_init(name_or_path: str | os.PathLike, seed: int = 0, device: str
 
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    name = str(name_or_path)
-    if name.startswith("organism:"):
-        from mkt.organisms.zoo import organism_path
-
-        name = str(organism_path(name.split(":", 1)[1]))
+    name = resolve_model_path(name_or_path)
     config = AutoConfig.from_pretrained(name, trust_remote_code=False)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    label = f"random-init-{Path(name).name}-seed{seed}"
+    label = f"random-init-{converted_name(name) or Path(name).name}-seed{seed}"
     with tempfile.TemporaryDirectory(prefix="mkt-") as tmp:
         model.save_pretrained(Path(tmp) / label)
         AutoTokenizer.from_pretrained(name).save_pretrained(Path(tmp) / label)

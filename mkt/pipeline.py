@@ -6,6 +6,8 @@ import random
 from dataclasses import dataclass
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
 from mkt.activations import prompt_states
 from mkt.alignment import SubspaceAlignment, fit_alignment, transfer
@@ -69,6 +71,109 @@ def alignment_prompts(questions: list[str], locked: PromptTemplate | PromptForma
     return prompts
 
 
+@dataclass(frozen=True)
+class TransferFormats:
+    """Each model's Locked and Unlocked formats: a Llama Target never reads a Qwen Source's chat markup.
+
+    ``unlocked`` is None for a model-induced key (one format, two models); ``target_locked`` and
+    ``target_unlocked`` default to the Source's (see ``of``).
+    """
+
+    locked: PromptFormat
+    unlocked: PromptFormat | None
+    target_locked: PromptFormat
+    target_unlocked: PromptFormat | None
+
+    @classmethod
+    def of(cls, locked: str | PromptTemplate | PromptFormat, unlocked: str | PromptTemplate | PromptFormat | None = None,
+           target_locked: str | PromptTemplate | PromptFormat | None = None,
+           target_unlocked: str | PromptTemplate | PromptFormat | None = None) -> TransferFormats:
+        """Formats from templates or formats; the Target's default to the Source's."""
+        source_locked = PromptFormat.of(locked)
+        source_unlocked = PromptFormat.of(unlocked) if unlocked is not None else None
+        return cls(source_locked, source_unlocked,
+                   PromptFormat.of(target_locked) if target_locked is not None else source_locked,
+                   PromptFormat.of(target_unlocked) if target_unlocked is not None else source_unlocked)
+
+    def all(self) -> tuple[PromptFormat | None, ...]:
+        """(Source Locked, Source Unlocked, Target Locked, Target Unlocked)."""
+        return self.locked, self.unlocked, self.target_locked, self.target_unlocked
+
+
+def extract_source_key(source, questions: list[str], formats: TransferFormats, unlocked_model=None,
+                       aggregator: str = "mean", batch_size: int = 32, progress: bool = False, hook: str = RESID_HOOK,
+                       position: str = "last") -> MasterKey:
+    """The Source's key: model-induced with ``unlocked_model``, else prompt-induced.
+
+    Args:
+        source: the Source bridge (the Locked variant for a model-induced key).
+        questions: the questions the key is averaged over.
+        formats: the Source's formats (``formats.locked``; ``formats.unlocked`` for a prompt-induced key).
+        unlocked_model: the post-trained Source, for a model-induced key.
+        aggregator, batch_size, progress, hook, position: as in ``mkt.extract.extract_prompt_key``.
+
+    Returns:
+        The key, ``[n_layers, width]`` directions at ``hook``.
+
+    Raises:
+        ValueError: neither an Unlocked format nor an Unlocked model.
+    """
+    if unlocked_model is not None:
+        return extract_model_key(unlocked_model, source, questions, formats.locked, aggregator, batch_size, progress,
+                                 hook, position)
+    if formats.unlocked is not None:
+        return extract_prompt_key(source, questions, formats.locked, formats.unlocked, aggregator, batch_size,
+                                  progress, hook, position)
+    raise ValueError("give an Unlocked template (prompt-induced) or an Unlocked model (model-induced)")
+
+
+def alignment_states(model, questions: list[str], locked: PromptFormat, unlocked: PromptFormat | None,
+                     alignment_set: str = "locked", hook: str = RESID_HOOK, position: str = "last",
+                     batch_size: int = 32, progress: bool = False) -> Float[Tensor, "n layer d"]:
+    """``model``'s states on the alignment prompts of ``questions``, in its own formats.
+
+    Args:
+        model: a TransformerBridge.
+        questions: the alignment questions.
+        locked, unlocked: ``model``'s formats (``unlocked`` serves only the ``oracle-unlocked`` set).
+        alignment_set: ``locked`` (the paper's) or ``oracle-unlocked`` (``alignment_prompts``).
+        hook, position, batch_size, progress: as in ``mkt.activations.prompt_states``.
+
+    Returns:
+        ``[n_prompts, n_layers, width]`` states.
+    """
+    prompts = alignment_prompts(questions, locked, unlocked, alignment_set, model.tokenizer)
+    return prompt_states(model, prompts, None, hook, position, batch_size, progress)
+
+
+def align_models(source, target, questions: list[str], formats: TransferFormats, alignment_set: str = "locked",
+                 k: int = 32, method: str = "lstsq", center: bool = False, ridge: float = 1e-2,
+                 hook: str = RESID_HOOK, position: str = "last", batch_size: int = 32,
+                 progress: bool = False) -> SubspaceAlignment:
+    """The rank-``k`` map from ``source``'s states to ``target``'s on the alignment prompts of ``questions``.
+
+    Each model reads the questions in its own format, both at ``hook`` and ``position``: the
+    recipe ``run_transfer``, ``mkt align`` and the sweep share.
+
+    Args:
+        source, target: the two bridges.
+        questions: the alignment questions.
+        formats: each model's formats.
+        alignment_set: ``locked`` (the paper's) or ``oracle-unlocked`` (an oracle, never a transfer).
+        k, method, center, ridge: as in ``mkt.alignment.fit_alignment``.
+        hook, position, batch_size, progress: as in ``mkt.activations.prompt_states``.
+
+    Returns:
+        The fitted ``SubspaceAlignment`` (``[n_layers]`` maps of rank ``k``).
+    """
+    reading = dict(alignment_set=alignment_set, hook=hook, position=position, batch_size=batch_size,
+                   progress=progress)
+    x_s = alignment_states(source, questions, formats.locked, formats.unlocked, **reading)
+    x_t = alignment_states(target, questions, formats.target_locked, formats.target_unlocked, **reading)
+    return fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center, ridge=ridge,
+                         hook=hook, position=position)
+
+
 def run_transfer(
     source,
     target,
@@ -109,19 +214,10 @@ def run_transfer(
     """
     if not (ridge >= 0 and ridge == ridge and ridge != float("inf")):  # checked before any forward pass
         raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
-    locked_t = PromptFormat.of(locked)
-    unlocked_t = PromptFormat.of(unlocked) if unlocked is not None else None
-    target_locked_t = PromptFormat.of(target_locked) if target_locked is not None else locked_t
-    target_unlocked_t = PromptFormat.of(target_unlocked) if target_unlocked is not None else unlocked_t
+    formats = TransferFormats.of(locked, unlocked, target_locked, target_unlocked)
     if source_key is None:
-        if source_unlocked_model is not None:
-            source_key = extract_model_key(source_unlocked_model, source, key_questions, locked_t,
-                                           aggregator, batch_size, progress, hook, position)
-        elif unlocked_t is not None:
-            source_key = extract_prompt_key(source, key_questions, locked_t, unlocked_t, aggregator,
-                                            batch_size, progress, hook, position)
-        else:
-            raise ValueError("give an Unlocked template (prompt-induced) or an Unlocked model (model-induced)")
+        source_key = extract_source_key(source, key_questions, formats, source_unlocked_model, aggregator,
+                                        batch_size, progress, hook, position)
     if not 0 <= heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must be in [0, 1), got {heldout_fraction}")
     order = list(range(len(align_questions)))
@@ -129,22 +225,14 @@ def run_transfer(
     n_held = int(round(heldout_fraction * len(order)))
     fit_q = [align_questions[i] for i in order[n_held:]]
     held_q = [align_questions[i] for i in order[:n_held]]
-    def source_prompts(qs: list[str]) -> list[str]:  # each model reads the questions in its own format
-        return alignment_prompts(qs, locked_t, unlocked_t, alignment_set, source.tokenizer)
-
-    def target_prompts(qs: list[str]) -> list[str]:
-        return alignment_prompts(qs, target_locked_t, target_unlocked_t, alignment_set, target.tokenizer)
-
     position = source_key.provenance.get("position", position)  # the map is read where the key was
-
-    def states(model, prompts):
-        return prompt_states(model, prompts, None, source_key.hook, position, batch_size, progress)
-
-    x_s, x_t = states(source, source_prompts(fit_q)), states(target, target_prompts(fit_q))
-    alignment = fit_alignment(x_s, x_t, model_identity(source), model_identity(target), k, method, center,
-                              ridge=ridge, hook=source_key.hook, position=position)
+    reading = dict(alignment_set=alignment_set, hook=source_key.hook, position=position, batch_size=batch_size,
+                   progress=progress)
+    alignment = align_models(source, target, fit_q, formats, k=k, method=method, center=center, ridge=ridge, **reading)
     if held_q:
-        err = alignment.relative_error(states(source, source_prompts(held_q)), states(target, target_prompts(held_q)))
+        err = alignment.relative_error(
+            alignment_states(source, held_q, formats.locked, formats.unlocked, **reading),
+            alignment_states(target, held_q, formats.target_locked, formats.target_unlocked, **reading))
         alignment.diagnostics["heldout_relative_error"] = err.tolist()
     target_key = transfer(source_key, alignment)
     if alignment_set == "oracle-unlocked":

@@ -27,7 +27,7 @@ import torch
 
 from mkt.alignment import SubspaceAlignment, transfer
 from mkt.controls import isotropic_null, subspace_matched_null
-from mkt.engines.base import as_engine
+from mkt.engines import as_engine
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval
 from mkt.key import MasterKey
 from mkt.models import RESID_HOOK
@@ -67,7 +67,7 @@ class Decoding:
 
 
 @dataclass
-class Condition:
+class ScoredCondition:
     """One condition's alpha choice and per-prompt test scores."""
 
     name: str
@@ -116,12 +116,12 @@ def evaluate_conditions(
     decoding: Decoding = Decoding(),
     progress: bool = False,
     searches: dict[str, dict[str, MasterKey]] | None = None,
-) -> dict[str, Condition]:
+) -> dict[str, ScoredCondition]:
     """Choose each key's alpha on ``dev`` and score it on ``test``, all in two batched generations.
 
     A *search* (``searches[name] = {candidate: key}``) is one condition whose key is also
     chosen on dev, among its candidates, by the same rule as alpha; only the winner is
-    scored on test (``Condition.chosen`` names it).
+    scored on test (``ScoredCondition.chosen`` names it).
     """
     searches = searches or {}
     if not keys and not searches:
@@ -170,17 +170,17 @@ def evaluate_conditions(
     texts = _generate_rows(model, test.prompts * len(entries), stacked[cond_index], alpha, decoding, progress)
     groups = groups or {}
     return {
-        name: Condition(name, groups.get(name, "method"), a, _score(test, texts[i * n_test : (i + 1) * n_test], metrics),
+        name: ScoredCondition(name, groups.get(name, "method"), a, _score(test, texts[i * n_test : (i + 1) * n_test], metrics),
                         curves[dev_name], chosen)
         for i, (name, dev_name, a, chosen) in enumerate(entries)
     }
 
 
 def evaluate_unsteered(model, probe: Probe, metrics: Sequence[str], name: str = "baseline",
-                       decoding: Decoding = Decoding()) -> Condition:
+                       decoding: Decoding = Decoding()) -> ScoredCondition:
     """A condition with no steering (the baseline, or a prompting ceiling on other prompts)."""
     texts = _generate_rows(model, probe.prompts, None, None, decoding, False)
-    return Condition(name, "baseline", None, _score(probe, texts, metrics))
+    return ScoredCondition(name, "baseline", None, _score(probe, texts, metrics))
 
 
 @dataclass
@@ -196,8 +196,8 @@ class TransferSignificance:
     """
 
     metrics: tuple[str, ...]
-    baseline: Condition
-    conditions: dict[str, Condition]
+    baseline: ScoredCondition
+    conditions: dict[str, ScoredCondition]
     key_name: str
     diagnostics: dict = field(default_factory=dict)
     n_boot: int = 2000

@@ -109,9 +109,9 @@ class Steering:
 
 
 class SteeringHooks:
-    """The live hooks of one ``Steering``; ``prompt_len`` / ``offset`` locate each forward.
+    """The live hooks of one ``Steering``; ``locate_prompt`` and ``locate_step`` place each forward in its sequence.
 
-    Left unset (a forward the user runs inside ``with key.apply(model):``), a forward of
+    Left unplaced (a forward the user runs inside ``with key.apply(model):``), a forward of
     several tokens is a prefill whose last token is the last prompt token, and a
     one-token forward is a generated token.
     """
@@ -121,18 +121,30 @@ class SteeringHooks:
         self.formula = MODES[steering.mode]
         self.generated = steering.scope in ("prompt-last+generated", "all")
         self.whole_prompt = steering.scope in ("prompt-all", "all")
-        self.prompt_len: int | None = None
-        self.offset = 0
+        self._prompt_len: int | None = None
+        self._offset = 0
         self._units: dict[tuple, Tensor] = {}
 
+    def locate_prompt(self, prompt_len: int) -> None:
+        """The next forward starts a sequence whose prompt has ``prompt_len`` tokens (its last one
+        the last prompt token; 1 for the last token alone over a KV cache of the rest)."""
+        self._prompt_len, self._offset = prompt_len, 0
+
+    def locate_step(self, offset: int) -> None:
+        """The next forward starts ``offset`` positions into the sequence placed by ``locate_prompt``
+        (a decoding step over the KV cache)."""
+        if self._prompt_len is None:
+            raise ValueError("locate_step places a forward after the prompt: call locate_prompt first")
+        self._offset = offset
+
     def _span(self, n_pos: int) -> slice | None:
-        if self.prompt_len is None:
+        if self._prompt_len is None:
             if n_pos > 1:
                 prompt_len, offset = n_pos, 0
             else:
                 return slice(0, 1) if self.generated else None
         else:
-            prompt_len, offset = self.prompt_len, self.offset
+            prompt_len, offset = self._prompt_len, self._offset
         lo = 0 if self.whole_prompt else max(prompt_len - 1 - offset, 0)
         hi = min(n_pos if self.generated else prompt_len - offset, n_pos)
         return slice(lo, hi) if lo < hi else None

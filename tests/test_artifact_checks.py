@@ -151,7 +151,7 @@ def test_an_alignment_that_passes_the_read_check_transfers(alignment_file):
 
 
 def test_the_organism_key_cache_recomputes_every_file_that_fails_the_key_checks(tmp_path, monkeypatch):
-    import analyses._common as common
+    import mkt.organisms.keys as common
     from mkt.models import load_model, model_identity
 
     target = load_model("organism:target-base", device="cpu")

@@ -260,7 +260,7 @@ def test_prompt_readers_fuzz_deep(request, tmp_path_factory):
 # --- argument types ---------------------------------------------------------------------------
 def _argument_types():
     from mkt import cliargs
-    from mkt.cli import position_name
+    from mkt.cli.options import position_name
 
     return [getattr(cliargs, name) for name in ("positive_int", "nonnegative_int", "finite_float", "positive_float",
                                                  "nonnegative_float", "fraction", "dtype_name", "device_name",

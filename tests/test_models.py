@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
+from mkt.eval.organism_task import SPECIAL_TOKENS, VOCAB_CHARS
 from mkt.models import check_layers, load_model, load_random_init, model_identity, tokenize_left_padded
-from mkt.organisms.task import SPECIAL_TOKENS, VOCAB_CHARS
 from tests.conftest import PROMPTS, TINY_SPECS
 
 N_VOCAB = len(SPECIAL_TOKENS) + len(VOCAB_CHARS)

@@ -58,3 +58,23 @@ def test_the_oracle_alignment_returns_the_targets_own_key(qwen, llama):
                          alignment_set="locked", heldout_fraction=0.0, source_key=oracle.source_key)
     assert oracle.target_key.cosine(own).mean() > 0.8 and oracle.target_key.cosine(own).max() > 0.95
     assert paper.target_key.cosine(own).abs().mean() < oracle.target_key.cosine(own).mean() - 0.3
+
+
+def test_two_models_to_steered_generation_in_three_calls(qwen, llama):
+    """The public API's shortest path gives what the steps done by hand give: the same key, the same text."""
+    import mkt
+    from mkt.extract import extract_prompt_key
+    from mkt.steering import Steering
+    from tests.conftest import PROMPTS
+
+    report = mkt.run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k=6, heldout_fraction=0.0)
+    with report.target_key.apply(llama, alpha=0.5):
+        steered = mkt.generate(llama, PROMPTS, 6)
+    prompts = [LOCKED.format(question=q) for q in QUESTIONS]
+    by_hand = transfer(extract_prompt_key(qwen, QUESTIONS[:20], LOCKED, UNLOCKED),
+                       fit_alignment(last_token_resid(qwen, prompts), last_token_resid(llama, prompts),
+                                     model_identity(qwen), model_identity(llama), k=6))
+    again = mkt.generate(llama, PROMPTS, 6, steering=Steering(by_hand.directions, alpha=0.5))
+    plain = mkt.generate(llama, PROMPTS, 6)
+    assert [g.text for g in steered] == [g.text for g in again]
+    assert [g.text for g in steered] != [g.text for g in plain]  # alpha 0.5 moves a tiny model's greedy text

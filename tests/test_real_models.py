@@ -43,9 +43,13 @@ def _chat_ids(tok, text: str) -> list[int]:
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
-def test_tokenization_is_the_tokenizers_own_with_one_bos(real, arch):
+def test_tokenization_is_the_tokenizers_own_with_one_bos(real, real_tiny_dir, arch):
+    from transformers import AutoTokenizer
+
     model = real(arch)
-    tok = model.tokenizer
+    # the reference is the family's tokenizer loaded afresh, never the bridge's copy (which
+    # TransformerLens reloads with add_bos_token=True)
+    tok = AutoTokenizer.from_pretrained(real_tiny_dir(arch))
     ids, mask = tokenize_left_padded(model, PLAIN)
     for row, m, text in zip(ids, mask, PLAIN):
         assert row[m.bool()].tolist() == tok(text)["input_ids"]

@@ -158,3 +158,17 @@ def test_a_single_string_is_not_taken_for_a_list_of_prompts(qwen):
                  lambda: PromptTemplate("Q:{question}|A:").format_all("12+34")):
         with pytest.raises(TypeError, match="not one string"):
             call()
+
+
+def test_steering_hooks_are_placed_through_methods(qwen, key):
+    """locate_prompt / locate_step place a forward: the prompt-last site is the last prompt token, wherever it falls."""
+    from mkt.steering import SteeringHooks
+
+    hooks = SteeringHooks(key.steering(0.5))
+    assert hooks._span(5) == slice(4, 5)  # unplaced: a prefill of 5 tokens ends on the last prompt token
+    hooks.locate_prompt(3)  # a prompt of 3 tokens followed by 2 teacher-forced ones
+    assert hooks._span(5) == slice(2, 3)
+    hooks.locate_step(3)  # one decoding step past the prompt: nothing to steer at prompt-last
+    assert hooks._span(1) is None
+    with pytest.raises(ValueError, match="locate_prompt first"):
+        SteeringHooks(key.steering(0.5)).locate_step(2)

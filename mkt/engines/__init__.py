@@ -7,7 +7,8 @@
 Evaluation (``mkt.eval``), ``mkt.significance`` and the demo take either and never ask which.
 """
 
-from mkt.engines.base import ENGINES, Engine, as_engine
+from mkt.engines.base import ENGINES, Engine
+from mkt.engines.transformer_lens import as_engine
 
 __all__ = ["ENGINES", "Engine", "as_engine", "VLLMEngine"]
 

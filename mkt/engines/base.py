@@ -58,12 +58,3 @@ class Engine(ABC):
     @abstractmethod
     def weights_digest(self) -> str:
         """A short hash of a sample of the weights: a resumed run must use the same ones."""
-
-
-def as_engine(model) -> Engine:
-    """An engine as is; a TransformerLens bridge wrapped in the TransformerLens engine."""
-    if isinstance(model, Engine):
-        return model
-    from mkt.engines.transformer_lens import TransformerLensEngine
-
-    return TransformerLensEngine(model)

@@ -41,3 +41,8 @@ class TransformerLensEngine(Engine):
             weights.update(f"{name}:{tuple(param.shape)}".encode())
             weights.update(flat.numpy().tobytes())
         return weights.hexdigest()[:16]
+
+
+def as_engine(model) -> Engine:
+    """An engine as is; a TransformerLens bridge wrapped in the TransformerLens engine."""
+    return model if isinstance(model, Engine) else TransformerLensEngine(model)

@@ -64,11 +64,9 @@ class VLLMEngine(Engine):
         from transformers import AutoConfig, AutoTokenizer, GenerationConfig
         from vllm import LLM
 
-        path = str(model)
-        if path.startswith("organism:"):
-            from mkt.organisms.zoo import organism_path
+        from mkt.checkpoints import resolve_model_path
 
-            path = str(organism_path(path.split(":", 1)[1]))
+        path = resolve_model_path(model)
         dtype = str(dtype).removeprefix("torch.")
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)

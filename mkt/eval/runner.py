@@ -22,7 +22,7 @@ from typing import Callable, Iterator, TypeVar
 from tqdm.auto import tqdm
 
 from mkt.artifacts import read_json_object, replace_atomically
-from mkt.engines.base import as_engine
+from mkt.engines import as_engine
 from mkt.eval.stats import pass_at_k, wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score
 from mkt.prompts import PromptTemplate

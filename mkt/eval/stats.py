@@ -1,4 +1,4 @@
-"""Statistics of evaluation runs: pass@k, binomial intervals, paired tests, empirical p-values.
+"""Statistics of evaluation runs and analyses: pass@k, binomial and paired intervals, paired tests, empirical p-values.
 
 Pure functions of per-item scores; nothing here knows about models.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+import numpy as np
 import torch
 
 
@@ -67,6 +68,30 @@ def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> float:
     return min(1.0, 2 * tail)
 
 
+def paired_difference_interval(a: Sequence[bool], b: Sequence[bool], z: float = 1.96) -> tuple[float, float]:
+    """95% interval of mean(a) - mean(b) for paired 0/1 scores: Newcombe's score method 10.
+
+    Newcombe (1998), "Improved confidence intervals for the difference between binomial
+    proportions based on paired data", Stat. Med. 17:2635: the two margins' Wilson
+    intervals, combined with the phi correlation of the 2x2 table (0 when a margin is
+    empty). Unlike a percentile bootstrap it does not collapse when no item is discordant:
+    0/3 vs 0/3 gives [-0.56, +0.56].
+    """
+    a, b = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    if a.shape != b.shape or a.ndim != 1 or not len(a):
+        raise ValueError(f"paired scores need the same, non-empty items: got {a.shape} and {b.shape}")
+    n = len(a)
+    both, only_a, only_b, neither = (int(np.sum(x)) for x in (a & b, a & ~b, ~a & b, ~a & ~b))
+    p1, p2 = (both + only_a) / n, (both + only_b) / n
+    (l1, u1), (l2, u2) = wilson_interval(both + only_a, n, z), wilson_interval(both + only_b, n, z)
+    denom = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    phi = 0.0 if denom == 0 else (both * neither - only_a * only_b) / np.sqrt(float(denom))
+    d = p1 - p2
+    lo = d - np.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    hi = d + np.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return float(max(-1.0, lo)), float(min(1.0, hi))
+
+
 def paired_bootstrap_interval(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0,
                               level: float = 0.95) -> tuple[float, float]:
     """Percentile interval of mean(a - b), resampling items (both conditions together)."""
@@ -79,12 +104,15 @@ def paired_bootstrap_interval(a: Sequence[float], b: Sequence[float], n_boot: in
     return float(lo), float(hi)
 
 
-def empirical_p_value(effect: float, null_effects: Sequence[float]) -> float:
+def empirical_p_value(effect: float, null_effects: Sequence[float], larger: bool = True) -> float:
     """One-sided p-value of ``effect`` against draws of the null: (1 + #{null >= effect}) / (1 + N).
 
-    Ties count against the effect, so a discrete score never looks better than it is, and
-    with N draws no p-value is below 1 / (N + 1).
+    ``larger=False`` counts the draws ``<= effect`` instead (a drop is the effect). Ties count
+    against the effect, so a discrete score never looks better than it is, and with N draws
+    no p-value is below 1 / (N + 1). NaN draws (e.g. nulls that could not be matched) are left
+    out; with none left, or a NaN effect, there is no evidence either way and the p-value is NaN.
     """
-    if not len(null_effects):
-        raise ValueError("an empirical p-value needs at least one null draw")
-    return (1 + sum(1 for x in null_effects if x >= effect)) / (1 + len(null_effects))
+    draws = [float(x) for x in null_effects if not math.isnan(x)]
+    if not draws or math.isnan(effect):
+        return float("nan")
+    return (1 + sum(1 for x in draws if (x >= effect if larger else x <= effect))) / (1 + len(draws))

@@ -22,18 +22,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mkt.activations import last_token_resid
-from mkt.alignment import fit_alignment, transfer
+from mkt.alignment import transfer
 from mkt.artifacts import replace_atomically
-from mkt.engines.base import Engine, as_engine
+from mkt.engines import Engine, as_engine
 from mkt.eval.baselines import LogitTransfer
 from mkt.eval.runner import content_digest, fingerprint, resumable_lines, run_lock, write_config
 from mkt.eval.stats import wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score, task_probe
-from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.key import MasterKey, random_like
 from mkt.models import check_layers, model_identity
-from mkt.pipeline import alignment_prompts
+from mkt.pipeline import TransferFormats, align_models, extract_source_key
 from mkt.prompts import PromptFormat
 from mkt.significance import Decoding, assess_transfer
 from mkt.steering import Steering
@@ -110,9 +108,7 @@ def run_sweep(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    formats = (PromptFormat.of(locked), PromptFormat.of(unlocked) if unlocked is not None else None)
-    formats += (PromptFormat.of(target_locked) if target_locked is not None else formats[0],
-                PromptFormat.of(target_unlocked) if target_unlocked is not None else formats[1])
+    formats = TransferFormats.of(locked, unlocked, target_locked, target_unlocked)
     n_layers = model_identity(target).n_layers
     for layers in spec.layer_subsets:  # before any slow work
         if layers is not None:
@@ -164,9 +160,9 @@ def _read_rows(path: Path, spec: SweepSpec) -> list[dict]:
 
 def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec: SweepSpec,
                   source_unlocked_model, post_trained, progress, engine: Engine) -> dict:
-    locked_t, unlocked_t, target_locked_t, target_unlocked_t = formats
+    target_locked_t, target_unlocked_t = formats.target_locked, formats.target_unlocked
     config = dict(spec={k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.__dict__.items()},
-                  formats=[f.describe() if f is not None else None for f in formats],
+                  formats=[f.describe() if f is not None else None for f in formats.all()],
                   source=model_identity(source).to_dict(),
                   source_unlocked=model_identity(source_unlocked_model).to_dict() if source_unlocked_model else None,
                   questions=content_digest(list(questions))[:16],
@@ -176,22 +172,14 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
     dev_prompts = build_prompts(dev, target_locked_t, tokenizer=target.tokenizer)
     test_prompts = build_prompts(test, target_locked_t, tokenizer=target.tokenizer)
 
-    def fit(qs: list[str], k: int):  # each model reads the alignment questions in its own format
-        x_s = last_token_resid(source, alignment_prompts(qs, locked_t, unlocked_t, spec.alignment_set,
-                                                         source.tokenizer))
-        x_t = last_token_resid(target, alignment_prompts(qs, target_locked_t, target_unlocked_t, spec.alignment_set,
-                                                         target.tokenizer))
-        return fit_alignment(x_s, x_t, src_id, tgt_id, k, spec.method, spec.center)
+    def fit(qs: list[str], k: int):
+        return align_models(source, target, qs, formats, spec.alignment_set, k, spec.method, spec.center)
 
-    src_id, tgt_id = model_identity(source), model_identity(target)
     rows, keys = _read_rows(csv_path, spec), {}
 
     def key_for(n: int) -> MasterKey:  # the Source key from the first n questions, made once when first needed
         if n not in keys:
-            qs = questions[:n]
-            keys[n] = (extract_model_key(source_unlocked_model, source, qs, locked_t, spec.aggregator)
-                       if source_unlocked_model is not None
-                       else extract_prompt_key(source, qs, locked_t, unlocked_t, spec.aggregator))
+            keys[n] = extract_source_key(source, questions[:n], formats, source_unlocked_model, spec.aggregator)
         return keys[n]
 
     counts = Counter((r["n"], r["k"], r["layers"]) for r in rows)

@@ -98,7 +98,7 @@ def load_jsonl(path: str | Path, kind: str | None = None, limit: int | None = No
 
 
 def organism_examples(n: int, split: str = "test", seed: int = 0) -> list[Example]:
-    from mkt.organisms.task import problems
+    from mkt.eval.organism_task import problems
 
     return [Example(f"{split}-{i}", p.question, str(p.total), "organism", p.step_by_step_answer())
             for i, p in enumerate(problems(n, split, seed))]

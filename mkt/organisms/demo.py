@@ -35,21 +35,19 @@ from mkt.activations import last_token_resid
 from mkt.alignment import transfer
 from mkt.controls import target_principal_keys
 from mkt.engines import Engine, as_engine
+from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, Problem, problems, score_answer
 from mkt.extract import extract_contrast_key, extract_prompt_key
 from mkt.models import load_model, load_random_init, model_identity
-from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, Problem, problems, score_answer
+from mkt.organisms.keys import DEMO_SEED, FIT, RANK
 from mkt.organisms.zoo import organism_path
 from mkt.pipeline import run_transfer
 from mkt.significance import ALPHAS, Decoding, Probe, assess_transfer
 
 METRICS = ("clean_step_by_step", "correct")  # the first chooses alpha and decides significance
 MAX_NEW_TOKENS = 40
-RANK = 32
 N_NULL = 24  # p-values down to 1/25
-FIT = "lstsq"  # the paper's least squares
 N_PCS = 8  # the Target-only search tries +-PC1..8 (the key lies almost wholly in the top 16)
 N_SOURCE_FREE = 3
-DEMO_SEED = 1  # dev and test prompts; seed 0 was looked at while the demo was designed
 OWN_KEY = "Target's own key"  # the name mkt.significance gives the own key's condition
 NUISANCE = "nuisance: 4-term minus 3-term, same map"
 SOURCE_FREE = "Source-free pipeline (random-init Source {})"

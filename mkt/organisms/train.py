@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from mkt.organisms.task import (
+from mkt.eval.organism_task import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -200,7 +200,7 @@ def train_organism(spec: OrganismSpec, out_dir: str | Path, init_dir: str | Path
     manifest = dict(
         spec=asdict(spec), n_params=n_params, train_seconds=round(time.time() - start, 1),
         final_loss=loss.item(), final_dev_metrics=final, log=log,
-        task="multi-term addition; see mkt/organisms/task.py",
+        task="multi-term addition; see mkt/eval/organism_task.py",
     )
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mkt.organisms.task import Recipe
+from mkt.checkpoints import ZOO_DIR, organism_dir
+from mkt.eval.organism_task import Recipe
 from mkt.organisms.train import OrganismSpec
-
-ZOO_DIR = Path(__file__).parent / "zoo"
 
 ZOO: dict[str, OrganismSpec] = {
     # Small Source, pre-trained: step by step on the cue; on plain prompts the markers move
@@ -33,12 +32,7 @@ def organism_path(name: str) -> Path:
     """Directory of a shipped organism; a clear error for unknown or untrained names."""
     if name not in ZOO:
         raise KeyError(f"unknown organism {name!r}; the zoo has {sorted(ZOO)}")
-    path = ZOO_DIR / name
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"organism {name!r} is not trained at {path}; run `mkt organisms train --only {name}`"
-        )
-    return path
+    return organism_dir(name)
 
 
 def train_zoo(names: list[str] | None = None, root: str | Path = ZOO_DIR, steps: int | None = None) -> dict:

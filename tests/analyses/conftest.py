@@ -38,15 +38,3 @@ def real_inputs(real_tiny_dir, tmp_path_factory):
         return made[arch]
 
     return get
-
-
-@pytest.fixture
-def key(qwen):
-    """A random key of the tiny Qwen2 (mkt's own tests' model), the same for every analysis test."""
-    import torch
-
-    from mkt.key import MasterKey
-    from mkt.models import model_identity
-
-    g = torch.Generator().manual_seed(1)
-    return MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))

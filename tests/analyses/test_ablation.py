@@ -6,7 +6,20 @@ import numpy as np
 import pytest
 import torch
 
-from analyses._conditions import (
+from analyses.ablation.metric import (
+    Metric,
+    bisect_increasing,
+    decision_metric,
+    decision_token_metric,
+    kl_divergence,
+    survival,
+    token_pair_metric,
+    variance_share,
+)
+from analyses.ablation.parts import activation_patching, layer_ablation, null_direction_sets, pooled_p
+from analyses.ablation.report import plot_ablation, report
+from mkt.activations import last_token_resid, prompt_states
+from mkt.conditions import (
     mean_ablate,
     mean_ablation_condition,
     next_token_logprobs,
@@ -14,26 +27,8 @@ from analyses._conditions import (
     project_out,
     projection_condition,
 )
-from analyses.ablation import (
-    Metric,
-    activation_patching,
-    bisect_increasing,
-    decision_metric,
-    decision_token_metric,
-    empirical_p,
-    kl_divergence,
-    layer_ablation,
-    null_direction_sets,
-    plot_ablation,
-    pooled_p,
-    report,
-    size_matched_noise,
-    survival,
-    token_pair_metric,
-    top_principal_directions,
-    variance_share,
-)
-from mkt.activations import last_token_resid, prompt_states
+from mkt.controls import size_matched_noise, top_principal_directions
+from mkt.eval.stats import empirical_p_value
 from mkt.generation import generate
 from mkt.key import MasterKey, random_like
 from mkt.models import model_identity, resid_hook_name, tokenize_left_padded
@@ -120,14 +115,6 @@ def test_survival_and_bisection_returns_the_closest_evaluated_point():
     assert seen[0] == [0, 1, 2] and all(1 not in s for s in seen[1:])
 
 
-def test_empirical_p():
-    assert empirical_p(5.0, np.array([1.0, 2.0, 3.0])) == 0.25  # the best a key can do against 3 draws
-    assert empirical_p(2.0, np.array([1.0, 2.0, 3.0])) == 0.75  # ties count against the key
-    assert empirical_p(0.1, np.arange(20) + 1.0, larger=False) == pytest.approx(1 / 21)
-    assert empirical_p(1.0, np.array([np.nan, 0.5])) == 0.5  # NaN (unmatched) nulls are left out
-    assert np.isnan(empirical_p(1.0, np.array([np.nan])))
-
-
 def test_principal_directions_variance_share_mean_ablation_and_noise():
     g = torch.Generator().manual_seed(0)
     states = torch.randn(200, 2, 6, generator=g, dtype=torch.float64) * torch.tensor([5.0, 3.0, 1, 1, 1, 1])
@@ -205,12 +192,12 @@ def test_sufficiency_and_necessity_match_independent_computations(qwen, key, tmp
     assert pcs.value[1, 1] == pytest.approx(ld(at), abs=1e-5)
     for layer in range(3):
         pooled = np.concatenate([n.value[layer][n.matched[layer]] for n in s.nulls if n.family != "unembedding"])  # pushes away by construction
-        assert pooled_p(s)[layer] == pytest.approx(empirical_p(s.matched_key[layer], pooled), nan_ok=True)
+        assert pooled_p(s)[layer] == pytest.approx(empirical_p_value(s.matched_key[layer], pooled), nan_ok=True)
     for null in s.nulls:
         ok = null.matched == (np.abs(null.kl / s.kl_target - 1) <= s.kl_tolerance)
         assert ok.all()
         for layer in range(3):
-            assert null.p[layer] == pytest.approx(empirical_p(s.matched_key[layer], null.value[layer][null.matched[layer]]),
+            assert null.p[layer] == pytest.approx(empirical_p_value(s.matched_key[layer], null.value[layer][null.matched[layer]]),
                                                   nan_ok=True)
 
     # necessity: the key projected out of the cue run by an explicit projector matrix
@@ -237,7 +224,7 @@ def test_sufficiency_and_necessity_match_independent_computations(qwen, key, tmp
     assert n.null_survival[0].shape == (2, 2, 3) and n.null_survival[1].shape == (2, 2, 1)
     random_projected = metric(qwen, unlocked, projection_condition(random_like(key, 1).directions, "all"))
     assert n.null_survival[0][0, 1, 1] == pytest.approx(survival(random_projected, n.locked, n.unlocked[0]), abs=1e-5)
-    assert n.p[0, 0, 0] == pytest.approx(empirical_p(n.survival[0, 0], n.null_survival[0][0, 0], larger=False))
+    assert n.p[0, 0, 0] == pytest.approx(empirical_p_value(n.survival[0, 0], n.null_survival[0][0, 0], larger=False))
     assert n.variance_share_nulls[1][0] == pytest.approx(variance_share(prompt_states(qwen, PROMPTS), pc1).numpy(),
                                                          rel=1e-4)
     assert (n.variance_share_nulls[1][0] >= n.variance_share_key - 1e-6).all()  # PC1 holds the most variance
@@ -248,7 +235,7 @@ def test_sufficiency_and_necessity_match_independent_computations(qwen, key, tmp
     # patching at the last layer replaces the whole final residual: the Unlocked run, by identity
     p = r.patching
     assert p.patched[-1] == pytest.approx(p.unlocked, abs=1e-4) and p.control.shape == (3, 3)
-    assert p.p[0] == pytest.approx(empirical_p(p.patched[0], p.control[0]))
+    assert p.p[0] == pytest.approx(empirical_p_value(p.patched[0], p.control[0]))
     assert "KL-matched" in report(r)
     plot_ablation(r, tmp_path / "a.png")
     assert (tmp_path / "a.png").stat().st_size > 10_000
@@ -357,9 +344,9 @@ def test_token_errors(qwen):
 def test_a_generation_metric_scores_each_set_as_if_alone_while_rows_finish_early():
     """Generations end at different lengths (finished rows leave the batch): a null set projected out at
     every position must still line up with its rows, and score what it scores alone."""
+    from mkt.eval.organism_task import problems
     from mkt.models import load_model
     from mkt.organisms.demo import organism_probe
-    from mkt.organisms.task import problems
 
     model = load_model("organism:target-family")
     prompts = organism_probe(problems(12, "test", seed=3), cue=True).prompts

@@ -44,7 +44,7 @@ def test_bootstrap_mean_interval_covers_the_true_mean_about_95_percent():
 
 @pytest.fixture(scope="module")
 def source_and_key():
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
 
     model = load_model("organism:source-base", device="cpu")
     key = extract_prompt_key(model, [p.question for p in problems(64, "train", 1)], LOCKED_TEMPLATE,
@@ -55,7 +55,7 @@ def source_and_key():
 def test_teacher_forced_entropy_reproduces_the_entropies_recorded_while_generating(source_and_key):
     # Independent computation: generate() records each step's entropy through the KV cache,
     # steering only the prefill; one teacher-forced forward must give the same numbers.
-    from mkt.organisms.task import problems
+    from mkt.eval.organism_task import problems
     from mkt.steering import Steering
 
     model, key = source_and_key
@@ -73,7 +73,7 @@ def test_teacher_forced_entropy_reproduces_the_entropies_recorded_while_generati
 @pytest.mark.slow
 def test_organism_key_lowers_decision_entropy_beyond_random_directions_and_lifts_pass_at_1(source_and_key,
                                                                                            tmp_path):
-    from mkt.organisms.task import problems, score_answer
+    from mkt.eval.organism_task import problems, score_answer
 
     model, key = source_and_key
     probs = problems(24, "test")
@@ -143,7 +143,7 @@ def test_compare_ranks_the_key_against_the_pc_null():
 def test_seeded_sampling_drops_finished_rows_and_draws_what_each_prompt_draws_alone(source_and_key):
     """pass@k samples with one seed per row: a batch that drops finished rows (and their
     generators) draws, row by row, what each prompt draws alone."""
-    from mkt.organisms.task import problems
+    from mkt.eval.organism_task import problems
 
     model, key = source_and_key
     prompts = [p.prompt(False) for p in problems(12, "test")] * 2
@@ -163,7 +163,7 @@ def test_organism_key_cache_is_validated_on_load(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from analyses._common import cached_organism_key, organism_key
+    from mkt.organisms.keys import cached_organism_key, organism_key
 
     target = load_model("organism:target-base", device="cpu")
     first = cached_organism_key(target, "organism:target-base", tmp_path)

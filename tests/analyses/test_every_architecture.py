@@ -103,22 +103,22 @@ def test_a_packs_own_scope_and_layers_are_said_to_be_unused(real_inputs, tmp_pat
 
 
 def test_chat_puts_each_prompt_in_the_models_chat_template(real_inputs, tmp_path, capsys):
-    import argparse
-
     from analyses import logit_lens
     from analyses._common import resolve_run
     from mkt.models import load_model
     from mkt.prompts import apply_chat, read_questions
 
     inp = real_inputs("qwen3")
-    p = argparse.ArgumentParser()
-    logit_lens.add_arguments(p)
-    args = p.parse_args(["--model", str(inp["model"]), "--pack", str(inp["pack"]), "--task", str(inp["task"]),
-                         "--n", "3", "--chat"])
-    run = resolve_run(args)
+    lens = logit_lens.ANALYSIS
+
+    def options(*argv: str) -> logit_lens.LogitLensOptions:
+        return lens.options_from(lens.parser().parse_args(argv))
+
+    run = resolve_run(options("--model", str(inp["model"]), "--pack", str(inp["pack"]), "--task", str(inp["task"]),
+                              "--n", "3", "--chat"))
     tok = load_model(inp["model"]).tokenizer
-    plain = resolve_run(p.parse_args(["--model", str(inp["model"]), "--pack", str(inp["pack"]), "--task",
-                                      str(inp["task"]), "--n", "3"]))
+    plain = resolve_run(options("--model", str(inp["model"]), "--pack", str(inp["pack"]), "--task", str(inp["task"]),
+                                "--n", "3"))
     assert run.prompts == [apply_chat(tok, q) for q in plain.prompts]
     assert run.unlocked_prompts == [apply_chat(tok, q) for q in plain.unlocked_prompts]
     assert run.prompts[0].startswith("<|im_start|>user\n") and read_questions(inp["prompts"])[0] in run.prompts[0]

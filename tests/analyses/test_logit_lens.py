@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.ablation import empirical_p
 from analyses.logit_lens import (
     direct_path,
     entropy,
@@ -19,6 +18,7 @@ from analyses.logit_lens import (
     steered_resid,
 )
 from mkt.activations import last_token_resid, prompt_states
+from mkt.eval.stats import empirical_p_value
 from mkt.extract import extract_prompt_key
 from mkt.intervention import norm_preserving
 from mkt.key import MasterKey
@@ -103,7 +103,7 @@ def test_analysis_steers_at_the_keys_hook_and_ranks_the_key(qwen, tmp_path):
     direct = direct_path(last_token_resid(qwen, PROMPTS),
                          injection_deltas(prompt_states(qwen, PROMPTS, hook="hook_mlp_out"), key.directions, 0.8))
     assert r.token_prob_direct == pytest.approx(lens_summary(qwen, direct, ids)[1].mean(0).numpy(), abs=1e-6)
-    assert r.p_final == pytest.approx(empirical_p(r.token_prob_key[-1], r.token_prob_random[:, -1]))
+    assert r.p_final == pytest.approx(empirical_p_value(r.token_prob_key[-1], r.token_prob_random[:, -1]))
     assert not np.allclose(r.token_prob_key, r.token_prob)  # the injection reached the stream
     assert "p =" in report(r)
     plot_logit_lens(r, tmp_path / "ll.png")
@@ -112,7 +112,7 @@ def test_analysis_steers_at_the_keys_hook_and_ranks_the_key(qwen, tmp_path):
 
 @pytest.mark.slow
 def test_organism_key_sharpens_beyond_random_directions(tmp_path):
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
 
     model = load_model("organism:source-base", device="cpu")
     key = extract_prompt_key(model, [p.question for p in problems(64, "train", 1)], LOCKED_TEMPLATE, UNLOCKED_TEMPLATE)

@@ -404,7 +404,7 @@ def tiny_pair(tmp_path_factory):
 
 
 def test_tiny_models_end_to_end(tiny_pair, tmp_path):
-    from mkt.organisms.task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
+    from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
 
     source, target = tiny_pair
     questions = [p.question for p in problems(24, "train", seed=3)]
@@ -426,7 +426,9 @@ def test_tiny_models_end_to_end(tiny_pair, tmp_path):
 
 def test_cli_writes_json_and_png(tiny_pair, tmp_path, monkeypatch, capsys):
     import mkt.models
-    from analyses.similarity import main
+    from analyses.similarity import ANALYSIS
+
+    main = ANALYSIS.main
 
     source, target = tiny_pair
     loaded = {"src-dir": source, "tgt-dir": target}

@@ -110,7 +110,7 @@ def _tl_logprobs(tl, prompt: str, token_ids: list[int], steering) -> torch.Tenso
             logits = tl.model(seq)
         else:
             with steering.attach(tl.model) as hooks:
-                hooks.prompt_len = len(ids)
+                hooks.locate_prompt(len(ids))
                 logits = tl.model(seq)
     return torch.log_softmax(logits[0, len(ids) - 1 : len(ids) - 1 + len(token_ids)].double(), -1)
 

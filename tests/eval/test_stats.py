@@ -1,6 +1,8 @@
 import itertools
+import math
 from math import comb
 
+import numpy as np
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from mkt.eval.stats import (
     empirical_p_value,
     mcnemar_exact,
     paired_bootstrap_interval,
+    paired_difference_interval,
     pass_at_k,
     wilson_interval,
 )
@@ -92,8 +95,10 @@ def test_paired_bootstrap_interval():
 def test_empirical_p_value_definition():
     assert empirical_p_value(0.5, [0.1, 0.2, 0.3]) == pytest.approx(1 / 4)
     assert empirical_p_value(0.2, [0.1, 0.2, 0.3]) == pytest.approx(3 / 4)  # ties count against the effect
-    with pytest.raises(ValueError, match="at least one null draw"):
-        empirical_p_value(0.5, [])
+    assert empirical_p_value(0.1, [float(x) for x in range(1, 21)], larger=False) == pytest.approx(1 / 21)
+    assert empirical_p_value(1.0, [float("nan"), 0.5]) == 0.5  # NaN (unmatched) draws are left out
+    assert math.isnan(empirical_p_value(1.0, [float("nan")])) and math.isnan(empirical_p_value(0.5, []))
+    assert math.isnan(empirical_p_value(float("nan"), [0.1, 0.2]))
 
 
 @pytest.mark.parametrize("discrete", [False, True])
@@ -111,3 +116,26 @@ def test_a_null_draw_is_called_significant_at_the_nominal_rate(discrete):
         assert 0.005 < rate <= 0.055  # ties make the test conservative, never liberal
     else:
         assert abs(rate - 1 / 21) < 0.012  # p < 0.05 only when the key beats all 20 draws
+
+
+def test_newcombe_paired_interval_matches_the_paper_and_does_not_collapse():
+    a = np.array([1] * 8 + [1] * 5 + [0] * 4 + [0] * 38)  # (both, only a, only b, neither) = (8, 5, 4, 38)
+    b = np.array([1] * 8 + [0] * 5 + [1] * 4 + [0] * 38)
+    assert paired_difference_interval(a, b) == pytest.approx((-0.0909, 0.1276), abs=5e-4)
+    # with an empty margin phi = 0, and it is Newcombe's unpaired hybrid score interval
+    a, b = np.r_[np.ones(7), np.zeros(23)], np.zeros(30)
+    assert paired_difference_interval(a, b) == pytest.approx(difference_interval(7 / 30, 0.0, 30), abs=1e-9)
+    # coverage near 95% for correlated pairs at n=40, where the percentile bootstrap undercovers
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(1000):
+        u = rng.random(40)
+        x, y = u < 0.2, (u < 0.15) | (rng.random(40) < 0.05)
+        lo, hi = paired_difference_interval(x, y)
+        hits += lo <= 0.2 - (0.15 + 0.85 * 0.05) <= hi
+    assert hits / 1000 >= 0.93
+    # nothing discordant: the interval keeps its Wilson width instead of collapsing to [0, 0]
+    assert paired_difference_interval(np.zeros(3), np.zeros(3)) == pytest.approx((-0.5615, 0.5615), abs=1e-4)
+    assert paired_difference_interval(np.zeros(200), np.zeros(200))[1] == pytest.approx(0.0188, abs=1e-3)
+    with pytest.raises(ValueError, match="same, non-empty"):
+        paired_difference_interval(np.zeros(3), np.zeros(4))

@@ -5,9 +5,9 @@ import json
 import pytest
 
 from mkt.errors import ModelLoadError
+from mkt.eval.organism_task import problems, score_answer
 from mkt.generation import generate
 from mkt.models import load_model, model_identity
-from mkt.organisms.task import problems, score_answer
 from mkt.organisms.zoo import ZOO, organism_path
 
 

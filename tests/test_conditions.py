@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from analyses._conditions import (
+from mkt.activations import last_token_resid
+from mkt.conditions import (
     PrefixCache,
     combine,
     mean_ablation_condition,
@@ -13,7 +14,6 @@ from analyses._conditions import (
     projection_condition,
     steering_condition,
 )
-from mkt.activations import last_token_resid
 from mkt.key import MasterKey, random_like
 from mkt.models import load_model, model_identity, resid_hook_name, tokenize_left_padded
 from mkt.steering import Steering

@@ -3,7 +3,7 @@ from dataclasses import astuple
 
 import pytest
 
-from mkt.organisms.task import N_MARKERS, Problem, Recipe, problems, score_answer, split_of
+from mkt.eval.organism_task import N_MARKERS, Problem, Recipe, problems, score_answer, split_of
 from mkt.organisms.train import decode, encode
 
 

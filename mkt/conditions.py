@@ -44,7 +44,7 @@ def steering_condition(steering: Steering) -> Condition:
     def attach(model, rows: slice, tail: bool):
         with steering.rows(rows.start, rows.stop).attach(model) as hooks:
             if tail:  # the one position of this forward is the last prompt token
-                hooks.prompt_len, hooks.offset = 1, 0
+                hooks.locate_prompt(1)
             yield
 
     return Condition(attach, last_only=steering.scope == "prompt-last")

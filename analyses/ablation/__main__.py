@@ -1,0 +1,5 @@
+"""``python -m analyses.ablation``."""
+
+from analyses.ablation import ANALYSIS
+
+ANALYSIS.main()

@@ -1,0 +1,7 @@
+"""``python -m mkt.cli``."""
+
+import sys
+
+from mkt.cli import main
+
+sys.exit(main())
