@@ -134,3 +134,38 @@ def test_junk_arguments_are_refused_in_one_clear_line(command, flag, junk, files
         text = message.split("error: ", 1)[1]
         assert not BARE.search(text), message
         assert not any("Traceback" in line for line in err)
+
+
+def test_refusals_come_before_any_model_loads_and_unexpected_errors_keep_one_line(files, capsys, monkeypatch):
+    common = ["--model", NO_MODEL, "--questions", files["questions"], "--locked", "Q:{question}|A:"]
+    assert main(["extract", *common, "--out", files["out"]]) == 2  # was a bare SystemExit after the model loaded
+    assert capsys.readouterr().err == ("mkt extract: error: give --unlocked TEMPLATE (a prompt-induced key) or "
+                                       "--unlocked-model M (a model-induced key)\n")
+    assert main(["generate", "--model", NO_MODEL]) == 2
+    assert capsys.readouterr().err == "mkt generate: error: nothing to generate from: give --prompt TEXT or --prompts FILE\n"
+    sweep = ["sweep", "--source", NO_MODEL, "--target", NO_MODEL, "--task", "organism", "--out", files["out"]]
+    assert main([*sweep, "--ks", "4", "8", "4"]) == 2
+    assert "--ks lists a value twice (4 8 4): give each once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # was: "mkt sweep: error: invalid literal for int() with base 10: 'x'"
+        main([*sweep, "--layers", "0-x"])
+    assert "argument --layers: '0-x' is not a layer subset: use 'all' or distinct layer indices" in \
+        capsys.readouterr().err
+    assert main([*sweep, "--layers", "ALL", "0-1"]) == 2  # parsed: all, and layers 0 and 1; then the model is missing
+    assert "could not load model" in capsys.readouterr().err
+
+    import mkt.pack
+
+    def broken(path):
+        raise KeyError("id")
+
+    monkeypatch.setattr(mkt.pack.CapabilityPack, "load", broken)
+    assert main(["info", files["out"]]) == 1  # a KeyError is a bug, never a refusal that prints "'id'"
+    assert capsys.readouterr().err == ("mkt info: unexpected error: KeyError: 'id' (rerun with --debug for the "
+                                       "traceback)\n")
+
+    def wordy(path):
+        raise ValueError("first line\n\x1b[1msecond\x1b[0m   line")
+
+    monkeypatch.setattr(mkt.pack.CapabilityPack, "load", wordy)
+    assert main(["info", files["out"]]) == 2
+    assert capsys.readouterr().err == "mkt info: error: first line second line\n"
