@@ -196,7 +196,12 @@ def use_family_tokenizer(model, source: str, trust_remote_code: bool = False) ->
         return
     family = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     family.padding_side = model.tokenizer.padding_side
-    if family.pad_token is None:  # as TransformerLens does: pad with EOS
+    rows = model.cfg.d_vocab  # ids at or past the embedding's rows cannot be fed, not even as masked padding
+    if family.pad_token_id is None or family.pad_token_id >= rows:  # none, or one the tokenizer added: pad with EOS
+        if family.eos_token_id is None or family.eos_token_id >= rows:
+            raise ModelLoadError(f"the tokenizer of {source} has neither a pad token nor an EOS token among the "
+                                 f"model's {rows} embedded ids, so prompts cannot be batched: set pad_token (or "
+                                 "eos_token) in its tokenizer_config.json to a token of its vocabulary")
         family.pad_token = family.eos_token
     model._tokenizer = family
     if getattr(model, "_driver", None) is not None:

@@ -262,9 +262,9 @@ def _argument_types():
     from mkt import cliargs
     from mkt.cli.options import position_name
 
-    return [getattr(cliargs, name) for name in ("positive_int", "nonnegative_int", "finite_float", "positive_float",
-                                                 "nonnegative_float", "fraction", "dtype_name", "device_name",
-                                                 "stop_string")] + [position_name]
+    names = ("positive_int", "nonnegative_int", "finite_float", "positive_float", "nonnegative_float", "fraction",
+             "dtype_name", "device_name", "layer_subset", "stop_string")
+    return [getattr(cliargs, name) for name in names] + [position_name]
 
 
 junk = st.one_of(st.text(max_size=12), st.sampled_from(["nan", "inf", "-inf", "1e999", "0x10", "1_000", " 3 ", "",
