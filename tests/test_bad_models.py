@@ -85,3 +85,30 @@ def test_a_tokenizer_without_pad_or_eos_is_refused_when_loaded(model_dir):
     with pytest.raises(ModelLoadError, match="has neither a pad token nor an EOS token among the model's 25 embedded "
                                              "ids, so prompts cannot be batched: set pad_token"):
         load_model(model_dir, device="cpu")
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d, m: m.update(files={}), "lists no config.json"),
+    (lambda d, m: m.update(files={**m["files"], "../x": [1, "0" * 64]}), "names a file outside the folder"),
+    (lambda d, m: m["files"].update({"config.json": "abc"}), "has no valid"),
+    (lambda d, m: m.update(files=[1, 2]), "has no valid"),
+    (lambda d, m: (d / "model.safetensors").write_bytes(b"x"), "model.safetensors appeared after conversion"),
+    (lambda d, m: m.pop("files"), "has no valid"),
+])
+def test_a_tampered_converted_checkpoint_is_refused_by_name(tmp_path, tamper, message):
+    import hashlib
+    import json
+
+    from mkt.checkpoints.gguf import MANIFEST, check_converted
+    from mkt.errors import CorruptArtifactError
+
+    d = tmp_path / "conv"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    manifest = dict(format=1, source="m.gguf", files={"config.json": [2, hashlib.sha256(b"{}").hexdigest()]})
+    (d / MANIFEST).write_text(json.dumps(manifest))
+    assert check_converted(d)["source"] == "m.gguf"
+    tamper(d, manifest)
+    (d / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptArtifactError, match=f"converted checkpoint {d}.*{message}"):
+        check_converted(d)
