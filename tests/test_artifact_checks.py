@@ -61,7 +61,8 @@ def test_a_pack_saved_again_replaces_both_files_and_loads_bit_exact(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m | {"format_version": "1"}, r"field 'format_version' must be the whole number 1, got '1' \(a JSON str\)"),
+    (lambda m: m | {"format_version": "1"},
+     r"field 'format_version' must be the whole number 1, got '1' \(a JSON str\)"),
     (lambda m: m | {"format_version": True}, "field 'format_version' must be the whole number 1, got True"),
     (lambda m: m | {"format_version": 2}, "pack format version 2 is not 1"),
     (lambda m: m | {"sha256": 7}, "field 'sha256' must be the 64-character hex"),
@@ -146,7 +147,8 @@ def test_an_alignment_that_passes_the_read_check_transfers(alignment_file):
     key = MasterKey(torch.randn(2, 6, dtype=torch.float64), SRC)
     moved = transfer(key, al).directions
     for lt, ls in enumerate(al.layer_map):
-        by_hand = key.directions[ls] @ al.source_bases[lt].double() @ al.cores[lt].double() @ al.target_bases[lt].T.double()
+        by_hand = (key.directions[ls] @ al.source_bases[lt].double() @ al.cores[lt].double()
+                   @ al.target_bases[lt].T.double())
         assert torch.allclose(moved[lt], by_hand, atol=1e-10)
 
 
@@ -176,7 +178,8 @@ def test_the_organism_key_cache_recomputes_every_file_that_fails_the_key_checks(
                     lambda: save_file({"directions": nan}, str(path), metadata=meta),
                     lambda: save_file({"directions": first.directions.long()}, str(path), metadata=meta),
                     lambda: save_file({"directions": first.directions[:, :4].contiguous()}, str(path), metadata=meta),
-                    lambda: save_file({"directions": first.directions}, str(path), metadata=meta | {"provenance": "[]"}),
+                    lambda: save_file({"directions": first.directions}, str(path),
+                                      metadata=meta | {"provenance": "[]"}),
                     lambda: save_file({"directions": first.directions}, str(path), metadata=meta | {"hook": "x"})):
         corrupt()
         n = len(made)

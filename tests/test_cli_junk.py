@@ -142,7 +142,8 @@ def test_refusals_come_before_any_model_loads_and_unexpected_errors_keep_one_lin
     assert capsys.readouterr().err == ("mkt extract: error: give --unlocked TEMPLATE (a prompt-induced key) or "
                                        "--unlocked-model M (a model-induced key)\n")
     assert main(["generate", "--model", NO_MODEL]) == 2
-    assert capsys.readouterr().err == "mkt generate: error: nothing to generate from: give --prompt TEXT or --prompts FILE\n"
+    assert capsys.readouterr().err == ("mkt generate: error: nothing to generate from: give --prompt TEXT or "
+                                       "--prompts FILE\n")
     sweep = ["sweep", "--source", NO_MODEL, "--target", NO_MODEL, "--task", "organism", "--out", files["out"]]
     assert main([*sweep, "--ks", "4", "8", "4"]) == 2
     assert "--ks lists a value twice (4 8 4): give each once" in capsys.readouterr().err

@@ -221,7 +221,8 @@ def test_alignment_reader_fuzz_deep(request, alignment_bytes, tmp_path_factory):
 jsonl_lines = st.lists(st.one_of(
     json_values.map(json.dumps),
     st.dictionaries(st.sampled_from(["question", "answer", "problem", "solution", "other", "id"]),
-                    json_values | st.just("x #### 4") | st.just({"solution": "\\boxed{2}"}), max_size=5).map(json.dumps),
+                    json_values | st.just("x #### 4") | st.just({"solution": "\\boxed{2}"}),
+                    max_size=5).map(json.dumps),
     st.text(max_size=12),
 ), max_size=6)
 

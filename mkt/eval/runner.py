@@ -107,8 +107,8 @@ def write_config(path: Path, config: dict, what: str = "run") -> None:
     """Write ``config`` (atomically) for a new run, or check that a resumed run has the same one."""
     config = json.loads(json.dumps(config, default=str))
     if path.exists():
-        previous = read_json_object(path, f"a {what} configuration",
-                                    f"delete {path.parent} to start the {what} over, or choose another output directory")
+        fix = f"delete {path.parent} to start the {what} over, or choose another output directory"
+        previous = read_json_object(path, f"a {what} configuration", fix)
         if previous != config:
             changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
             raise ValueError(f"{path.parent} holds a {what} whose {', '.join(changed)} differ from this one (a "
