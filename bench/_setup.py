@@ -45,9 +45,10 @@ def median_time(fn, repeats: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def interleaved(fns: dict, repeats: int = 5) -> dict[str, float]:
-    """Median seconds of each function, run in alternation so drift hits all alike."""
-    for fn in fns.values():
+def interleaved(fns: dict, repeats: int = 5, warmup: bool = True) -> dict[str, float]:
+    """Median seconds of each function, run in alternation so drift hits all alike (after one
+    untimed run of each, unless ``warmup`` is False)."""
+    for fn in fns.values() if warmup else ():
         fn()
     times = {name: [] for name in fns}
     for _ in range(repeats):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from mkt.errors import NonFiniteError
+from mkt.hf_view import StopForward, hooked, layer_outputs, takes_positions, unwrapped_model
 from mkt.models import (
     PER_HEAD_HOOKS,
     RESID_HOOK,
@@ -32,7 +35,11 @@ def prompt_states(
 ) -> Float[Tensor, "n_prompts n_layers d_model"]:
     """States at ``blocks.{l}.{hook}`` of each prompt, read at ``position``.
 
-    Batched with left padding and the attention mask, caching only the hooks needed.
+    Batched with left padding and the attention mask, computing only up to the last block
+    needed (no logits). States after each block (``hook_resid_post``) are read on the HF model
+    under the bridge (:func:`mkt.hf_view.layer_outputs`: the same modules without the bridge's
+    wrappers) unless a hook is on the bridge (a condition of the analyses, ``key.apply``), whose
+    edits only the bridge's forward makes.
 
     Args:
         model: a TransformerBridge.
@@ -54,19 +61,20 @@ def prompt_states(
     check_hook(hook), check_position(position)
     layers = check_layers(layers, model.cfg.n_layers)
     names = [resid_hook_name(layer, hook) for layer in layers]
-    stop = max(layers) + 1
+    view = unwrapped_model(model) if hook == RESID_HOOK and not hooked(model) and takes_positions(model) else None
     bos = getattr(model.tokenizer, "bos_token_id", None)
     chunks = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="activations", disable=not progress, leave=False):
         ids, mask = tokenize_left_padded(model, prompts[start : start + batch_size])
-        _, cache = model.run_with_cache(
-            ids, attention_mask=mask, names_filter=names,
-            stop_at_layer=stop if stop < model.cfg.n_layers else None,
-        )
+        if view is not None:
+            outputs = layer_outputs(view, ids, mask, layers)
+            states = [outputs[layer] for layer in layers]
+        else:
+            states = [_flat(a, hook) for a in _bridge_states(model, ids, mask, names).values()]
         weights = position_weights(mask.cpu(), ids.cpu(), bos, position)
         # each block's states to the CPU before stacking: a model split over devices keeps them apart
-        chunks.append(torch.stack([pool(_flat(cache[n], hook).cpu(), weights) for n in names], dim=1))
+        chunks.append(torch.stack([pool(state.cpu(), weights) for state in states], dim=1))
     acts = torch.cat(chunks)
     if not torch.isfinite(acts).all():
         bad = (~torch.isfinite(acts)).any(dim=(0, 2)).nonzero().flatten().tolist()
@@ -75,6 +83,26 @@ def prompt_states(
             "overflows in its dtype; load it in float32 or bfloat16 instead of float16"
         )
     return acts
+
+
+def _bridge_states(model, ids: Tensor, mask: Tensor, names: list[str]) -> dict[str, Tensor]:
+    """The activations at hook points ``names`` (in that order), the forward stopped after the last."""
+    found: dict[str, Tensor] = {}
+    remaining = set(names)
+
+    def keep(act: Tensor, hook, name: str) -> Tensor:  # by the name asked for: the bridge may call it by an alias
+        found[name] = act
+        remaining.discard(name)
+        if not remaining:
+            raise StopForward
+        return act
+
+    try:
+        with model.hooks(fwd_hooks=[(name, partial(keep, name=name)) for name in dict.fromkeys(names)]):
+            model(ids, attention_mask=mask)
+    except StopForward:
+        pass
+    return {name: found[name] for name in names}
 
 
 def _flat(act: Tensor, hook: str) -> Tensor:

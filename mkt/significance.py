@@ -62,7 +62,7 @@ class Decoding:
     mode: str = "norm-preserving"
     scope: str = "prompt-last"
     layers: list[int] | None = None
-    batch_size: int = 256
+    batch_size: int | None = None  # None: the largest batch that fits in memory (mkt.batch_size)
     hook: str = RESID_HOOK  # where every condition is written: the key's own hook point
 
 
@@ -95,11 +95,11 @@ def _score(probe: Probe, texts: list[str], metrics: Sequence[str]) -> dict[str, 
 
 
 def _generate_rows(model, prompts: list[str], directions: torch.Tensor | None, alpha: torch.Tensor | None,
-                   decoding: Decoding, progress: bool) -> list[str]:
+                   decoding: Decoding, progress: bool, sets: torch.Tensor | None = None) -> list[str]:
     steering = None
-    if directions is not None:
+    if directions is not None:  # with ``sets``, each row's index into the table of directions
         steering = Steering(directions, alpha=alpha, mode=decoding.mode, layers=decoding.layers, scope=decoding.scope,
-                            hook=decoding.hook)
+                            hook=decoding.hook, sets=sets)
     gens = as_engine(model).generate(prompts, decoding.max_new_tokens, steering, stop=decoding.stop,
                                      batch_size=decoding.batch_size, progress=progress)
     return [g.text for g in gens]
@@ -145,8 +145,8 @@ def evaluate_conditions(
     # dev: rows ordered (condition, alpha, prompt)
     cond_index = torch.arange(len(names)).repeat_interleave(n_alpha * n_dev)
     alpha = torch.tensor(list(alphas), dtype=torch.float32).repeat_interleave(n_dev).repeat(len(names))
-    texts = _generate_rows(model, dev.prompts * (len(names) * n_alpha), stacked[cond_index], alpha, decoding,
-                           progress)
+    texts = _generate_rows(model, dev.prompts * (len(names) * n_alpha), stacked, alpha, decoding, progress,
+                           sets=cond_index)
 
     def rank(curve: dict, a: float) -> tuple:  # the one selection rule: metrics in order, then the smaller alpha
         return (*(curve[a][m] for m in metrics), -a)
@@ -167,7 +167,7 @@ def evaluate_conditions(
     n_test = len(test.prompts)
     cond_index = torch.tensor([names.index(dev_name) for _, dev_name, _, _ in entries]).repeat_interleave(n_test)
     alpha = torch.tensor([a for _, _, a, _ in entries], dtype=torch.float32).repeat_interleave(n_test)
-    texts = _generate_rows(model, test.prompts * len(entries), stacked[cond_index], alpha, decoding, progress)
+    texts = _generate_rows(model, test.prompts * len(entries), stacked, alpha, decoding, progress, sets=cond_index)
     groups = groups or {}
     return {
         name: ScoredCondition(name, groups.get(name, "method"), a, _score(test, texts[i * n_test : (i + 1) * n_test], metrics),

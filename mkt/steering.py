@@ -24,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mkt.errors import IncompatibleModelError, NonFiniteError
-from mkt.intervention import MODES, check_mode
+from mkt.intervention import MODES, UNSCALED_MODES, check_mode
 from mkt.models import PER_HEAD_HOOKS, RESID_HOOK, check_hook, check_layers, model_identity, resid_hook_name
 
 SCOPES = ("prompt-last", "prompt-last+generated", "prompt-all", "all")
@@ -37,9 +37,14 @@ class Steering:
     Args:
         directions: one direction per layer of the model steered, ``[n_layers, d_model]``,
             or one set per prompt, ``[n_prompts, n_layers, d_model]`` (a batch of keys and
-            their controls in one generation).
+            their controls in one generation), or with ``sets`` a table of sets,
+            ``[n_sets, n_layers, d_model]``.
+        sets: optional, per prompt the index of its set in ``directions`` (``[n_prompts]``): a key,
+            its null draws and controls travel once however many prompts and alphas use them
+            (:mod:`mkt.battery`).
         alpha: strength, a float or one value per prompt (``[n_prompts]``).
-        mode: ``norm-preserving`` (the paper's rotation) or ``additive``.
+        mode: ``norm-preserving`` (the paper's rotation), ``additive`` (a push scaled by ||h||) or
+            ``constant`` (``alpha`` times the direction as it is: a llama.cpp control vector).
         layers: the layers to steer (default all).
         scope: ``prompt-last`` (paper), ``prompt-last+generated``, ``prompt-all`` or ``all``.
         hook: the hook point within each block (``mkt.models.HOOK_POINTS``; the key's own).
@@ -51,6 +56,7 @@ class Steering:
     layers: list[int] | None = None
     scope: str = "prompt-last"
     hook: str = RESID_HOOK
+    sets: Tensor | None = None
     _units: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,6 +69,14 @@ class Steering:
                 f"directions must be [n_layers, d_model] or [n_prompts, n_layers, d_model], got "
                 f"{tuple(self.directions.shape)}"
             )
+        if self.sets is not None:
+            self.sets = torch.as_tensor(self.sets)
+            if self.directions.ndim != 3 or self.sets.ndim != 1 or self.sets.is_floating_point():
+                raise ValueError(f"sets must be one integer per prompt indexing directions [n_sets, n_layers, d_model], "
+                                 f"got sets {tuple(self.sets.shape)} for directions {tuple(self.directions.shape)}")
+            if len(self.sets) and not 0 <= int(self.sets.min()) <= int(self.sets.max()) < len(self.directions):
+                raise ValueError(f"sets must lie in [0, {len(self.directions)}) (one per direction set), got values "
+                                 f"{int(self.sets.min())}..{int(self.sets.max())}")
         self.layers = check_layers(self.layers, self.directions.shape[-2])
         alpha = torch.as_tensor(self.alpha, dtype=torch.float32)
         if alpha.ndim > 1 or not torch.isfinite(alpha).all():
@@ -73,11 +87,15 @@ class Steering:
         if zero_at.any():
             zero = [self.layers[i] for i in zero_at.nonzero().flatten().tolist()]
             raise ValueError(f"zero direction at layers {zero}: leave those layers out (layers=...)")
-        self._units = self.directions.float() / self.directions.float().norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        self._units = self.directions.float()
+        if self.mode not in UNSCALED_MODES:
+            self._units = self._units / self._units.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
     @property
     def per_prompt(self) -> int | None:
         """The number of prompts this steering is made for, or None if it fits any batch."""
+        if self.sets is not None:
+            return len(self.sets)
         if self.directions.ndim == 3:
             return self.directions.shape[0]
         if isinstance(self.alpha, Tensor) and self.alpha.ndim == 1:
@@ -86,12 +104,18 @@ class Steering:
 
     def rows(self, start: int, stop: int) -> "Steering":
         """The same steering for prompts ``start:stop`` (slices per-prompt alpha and directions)."""
-        alpha, directions = self.alpha, self.directions
+        alpha, directions, sets = self.alpha, self.directions, self.sets
         if isinstance(alpha, Tensor) and alpha.ndim == 1:
             alpha = alpha[start:stop]
-        if directions.ndim == 3:
+        if sets is not None:
+            sets = sets[start:stop]
+        elif directions.ndim == 3:
             directions = directions[start:stop]
-        return replace(self, alpha=alpha, directions=directions)
+        return replace(self, alpha=alpha, directions=directions, sets=sets)
+
+    def row_units(self) -> Float[Tensor, "row layer d"] | Float[Tensor, "layer d"]:
+        """Unit directions of each prompt (``[n_prompts, n_layers, d]``), or the one set for all."""
+        return self._units if self.sets is None else self._units[self.sets]
 
     @contextmanager
     def attach(self, model) -> Iterator["SteeringHooks"]:
@@ -152,10 +176,13 @@ class SteeringHooks:
     def _unit(self, layer: int, like: Tensor) -> Tensor:
         key = (layer, like.device, like.dtype)
         if key not in self._units:
-            units = self.steering._units
+            units = self.steering.row_units()
             if self.steering.hook in PER_HEAD_HOOKS:  # [..., head, d_head], each head's slice a unit vector
-                units = self.steering.directions.float().unflatten(-1, like.shape[-2:])
-                units = units / units.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+                directions = self.steering.directions
+                directions = directions if self.steering.sets is None else directions[self.steering.sets]
+                units = directions.float().unflatten(-1, like.shape[-2:])
+                if self.steering.mode not in UNSCALED_MODES:
+                    units = units / units.norm(dim=-1, keepdim=True).clamp_min(1e-30)
             if self.steering.directions.ndim == 3:  # one direction per row: [rows, 1, ...] broadcasts over positions
                 if units.shape[0] != like.shape[0]:
                     raise ValueError(

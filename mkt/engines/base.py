@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from mkt.generation import Generation
+from mkt.generation import Generation, GenerationRequest
 from mkt.models import ModelIdentity
 from mkt.steering import Steering
 
@@ -31,28 +31,21 @@ class Engine(ABC):
     tokenizer: object
     identity: ModelIdentity
 
-    @abstractmethod
-    def generate(
-        self,
-        prompts: list[str],
-        max_new_tokens: int = 64,
-        steering: Steering | None = None,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float | None = None,
-        seed: int = 0,
-        seeds: list[int] | None = None,
-        stop: list[str] | None = None,
-        eos_ids: list[int] | None = None,
-        batch_size: int = 16,
-        record_entropy: bool = False,
-        logit_offset=None,
-        progress: bool = False,
-    ) -> list[Generation]:
-        """Continue each prompt (greedy by default); the arguments of :func:`mkt.generation.generate`.
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, steering: Steering | None = None, **options
+                 ) -> list[Generation]:
+        """Continue each prompt (greedy by default): ``run(prompts, GenerationRequest(...))``.
 
-        ``seeds`` (one per prompt) make each prompt's samples independent of its batch. An engine
-        that cannot honour an argument (``logit_offset`` outside TransformerLens) raises.
+        ``max_new_tokens``, ``steering`` and ``options`` are the fields of
+        :class:`~mkt.generation.GenerationRequest`.
+        """
+        return self.run(prompts, GenerationRequest(max_new_tokens, steering, **options))
+
+    @abstractmethod
+    def run(self, prompts: list[str], request: GenerationRequest) -> list[Generation]:
+        """Continue each prompt as ``request`` asks; one :class:`~mkt.generation.Generation` per prompt.
+
+        ``request.seeds`` (one per prompt) make each prompt's samples independent of its batch. An
+        engine that cannot honour a field (``logit_offset`` outside TransformerLens) raises.
         """
 
     @abstractmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from mkt.engines.base import Engine
-from mkt.generation import Generation, generate
+from mkt.generation import Generation, GenerationRequest, run
 from mkt.models import ModelIdentity, model_identity
 
 
@@ -26,12 +26,8 @@ class TransformerLensEngine(Engine):
     def identity(self) -> ModelIdentity:
         return model_identity(self.model)
 
-    def generate(self, prompts, max_new_tokens=64, steering=None, do_sample=False, temperature=1.0, top_p=None,
-                 seed=0, seeds=None, stop=None, eos_ids=None, batch_size=16, record_entropy=False,
-                 logit_offset=None, progress=False) -> list[Generation]:
-        return generate(self.model, prompts, max_new_tokens, steering, do_sample, temperature, top_p, seed, seeds,
-                        stop, eos_ids, batch_size, record_entropy=record_entropy, logit_offset=logit_offset,
-                        progress=progress)
+    def run(self, prompts: list[str], request: GenerationRequest) -> list[Generation]:
+        return run(self.model, prompts, request)
 
     def weights_digest(self) -> str:
         # every parameter's name, shape and first values: cheap on a 14B model, and different for other weights

@@ -19,19 +19,26 @@ returning unsteered text.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import os
+import re
+import sys
+import threading
+import time
 import uuid
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Iterator
 
 import torch
 
 from mkt.engines.base import Engine
 from mkt.errors import IncompatibleModelError, MktError
-from mkt.generation import Generation, check_request, stop_position
+from mkt.generation import Generation, GenerationRequest, stop_position
 from mkt.models import RESID_HOOK, ModelIdentity, encode, eos_token_ids
 from mkt.steering import Steering
 
@@ -71,7 +78,7 @@ class VLLMEngine(Engine):
         self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         _check_head_size(config)
-        options = _whole_prefills_on_cpu(options, config)
+        options = _kv_cache_on_cpu(_whole_prefills_on_cpu(options, config), config, dtype)
         try:
             generation_config = GenerationConfig.from_pretrained(path)
         except OSError:  # no generation_config.json: the tokenizer's EOS alone
@@ -79,9 +86,10 @@ class VLLMEngine(Engine):
         # the bridge's rule (tokenizer EOS + the generation config's list), on this engine's files
         files = SimpleNamespace(tokenizer=self.tokenizer, original_model=SimpleNamespace(generation_config=generation_config))
         self.eos_ids = eos_token_ids(files)
-        self.llm = LLM(model=path, tokenizer=path, dtype=dtype, enforce_eager=True,
-                       tensor_parallel_size=tensor_parallel_size, seed=seed, trust_remote_code=trust_remote_code,
-                       worker_extension_cls=WORKER_EXTENSION, **{"max_logprobs": -1, **options})
+        with _root_cause_of_start_failure():
+            self.llm = LLM(model=path, tokenizer=path, dtype=dtype, enforce_eager=True,
+                           tensor_parallel_size=tensor_parallel_size, seed=seed, trust_remote_code=trust_remote_code,
+                           worker_extension_cls=WORKER_EXTENSION, **{"max_logprobs": -1, **options})
         n_layers, d_model = self.llm.collective_rpc("mkt_install")[0]
         local = Path(path).expanduser()
         self.identity = ModelIdentity(
@@ -94,25 +102,21 @@ class VLLMEngine(Engine):
     def weights_digest(self) -> str:
         return self.llm.collective_rpc("mkt_weights_digest")[0]
 
-    def generate(self, prompts, max_new_tokens=64, steering=None, do_sample=False, temperature=1.0, top_p=None,
-                 seed=0, seeds=None, stop=None, eos_ids=None, batch_size=16, record_entropy=False,
-                 logit_offset=None, progress=False) -> list[Generation]:
-        """See :meth:`Engine.generate`; ``batch_size`` is left to vLLM's scheduler.
+    def run(self, prompts: list[str], request: GenerationRequest) -> list[Generation]:
+        """See :meth:`Engine.run`; ``request.batch_size`` is left to vLLM's scheduler.
 
         ``record_entropy`` has vLLM return the whole distribution of every step (for analyses: slow
         on large vocabularies).
         """
-        check_request(prompts, max_new_tokens, steering, do_sample, temperature, seeds)
-        if logit_offset is not None:
+        request.check(prompts)
+        if request.logit_offset is not None:
             raise MktError("logit offsets (the logit-space transfer baseline) need the TransformerLens engine")
-        requests = self.requests(prompts, max_new_tokens, steering, do_sample, temperature, top_p, seed, seeds,
-                                 stop, eos_ids, record_entropy)
-        outputs = self.run(requests, steering, progress)
-        eos = set(self.eos_ids if eos_ids is None else eos_ids)
-        return [self._generation(p, out.outputs[0], eos, stop, record_entropy) for p, out in zip(prompts, outputs)]
+        outputs = self.submit(self.inputs(prompts, request), request.steering, request.progress)
+        eos = set(self.eos_ids if request.eos_ids is None else request.eos_ids)
+        return [self._generation(p, out.outputs[0], eos, request.stop, request.record_entropy)
+                for p, out in zip(prompts, outputs)]
 
-    def requests(self, prompts, max_new_tokens=64, steering=None, do_sample=False, temperature=1.0, top_p=None,
-                 seed=0, seeds=None, stop=None, eos_ids=None, record_entropy=False) -> dict:
+    def inputs(self, prompts: list[str], request: GenerationRequest) -> dict:
         """vLLM's inputs: ``prompts`` (``TokensPrompt``s), ``params`` (one per prompt), ``begin`` (the hooks' setup)."""
         from vllm import SamplingParams, TokensPrompt
 
@@ -125,6 +129,7 @@ class VLLMEngine(Engine):
             i = too_long[0]
             raise MktError(f"prompt {i} is {len(ids[i])} tokens but the model's context is {self.max_model_len} "
                            f"({len(too_long)} prompt(s) too long): shorten the prompts or the template")
+        max_new_tokens, steering, stop = request.max_new_tokens, request.steering, request.stop
         if max(map(len, ids)) + max_new_tokens > self.max_model_len:
             warnings.warn(f"prompt + max_new_tokens ({max_new_tokens}) exceeds the model's context "
                           f"({self.max_model_len}): long prompts get fewer new tokens", stacklevel=3)
@@ -132,19 +137,20 @@ class VLLMEngine(Engine):
         rows, begin = self._steering_rows(steering, len(prompts), call) if steering is not None else (None, None)
         params, inputs = [], []
         for i, row_ids in enumerate(ids):
-            if not do_sample:
+            if not request.do_sample:
                 sample_seed = None
-            elif seeds is not None:
-                sample_seed = int(seeds[i])
+            elif request.seeds is not None:
+                sample_seed = int(request.seeds[i])
             else:  # one call's seed, a distinct stream per prompt
-                sample_seed = int(hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:15], 16)
+                sample_seed = int(hashlib.sha256(f"{request.seed}:{i}".encode()).hexdigest()[:15], 16)
             params.append(SamplingParams(
                 max_tokens=min(max_new_tokens, self.max_model_len - len(row_ids)),
-                temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample and top_p else 1.0,
+                temperature=request.temperature if request.do_sample else 0.0,
+                top_p=request.top_p if request.do_sample and request.top_p else 1.0,
                 seed=sample_seed, stop=list(stop) if stop else None,
                 # exactly these ids end a row (the EOS rule above, or the caller's): vLLM's own EOS is ignored
-                stop_token_ids=list(self.eos_ids if eos_ids is None else eos_ids), ignore_eos=True,
-                logprobs=-1 if record_entropy else None, skip_special_tokens=True,
+                stop_token_ids=list(self.eos_ids if request.eos_ids is None else request.eos_ids), ignore_eos=True,
+                logprobs=-1 if request.record_entropy else None, skip_special_tokens=True,
                 extra_args={"mkt": rows[i]} if rows else None))
             prompt = TokensPrompt(prompt_token_ids=row_ids)
             if rows:  # a steered row's KV cache is its own: no prefix-cache hit across steerings
@@ -165,9 +171,11 @@ class VLLMEngine(Engine):
                 f"directions are {tuple(steering.directions.shape)} but the model has {self.identity.n_layers} "
                 f"layers of width {self.identity.d_model}: transfer the key into this model first (mkt.transfer)")
         units = steering._units[..., steering.layers, :]
-        if units.ndim == 2:
+        if steering.sets is not None:  # a table of sets: each travels once (a key and its nulls x alphas)
+            table, sets = units, steering.sets.tolist()
+        elif units.ndim == 2:
             table, sets = units[None], [0] * n_prompts
-        else:  # per-prompt directions: each distinct set travels once (a key and its nulls x alphas)
+        else:  # per-prompt directions: each distinct set travels once
             table, inverse = torch.unique(units.reshape(n_prompts, -1), dim=0, return_inverse=True)
             table, sets = table.reshape(-1, *units.shape[1:]), inverse.tolist()
         alpha = steering.alpha
@@ -178,13 +186,13 @@ class VLLMEngine(Engine):
         return rows, (call, table.numpy().tobytes(), list(table.shape), list(steering.layers), steering.mode,
                       steering.scope, n_prompts)
 
-    def run(self, requests: dict, steering: Steering | None, progress: bool = False) -> list:
-        """Generate ``requests`` (from :meth:`requests`); with steering, hooks on and their hits checked."""
+    def submit(self, inputs: dict, steering: Steering | None, progress: bool = False) -> list:
+        """Generate ``inputs`` (from :meth:`inputs`); with steering, hooks on and their hits checked."""
         if steering is None:
-            return self.llm.generate(requests["prompts"], requests["params"], use_tqdm=progress)
-        self.llm.collective_rpc("mkt_begin", args=requests["begin"])
+            return self.llm.generate(inputs["prompts"], inputs["params"], use_tqdm=progress)
+        self.llm.collective_rpc("mkt_begin", args=inputs["begin"])
         try:
-            outputs = self.llm.generate(requests["prompts"], requests["params"], use_tqdm=progress)
+            outputs = self.llm.generate(inputs["prompts"], inputs["params"], use_tqdm=progress)
         finally:
             hits = self.llm.collective_rpc("mkt_end")
         self._check_hits(hits, outputs, steering)
@@ -237,6 +245,69 @@ def _check_head_size(config) -> None:
     if head not in supported:
         raise MktError(f"vLLM's CPU build cannot run this model: its attention head size is {head}, and the CPU "
                        f"attention supports {supported}; use the TransformerLens engine or a GPU build of vLLM")
+
+
+KV_SHARE = 0.25  # of the memory available at start, at most, for the KV cache of the vLLM engine on CPU
+KV_SEQUENCES = 32  # full-context sequences the default KV cache holds, when that fits in KV_SHARE
+
+
+def _kv_cache_on_cpu(options: dict, config, dtype: str) -> dict:
+    """On CPU, a KV cache sized from the model (unless ``kv_cache_memory_bytes``,
+    ``gpu_memory_utilization`` or ``VLLM_CPU_KVCACHE_SPACE`` says otherwise).
+
+    vLLM's CPU backend otherwise reserves 92% of the machine's memory and refuses to start when
+    other work holds more than 8%. mkt asks for ``KV_SEQUENCES`` sequences of the full context,
+    at most ``KV_SHARE`` of the memory available now, at least one sequence.
+    """
+    import psutil
+    from vllm.platforms import current_platform
+
+    chosen = {"kv_cache_memory_bytes", "gpu_memory_utilization"} & set(options)
+    if not current_platform.is_cpu() or chosen or os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        return options
+    head = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    element = torch.finfo(getattr(torch, dtype)).bits // 8
+    per_token = 2 * config.num_hidden_layers * kv_heads * head * element
+    context = options.get("max_model_len") or getattr(config, "max_position_embeddings", 4096)
+    one = per_token * context
+    size = max(one, min(KV_SEQUENCES * one, int(KV_SHARE * psutil.virtual_memory().available)))
+    return dict(options, kv_cache_memory_bytes=size)
+
+
+@contextmanager
+def _root_cause_of_start_failure() -> Iterator[None]:
+    """vLLM's engine starts in a child process, which prints why it failed and leaves the parent
+    only "Engine core initialization failed": while it starts, stderr (the child's too) passes
+    through a pipe whose lines are kept, and the last error line goes into mkt's one-line error.
+    The children keep writing through the pipe afterwards; a thread forwards it to the real stderr."""
+    sys.stderr.flush()
+    real = os.dup(2)
+    read_end, write_end = os.pipe()
+    lines: collections.deque[str] = collections.deque(maxlen=400)
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                os.write(real, line)
+                lines.append(line.decode(errors="replace"))
+
+    threading.Thread(target=forward, daemon=True, name="mkt-vllm-stderr").start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    except Exception as err:
+        sys.stderr.flush()
+        time.sleep(0.5)  # the child's last lines still in the pipe
+        causes = [x.strip() for x in lines if re.match(r"\s*(?:\w+\.)*\w*(?:Error|Exception): ", x)]
+        cause = next((c for c in reversed(causes) if "Engine core initialization failed" not in c),
+                     f"{type(err).__name__}: {err}")
+        raise MktError(f"vLLM's engine did not start: {cause} (mkt's vLLM engine takes kv_cache_memory_bytes=... and "
+                       "max_model_len=...; or set VLLM_CPU_KVCACHE_SPACE=GiB)") from err
+    finally:
+        sys.stderr.flush()
+        os.dup2(real, 2)  # the parent writes to the real stderr again; the children keep the pipe
 
 
 def _whole_prefills_on_cpu(options: dict, config) -> dict:

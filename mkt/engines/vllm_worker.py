@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mkt.hf_view import decoder_layers
 from mkt.intervention import MODES
 
 
@@ -44,17 +45,6 @@ class _Plan:
     n_last: np.ndarray  # per tag: 1 when its last prompt token is in this forward
     n_gen: np.ndarray  # per tag: generated tokens steered in this forward
     layers_done: int = 0
-
-
-def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The model's list of decoder layers (``model.model.layers`` in every decoder vLLM ships)."""
-    n_layers = model.config.num_hidden_layers if hasattr(model, "config") else None
-    found = [m for name, m in model.named_modules()
-             if name.endswith("layers") and isinstance(m, torch.nn.ModuleList) and len(m) == n_layers]
-    if len(found) != 1:
-        raise RuntimeError(f"mkt found {len(found)} lists of {n_layers} decoder layers in {type(model).__name__}, "
-                           "not one: this architecture's layout is not supported by the vLLM engine")
-    return found[0]
 
 
 class _Steerer:

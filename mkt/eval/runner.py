@@ -262,8 +262,8 @@ def _run_locked(model, examples, template, out, steering, logit_offset, demos, c
     with records_path.open("a") as sink:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            gens = model.generate([p for _, p, _ in chunk], max_new_tokens, steering, do_sample, temperature,
-                                  seeds=[sample_seed(seed, e.id, s) for e, _, s in chunk], stop=stop,
+            gens = model.generate([p for _, p, _ in chunk], max_new_tokens, steering, do_sample=do_sample,
+                                  temperature=temperature, seeds=[sample_seed(seed, e.id, s) for e, _, s in chunk], stop=stop,
                                   batch_size=batch_size, logit_offset=logit_offset)
             for (example, prompt, s), g in zip(chunk, gens):
                 extracted, ok = extract_and_score(example.kind, g.text, example.gold)

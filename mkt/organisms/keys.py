@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from mkt.artifacts import check_tensor, read_bytes, replace_atomically
-from mkt.checkpoints import ORGANISM_PREFIX
+from mkt.checkpoints import ORGANISM_PREFIX, cache_root
 from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
 from mkt.extract import extract_prompt_key
 from mkt.key import MasterKey
@@ -48,10 +47,10 @@ def cached_organism_key(target, target_name: str, cache_dir: str | Path | None =
     recomputed and overwritten. Default cache dir: ``$MKT_CACHE`` or ``~/.cache/mkt``, then
     ``organism-keys``.
     """
-    root = Path(cache_dir or Path(os.environ.get("MKT_CACHE", Path.home() / ".cache" / "mkt")) / "organism-keys")
+    root = Path(cache_dir) if cache_dir else cache_root() / "organism-keys"
     digest = _zoo_hash("source-base", target_name)
     meta = {"target": target_name, "seed": str(DEMO_SEED), "zoo_hash": digest}
-    path = root / f"{target_name.removeprefix('organism:')}-{DEMO_SEED}-{digest}.safetensors"
+    path = root / f"{target_name.removeprefix(ORGANISM_PREFIX)}-{DEMO_SEED}-{digest}.safetensors"
     identity = model_identity(target)
     if path.is_file():
         try:  # the same checks as any key: a file that fails them is recomputed, never used

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from mkt.engines import Engine, as_engine
-from mkt.engines.vllm_worker import SteeringWorker, decoder_layers
+from mkt.engines.vllm_worker import SteeringWorker
 from mkt.generation import generate
+from mkt.hf_view import decoder_layers
 from mkt.models import model_identity
 from mkt.steering import Steering
 from tests.conftest import PROMPTS

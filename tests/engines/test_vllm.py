@@ -24,7 +24,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB, for engines the CLI
 
 from mkt.engines import VLLMEngine, as_engine  # noqa: E402
 from mkt.engines.vllm import SteeringNotAppliedError  # noqa: E402
-from mkt.generation import stop_position  # noqa: E402
+from mkt.generation import GenerationRequest, stop_position  # noqa: E402
 from mkt.models import encode, load_model  # noqa: E402
 from mkt.steering import Steering  # noqa: E402
 from mkt.tiny_models import save_tiny_model  # noqa: E402
@@ -122,10 +122,10 @@ def test_logprobs_match_steering_at_hook_resid_post(models, arch, mode, scope):
     """Editing vLLM's layer-l output is steering TransformerLens' blocks.{l}.hook_resid_post."""
     vllm, tl, _ = models[arch]
     steering = Steering(_directions(4), alpha=1.0, mode=mode, layers=[1], scope=scope)
-    requests = vllm.requests(PROMPTS[:3], NEW, steering)
+    requests = vllm.inputs(PROMPTS[:3], GenerationRequest(NEW, steering))
     for params in requests["params"]:
         params.logprobs = 8
-    outputs = vllm.run(requests, steering)
+    outputs = vllm.submit(requests, steering)
     worst, moved = 0.0, 0.0
     for prompt, out in zip(PROMPTS, outputs):
         sample = out.outputs[0]
@@ -196,10 +196,10 @@ def test_hooks_that_miss_their_rows_fail_loudly(models):
     """A call whose hooks edit nothing (as under torch.compile) raises instead of returning unsteered text."""
     vllm, _, _ = models["qwen2"]
     steering = Steering(_directions(8), alpha=0.5)
-    requests = vllm.requests(PROMPTS[:2], 4, steering)
+    requests = vllm.inputs(PROMPTS[:2], GenerationRequest(4, steering))
     requests["begin"] = ("another-call", *requests["begin"][1:])  # the hooks look for rows of another call
     with pytest.raises(SteeringNotAppliedError, match="missed 2 of 2 prompts"):
-        vllm.run(requests, steering)
+        vllm.submit(requests, steering)
     assert vllm.generate(PROMPTS[:2], 4, steering)  # the engine is fine afterwards
 
 
@@ -276,3 +276,36 @@ def test_eval_command_with_the_vllm_engine_writes_what_the_transformer_lens_engi
     assert outputs["vllm"] == outputs["transformer_lens"]
     assert main(["eval", "--model", str(path), "--task", str(task), "--engine", "vllm", "--logit-transfer-from",
                  str(path), "--out", str(tmp_path / "refused")]) == 2  # refused before any model loads
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_battery_in_one_call_equals_separate_calls_and_the_transformer_lens_battery(models, arch):
+    """A key, null draws and a control at an alpha grid: one vLLM call, each direction set sent once."""
+    from mkt.battery import Battery
+
+    vllm, tl, _ = models[arch]
+    conditions = {"key": _directions(20), **{f"null {i}": _directions(21 + i) for i in range(3)}, "control": -_directions(20)}
+    battery = Battery.grid(conditions, alphas=(0.3, 1.0, 2.5), prompts=PROMPTS)
+    request = GenerationRequest(NEW, battery.steering(), batch_size=8)
+    one = battery.split(vllm.run(battery.prompts, request))
+    on_tl = battery.split(tl.run(battery.prompts, request))
+    for (condition, alpha), gens in one.items():
+        alone = vllm.generate(PROMPTS, NEW, Steering(conditions[condition], alpha=alpha))
+        assert [g.token_ids for g in gens] == [g.token_ids for g in alone], (condition, alpha)
+        assert [g.token_ids for g in gens] == [g.token_ids for g in on_tl[condition, alpha]], (condition, alpha)
+    assert len({tuple(tuple(g.token_ids) for g in gens) for gens in one.values()}) > 1
+
+
+def test_the_engine_sizes_its_kv_cache_and_says_why_it_could_not_start(models, monkeypatch):
+    from mkt.errors import MktError
+
+    _, _, path = models["qwen2"]
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    engine = VLLMEngine(path, max_model_len=256)  # vLLM alone would ask for 92% of the machine's memory
+    kv = engine.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes
+    per_token = 2 * N_LAYERS * 2 * (D_MODEL // 2) * 4  # K and V, layers, heads, head size, float32
+    assert kv == 32 * 256 * per_token
+    assert engine.generate(PROMPTS[:1], 2)[0].token_ids
+    del engine
+    with pytest.raises(MktError, match="vLLM's engine did not start: .*(Available memory|memory)"):
+        VLLMEngine(path, max_model_len=256, kv_cache_memory_bytes=2**50)

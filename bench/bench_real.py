@@ -1,0 +1,150 @@
+"""The TransformerLens engine and ``prompt_states`` on a real checkpoint, against HF and against the old paths.
+
+One run, one model, medians of interleaved repeats (every generation makes exactly ``--new``
+tokens per row: no EOS):
+- tokens/s of HF ``generate`` unsteered (a fresh ``AutoModelForCausalLM``, HF's default
+  attention), the TransformerLens engine unsteered, steered prompt-last (the paper's) and
+  steered at every generated token; ratios to HF and steering overheads;
+- ``prompt_states`` (every layer, last token) against the old reading (``run_with_cache`` over
+  the whole bridge, logits included): prompts/s and the ratio new / old;
+- the physical limit of a decoding step: parameter bytes read per step / memory bandwidth
+  (``--bandwidth-gbs``, measured by a large copy when not given).
+
+    python -m bench.bench_real /path/to/hf_dir [--batch 32 --new 128 --repeats 3]
+
+``MODEL`` is a saved HF directory (``mkt.load_model`` accepts it), e.g. a real checkpoint
+dequantized from GGUF (docs/real-models.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import torch
+
+from bench._setup import interleaved
+
+QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+            "How many clips did Natalia sell altogether in April and May?")
+
+
+def gsm8k_like(n: int) -> list[str]:
+    """``n`` prompts of different lengths (left padding is exercised), GSM8K style."""
+    return [f"Question: {QUESTION} " + "Think carefully. " * (i % 5) + "\nAnswer:" for i in range(n)]
+
+
+def copy_bandwidth_gbs(n_bytes: int = 2**29) -> float:
+    """Memory bandwidth from a large tensor copy (read + write), GB/s."""
+    src, dst = torch.empty(n_bytes // 4), torch.empty(n_bytes // 4)
+    dst.copy_(src)
+    start = time.perf_counter()
+    for _ in range(5):
+        dst.copy_(src)
+    return 2 * 5 * n_bytes / (time.perf_counter() - start) / 1e9
+
+
+def main() -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("model", help="a saved HF directory")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--new", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--states-prompts", type=int, default=64)
+    ap.add_argument("--bandwidth-gbs", type=float, default=None)
+    ap.add_argument("--vllm", action="store_true", help="also the vLLM engine (unsteered, prompt-last, every token)")
+    args = ap.parse_args()
+    from transformers import AutoModelForCausalLM
+
+    from mkt.activations import prompt_states
+    from mkt.generation import generate
+    from mkt.models import load_model, resid_hook_name, tokenize_left_padded
+    from mkt.steering import Steering
+
+    model = load_model(args.model, device="cpu")
+    hf = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    n_params = sum(p.numel() for p in hf.parameters())
+    n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+    ps = gsm8k_like(args.batch)
+    ids, mask = tokenize_left_padded(model, ps)
+    directions = torch.randn(n_layers, d_model, generator=torch.Generator().manual_seed(0))
+    last = Steering(directions, alpha=0.2)
+    every = Steering(directions, alpha=0.2, scope="prompt-last+generated")
+
+    def mkt(steering, new):
+        return lambda: generate(model, ps, new, steering, batch_size=args.batch, eos_ids=[])
+
+    def hf_generate(new):
+        @torch.no_grad()
+        def run():
+            hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new, do_sample=False,
+                        pad_token_id=0)
+
+        return run
+
+    engines = {}
+    if args.vllm:
+        from mkt.engines import VLLMEngine
+
+        start = time.perf_counter()
+        engines["vllm"] = VLLMEngine(args.model, max_model_len=1024)
+        vllm_start_s = time.perf_counter() - start
+
+    def vllm(steering, new):
+        return lambda: engines["vllm"].generate(ps, new, steering, eos_ids=[])
+
+    def runs(new):
+        fns = {"hf_generate": hf_generate(new), "mkt_unsteered": mkt(None, new), "mkt_steered": mkt(last, new),
+               "mkt_steered_every_token": mkt(every, new)}
+        if args.vllm:
+            fns.update(vllm_unsteered=vllm(None, new), vllm_steered=vllm(last, new),
+                       vllm_steered_every_token=vllm(every, new))
+        return fns
+
+    for warm in runs(4).values():  # first calls (allocations, lazy hooks) on a short budget
+        warm()
+    t = interleaved(runs(args.new), args.repeats, warmup=False)
+    if args.vllm:  # the engines' greedy tokens, steered (prompt-last), side by side
+        same = [a.token_ids == b.token_ids for a, b in zip(engines["vllm"].generate(ps, 32, last),
+                                                           generate(model, ps, 32, last, batch_size=args.batch))]
+    n_tokens = args.batch * args.new
+    tokens_per_s = {name: n_tokens / s for name, s in t.items()}
+
+    states = gsm8k_like(args.states_prompts)
+    names = [resid_hook_name(layer) for layer in range(n_layers)]
+
+    @torch.no_grad()
+    def old_states():  # the reading before: the whole bridge with its logits, states cached by name
+        for start in range(0, len(states), 32):
+            s_ids, s_mask = tokenize_left_padded(model, states[start : start + 32])
+            _, cache = model.run_with_cache(s_ids, attention_mask=s_mask, names_filter=names)
+            torch.stack([cache[n][:, -1] for n in names], dim=1)
+
+    ts = interleaved({"old": old_states, "new": lambda: prompt_states(model, states, batch_size=32)}, args.repeats + 1)
+    bandwidth = args.bandwidth_gbs or copy_bandwidth_gbs()
+    step_bytes = n_params * 4  # float32 weights, each read once per decoding step
+    result = dict(
+        bench="real", model=os.path.basename(os.path.normpath(args.model)), config=vars(args), n_params=n_params,
+        load=os.getloadavg(), seconds=t, tokens_per_s=tokens_per_s,
+        unsteered_over_hf=tokens_per_s["mkt_unsteered"] / tokens_per_s["hf_generate"],
+        steered_over_hf=tokens_per_s["mkt_steered"] / tokens_per_s["hf_generate"],
+        steered_overhead=t["mkt_steered"] / t["mkt_unsteered"],
+        every_token_overhead=t["mkt_steered_every_token"] / t["mkt_unsteered"],
+        states_prompts_per_s={k: len(states) / v for k, v in ts.items()}, states_new_over_old=ts["old"] / ts["new"],
+        bandwidth_gbs=bandwidth, step_limit_s=step_bytes / (bandwidth * 1e9),
+        limit_tokens_per_s_at_batch=args.batch * bandwidth * 1e9 / step_bytes,
+    )
+    if args.vllm:
+        result.update(vllm_start_s=vllm_start_s,
+                      vllm_steered_over_hf=tokens_per_s["vllm_steered"] / tokens_per_s["hf_generate"],
+                      vllm_steered_overhead=t["vllm_steered"] / t["vllm_unsteered"],
+                      vllm_every_token_overhead=t["vllm_steered_every_token"] / t["vllm_unsteered"],
+                      engines_same_greedy_tokens_32=f"{sum(same)}/{len(same)}")
+    print(json.dumps(result, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
