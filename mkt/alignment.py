@@ -33,6 +33,7 @@ from mkt.artifacts import (
     is_count,
     is_int,
     json_text,
+    make_directory,
     read_bytes,
     replace_atomically,
 )
@@ -207,7 +208,9 @@ class SubspaceAlignment:
             tensors = {"layer_map": torch.tensor(self.layer_map)}
         meta["sha256"] = _tensor_digest(tensors)
         data = save(tensors, metadata={"mkt": json_text(meta, f"alignment for {path}: the metadata")})
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise CorruptArtifactError(f"cannot write an alignment at {path}: it is a directory; pass a file path")
+        make_directory(path.parent, "an alignment")
         replace_atomically(path, data)
         return path
 

@@ -188,3 +188,16 @@ def test_the_organism_key_cache_recomputes_every_file_that_fails_the_key_checks(
         assert torch.equal(common.cached_organism_key(target, "organism:target-base", tmp_path).directions,
                            key.directions) and len(made) == n + 1  # rewritten whole
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_writing_where_a_file_or_directory_is_in_the_way_is_refused_in_one_line(tmp_path, alignment_file):
+    (tmp_path / "file").write_text("x")
+    pack = CapabilityPack(MasterKey(torch.randn(3, 8), TGT))
+    for path in (tmp_path / "file", tmp_path / "file" / "pack"):  # was: FileExistsError / NotADirectoryError errno
+        with pytest.raises(MktError, match=f"cannot write a capability pack at {path}: {tmp_path / 'file'} is a file"):
+            pack.save(path)
+    al = SubspaceAlignment.load(alignment_file)
+    with pytest.raises(MktError, match="cannot write an alignment at .*: it is a directory"):
+        al.save(tmp_path)
+    with pytest.raises(MktError, match=f"cannot write an alignment at {tmp_path / 'file'}: .* is a file"):
+        al.save(tmp_path / "file" / "a.safetensors")
