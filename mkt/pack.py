@@ -5,6 +5,7 @@
                               aggregator, mode, default alpha, hook, sha256 of the tensors
       directions.safetensors  tensor "directions", float32 [n_layers_target, width]: d_model, or
                               n_heads x d_head for a key at attn.hook_z
+      README.md               generated: where the pack came from (mkt.pack_card), not read back
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mkt.errors import CorruptArtifactError, IncompatibleModelError
 from mkt.intervention import MODES, check_mode
 from mkt.key import MasterKey
 from mkt.models import HOOK_POINTS, ModelIdentity, check_layers, model_identity
+from mkt.pack_card import write_pack_card
 from mkt.positions import check_position
 from mkt.steering import SCOPES
 
@@ -177,6 +179,7 @@ class CapabilityPack:
         # tensors first: a kill between the two leaves a hash that does not match, refused on load
         replace_atomically(directory / TENSORS, data)
         replace_atomically(directory / MANIFEST, text)
+        write_pack_card(directory)  # README.md: where the pack came from, readable on the HF hub
         return directory
 
     @classmethod

@@ -13,6 +13,7 @@ from mkt.errors import CorruptArtifactError, MktError
 from mkt.key import MasterKey
 from mkt.models import ModelIdentity
 from mkt.pack import MANIFEST, TENSORS, CapabilityPack
+from mkt.pack_card import CARD
 
 SRC = ModelIdentity("src", "LlamaForCausalLM", 2, 6, 50)
 TGT = ModelIdentity("tgt", "Qwen2ForCausalLM", 3, 8, 60)
@@ -57,7 +58,7 @@ def test_a_pack_saved_again_replaces_both_files_and_loads_bit_exact(tmp_path):
     CapabilityPack(second, alpha=0.7).save(first)
     back = CapabilityPack.load(first)
     assert torch.equal(back.key.directions, second.directions.float()) and back.alpha == 0.7
-    assert sorted(p.name for p in first.iterdir()) == [TENSORS, MANIFEST]  # no temporary files left
+    assert sorted(p.name for p in first.iterdir()) == sorted([TENSORS, MANIFEST, CARD])  # no temporary files left
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -7,10 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from mkt.cli import analyze, evaluate, generate, info, models, organisms, sweep, transfer
+from mkt.cli import analyze, evaluate, generate, info, interop, models, organisms, sweep, transfer
 from mkt.errors import one_line
 
-VERBS = (transfer, generate, info, evaluate, sweep, analyze, organisms, models)  # in the order `mkt --help` lists them
+VERBS = (transfer, generate, info, evaluate, sweep, analyze, organisms, models, interop)  # in the order `mkt --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,12 +1,10 @@
 """Capability packs as llama.cpp / repeng GGUF control vectors, and back.
 
 A control vector adds ``strength x direction.N`` to the output of block N at every token, so
-it is exactly a pack in mode ``constant`` (``h + alpha * v``) at ``hook_resid_post`` with scope
-``all``: ``direction.N = alpha * v_N`` for each steered layer N, no index shift (llama.cpp's block
-N output is TransformerLens's ``blocks.N.hook_resid_post``). Nothing else is exact, so nothing
-else is written: the paper's ``norm-preserving`` rotation and mkt's ``additive`` push (scaled by
-each token's ||h||) depend on the state they change, and a scope other than ``all`` steers
-positions a control vector cannot single out. llama.cpp never steers block 0.
+it is exactly a pack in mode ``constant`` at ``hook_resid_post`` with scope ``all``
+(``mkt.interop.constant_vectors``): ``direction.N = alpha * v_N`` for each steered layer N, no
+index shift (llama.cpp's block N output is TransformerLens's ``blocks.N.hook_resid_post``).
+llama.cpp never steers block 0, so a pack that does is refused.
 """
 
 from __future__ import annotations
@@ -18,14 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mkt.errors import IncompatibleModelError, MktError
+from mkt.errors import CorruptArtifactError, IncompatibleModelError, MktError
+from mkt.interop.constant_vectors import EXACT_MODE, EXACT_SCOPE, constant_vectors
 from mkt.interop.llamacpp_rules import ARCHITECTURE, read_control_vector
 from mkt.key import MasterKey
 from mkt.models import RESID_HOOK, model_identity
 from mkt.pack import CapabilityPack
-
-EXACT_MODE, EXACT_SCOPE = "constant", "all"
-
 
 def hf_model_type(architecture: str) -> str | None:
     """The HF ``model_type`` (what repeng writes as ``model_hint``) of an architecture class name.
@@ -53,27 +49,11 @@ def control_vector_directions(pack: CapabilityPack) -> dict[int, np.ndarray]:
     Raises:
         MktError: naming why the pack is not a control vector (mode, scope, hook, block 0).
     """
-    if pack.mode != EXACT_MODE:
-        why = ("rotates each state toward the key keeping its norm, so what it adds depends on the state"
-               if pack.mode == "norm-preserving" else "adds alpha x ||h|| x v, so what it adds depends on each "
-               "token's norm")
-        raise MktError(f"this pack's mode {pack.mode!r} {why}; a llama.cpp control vector adds the same vector at "
-                       f"every token, which is mode {EXACT_MODE!r} only: re-save the key as "
-                       f"CapabilityPack(key, alpha, mode='{EXACT_MODE}', scope='{EXACT_SCOPE}') and check its "
-                       "effect with `mkt eval` before exporting")
-    if pack.scope != EXACT_SCOPE:
-        raise MktError(f"this pack steers scope {pack.scope!r}, but llama.cpp adds a control vector at every token "
-                       f"(scope {EXACT_SCOPE!r}): re-save it with scope='{EXACT_SCOPE}' and check its effect with "
-                       "`mkt eval` before exporting")
-    if pack.key.hook != RESID_HOOK:
-        raise MktError(f"this pack steers at {pack.key.hook}, but llama.cpp adds control vectors to each block's "
-                       f"output ({RESID_HOOK}) only")
-    layers = pack.layers if pack.layers is not None else list(range(pack.key.n_layers))
-    if 0 in layers:
+    vectors = constant_vectors(pack, "a llama.cpp control vector")
+    if 0 in vectors:
         raise MktError("this pack steers block 0, whose output llama.cpp never steers (control vectors start at "
                        "direction.1): leave layer 0 out (layers=[1, ...]) and check the effect with `mkt eval`")
-    vectors = (float(pack.alpha) * pack.key.directions.double()).float()
-    return {layer: vectors[layer].numpy() for layer in layers}
+    return vectors
 
 
 def export_control_vector(pack: CapabilityPack, path: str | Path, model_hint: str | None = None) -> Path:
@@ -140,6 +120,8 @@ def import_control_vector(path: str | Path, model, scale: float = 1.0) -> Capabi
     for layer, vector in cvec.vectors.items():
         directions[layer] = torch.from_numpy(vector.copy())
     steered = [layer for layer, vector in cvec.vectors.items() if np.any(vector)]
+    if not steered:
+        raise CorruptArtifactError(f"{path}: every direction is zero, so it steers nothing; export the key again")
     provenance = dict(variant="llama.cpp control vector", imported_from=Path(path).name, model_hint=cvec.model_hint,
                       sha256=hashlib.sha256(Path(path).read_bytes()).hexdigest())
     key = MasterKey(directions, ident, RESID_HOOK, provenance)

@@ -167,3 +167,6 @@ def test_import_checks_the_model(tiny_models, tmp_path):
     path = _write(tmp_path / "qwen.gguf", [("direction.1", np.ones(48, np.float32))], hint="qwen2")
     with pytest.warns(UserWarning, match="made for a 'qwen2' model"):
         import_control_vector(path, tiny_models["llama"])
+    with pytest.raises(CorruptArtifactError, match="every direction is zero"):
+        import_control_vector(_write(tmp_path / "zero.gguf", [("direction.1", np.zeros(48, np.float32))]),
+                              tiny_models["llama"])

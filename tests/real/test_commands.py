@@ -32,7 +32,7 @@ def inputs(real_model, tmp_path_factory):
     return dict(questions=questions, task=task, pack=pack)
 
 
-def test_eval_on_gsm8k_items(inputs, gsm8k, tmp_path):
+def test_eval_on_gsm8k_items(gsm8k, inputs, tmp_path):  # the data first: no extraction to skip after
     out = tmp_path / "run"
     assert main(["eval", "--model", MODEL, "--task", str(gsm8k), "--limit", "3", "--max-new-tokens", "8",
                  "--batch-size", "3", "--pack", str(inputs["pack"]), "--alpha", "0.2", "--out", str(out),
@@ -49,7 +49,7 @@ def test_eval_on_gsm8k_items(inputs, gsm8k, tmp_path):
 
 
 def test_every_analysis_runs_at_its_smallest_settings(inputs, real_model, tmp_path):
-    keyed = ["--model", MODEL, "--pack", str(inputs["pack"]), "--task", str(inputs["task"]), "--n", "2"]
+    keyed = ["--model", MODEL, "--pack", str(inputs["pack"]), "--task", str(inputs["task"]), "--n", "3"]
     runs = {
         "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1", "--matched-seeds", "1", "--pc-nulls", "1",
                              "--unembed-nulls", "1"],
