@@ -28,7 +28,16 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 from torch import Tensor
 
-from mkt.artifacts import check_tensor, identity_from_record, is_count, is_int, json_text, read_bytes, replace_atomically
+from mkt.artifacts import (
+    check_tensor,
+    identity_from_record,
+    is_count,
+    is_int,
+    json_text,
+    make_directory,
+    read_bytes,
+    replace_atomically,
+)
 from mkt.errors import CorruptArtifactError, IncompatibleModelError, NonFiniteError
 from mkt.key import MasterKey
 from mkt.models import HOOK_POINTS, PER_HEAD_HOOKS, RESID_HOOK, ModelIdentity
@@ -200,7 +209,9 @@ class SubspaceAlignment:
             tensors = {"layer_map": torch.tensor(self.layer_map)}
         meta["sha256"] = _tensor_digest(tensors)
         data = save(tensors, metadata={"mkt": json_text(meta, f"alignment for {path}: the metadata")})
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise CorruptArtifactError(f"cannot write an alignment at {path}: it is a directory; pass a file path")
+        make_directory(path.parent, "an alignment")
         replace_atomically(path, data)
         return path
 
@@ -267,8 +278,9 @@ def _check_alignment(al: SubspaceAlignment, where: str) -> None:
     if not (isinstance(al.layer_map, list) and len(al.layer_map) == target.n_layers
             and all(is_int(x) and 0 <= x < source.n_layers for x in al.layer_map)):
         raise bad("layer_map", f"must list a source layer for each of the {target.n_layers} target layers")
-    for name, ok, rule in (("method", isinstance(al.method, str) and al.method in METHODS, f"one of {METHODS}"), ("k", is_count(al.k), "a whole "
-                           "number >= 1"), ("n", is_int(al.n) and al.n >= 0, "a whole number >= 0"),
+    for name, ok, rule in (("method", isinstance(al.method, str) and al.method in METHODS, f"one of {METHODS}"),
+                           ("k", is_count(al.k), "a whole number >= 1"),
+                           ("n", is_int(al.n) and al.n >= 0, "a whole number >= 0"),
                            ("center", isinstance(al.center, bool), "true or false"),
                            ("diagnostics", isinstance(al.diagnostics, dict), "an object"),
                            ("hook", isinstance(al.hook, str) and al.hook in HOOK_POINTS, f"one of {HOOK_POINTS}"),

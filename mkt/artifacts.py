@@ -93,6 +93,19 @@ def json_text(value, where: str) -> str:
                        "lists and objects in it") from None
 
 
+def make_directory(path: Path, what: str) -> Path:
+    """``path`` as a directory (made with its parents), refusing a path that is a file in one line."""
+    path = Path(path)
+    blocked = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:
+        raise MktError(f"cannot write {what} at {path}: {blocked} is a file, not a directory; choose another path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise MktError(f"cannot write {what} at {path} ({err.strerror or err}): choose another path") from None
+    return path
+
+
 def replace_atomically(path: Path, data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
     path = Path(path)

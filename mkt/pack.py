@@ -27,6 +27,7 @@ from mkt.artifacts import (
     is_int,
     is_number,
     json_text,
+    make_directory,
     read_bytes,
     read_json_object,
     replace_atomically,
@@ -174,7 +175,7 @@ class CapabilityPack:
         manifest = self.manifest() | {"sha256": _sha256(data)}
         _check_manifest(manifest, directory / MANIFEST)
         text = json_text(manifest, f"{where}: the manifest")
-        directory.mkdir(parents=True, exist_ok=True)
+        make_directory(directory, "a capability pack")
         # tensors first: a kill between the two leaves a hash that does not match, refused on load
         replace_atomically(directory / TENSORS, data)
         replace_atomically(directory / MANIFEST, text)

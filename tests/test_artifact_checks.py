@@ -62,7 +62,8 @@ def test_a_pack_saved_again_replaces_both_files_and_loads_bit_exact(tmp_path):
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda m: m | {"format_version": "1"}, r"field 'format_version' must be the whole number 1, got '1' \(a JSON str\)"),
+    (lambda m: m | {"format_version": "1"},
+     r"field 'format_version' must be the whole number 1, got '1' \(a JSON str\)"),
     (lambda m: m | {"format_version": True}, "field 'format_version' must be the whole number 1, got True"),
     (lambda m: m | {"format_version": 2}, "pack format version 2 is not 1"),
     (lambda m: m | {"sha256": 7}, "field 'sha256' must be the 64-character hex"),
@@ -147,12 +148,13 @@ def test_an_alignment_that_passes_the_read_check_transfers(alignment_file):
     key = MasterKey(torch.randn(2, 6, dtype=torch.float64), SRC)
     moved = transfer(key, al).directions
     for lt, ls in enumerate(al.layer_map):
-        by_hand = key.directions[ls] @ al.source_bases[lt].double() @ al.cores[lt].double() @ al.target_bases[lt].T.double()
+        by_hand = (key.directions[ls] @ al.source_bases[lt].double() @ al.cores[lt].double()
+                   @ al.target_bases[lt].T.double())
         assert torch.allclose(moved[lt], by_hand, atol=1e-10)
 
 
 def test_the_organism_key_cache_recomputes_every_file_that_fails_the_key_checks(tmp_path, monkeypatch):
-    import analyses._common as common
+    import mkt.organisms.keys as common
     from mkt.models import load_model, model_identity
 
     target = load_model("organism:target-base", device="cpu")
@@ -177,7 +179,8 @@ def test_the_organism_key_cache_recomputes_every_file_that_fails_the_key_checks(
                     lambda: save_file({"directions": nan}, str(path), metadata=meta),
                     lambda: save_file({"directions": first.directions.long()}, str(path), metadata=meta),
                     lambda: save_file({"directions": first.directions[:, :4].contiguous()}, str(path), metadata=meta),
-                    lambda: save_file({"directions": first.directions}, str(path), metadata=meta | {"provenance": "[]"}),
+                    lambda: save_file({"directions": first.directions}, str(path),
+                                      metadata=meta | {"provenance": "[]"}),
                     lambda: save_file({"directions": first.directions}, str(path), metadata=meta | {"hook": "x"})):
         corrupt()
         n = len(made)
@@ -186,3 +189,16 @@ def test_the_organism_key_cache_recomputes_every_file_that_fails_the_key_checks(
         assert torch.equal(common.cached_organism_key(target, "organism:target-base", tmp_path).directions,
                            key.directions) and len(made) == n + 1  # rewritten whole
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_writing_where_a_file_or_directory_is_in_the_way_is_refused_in_one_line(tmp_path, alignment_file):
+    (tmp_path / "file").write_text("x")
+    pack = CapabilityPack(MasterKey(torch.randn(3, 8), TGT))
+    for path in (tmp_path / "file", tmp_path / "file" / "pack"):  # was: FileExistsError / NotADirectoryError errno
+        with pytest.raises(MktError, match=f"cannot write a capability pack at {path}: {tmp_path / 'file'} is a file"):
+            pack.save(path)
+    al = SubspaceAlignment.load(alignment_file)
+    with pytest.raises(MktError, match="cannot write an alignment at .*: it is a directory"):
+        al.save(tmp_path)
+    with pytest.raises(MktError, match=f"cannot write an alignment at {tmp_path / 'file'}: .* is a file"):
+        al.save(tmp_path / "file" / "a.safetensors")

@@ -55,3 +55,60 @@ def test_the_unharmed_copy_loads_and_matches_the_weights_on_disk(model_dir):
     on_disk = load_file(str(model_dir / "model.safetensors"))
     name = next(n for n in on_disk if n.endswith("embed_tokens.weight"))
     assert torch.equal(model.original_model.get_input_embeddings().weight.detach(), on_disk[name])
+
+
+def _drop_tokens(directory, *tokens):
+    import json
+
+    path = directory / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    for token in tokens:
+        config.pop(token)
+    path.write_text(json.dumps(config))
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_eos_and_batches_like_the_original(model_dir):
+    import mkt
+
+    prompts = ["Q:12+34|A:", "Q:1+2+3+4|A:", "S:5+6+7|A:"]  # different lengths: left padding is used
+    original = [g.text for g in mkt.generate(load_model("organism:source-base", device="cpu"), prompts,
+                                             max_new_tokens=12)]
+    _drop_tokens(model_dir, "pad_token")
+    model = load_model(model_dir, device="cpu")
+    # transformers gives such a tokenizer an added pad id past the embedding (IndexError when batching)
+    assert model.tokenizer.pad_token == "<eos>" and model.tokenizer.pad_token_id < model.cfg.d_vocab
+    assert [g.text for g in mkt.generate(model, prompts, max_new_tokens=12)] == original
+
+
+def test_a_tokenizer_without_pad_or_eos_is_refused_when_loaded(model_dir):
+    _drop_tokens(model_dir, "pad_token", "eos_token")
+    with pytest.raises(ModelLoadError, match="has neither a pad token nor an EOS token among the model's 25 embedded "
+                                             "ids, so prompts cannot be batched: set pad_token"):
+        load_model(model_dir, device="cpu")
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d, m: m.update(files={}), "lists no config.json"),
+    (lambda d, m: m.update(files={**m["files"], "../x": [1, "0" * 64]}), "names a file outside the folder"),
+    (lambda d, m: m["files"].update({"config.json": "abc"}), "has no valid"),
+    (lambda d, m: m.update(files=[1, 2]), "has no valid"),
+    (lambda d, m: (d / "model.safetensors").write_bytes(b"x"), "model.safetensors appeared after conversion"),
+    (lambda d, m: m.pop("files"), "has no valid"),
+])
+def test_a_tampered_converted_checkpoint_is_refused_by_name(tmp_path, tamper, message):
+    import hashlib
+    import json
+
+    from mkt.checkpoints.gguf import MANIFEST, check_converted
+    from mkt.errors import CorruptArtifactError
+
+    d = tmp_path / "conv"
+    d.mkdir()
+    (d / "config.json").write_text("{}")
+    manifest = dict(format=1, source="m.gguf", files={"config.json": [2, hashlib.sha256(b"{}").hexdigest()]})
+    (d / MANIFEST).write_text(json.dumps(manifest))
+    assert check_converted(d)["source"] == "m.gguf"
+    tamper(d, manifest)
+    (d / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(CorruptArtifactError, match=f"converted checkpoint {d}.*{message}"):
+        check_converted(d)

@@ -221,7 +221,8 @@ def test_alignment_reader_fuzz_deep(request, alignment_bytes, tmp_path_factory):
 jsonl_lines = st.lists(st.one_of(
     json_values.map(json.dumps),
     st.dictionaries(st.sampled_from(["question", "answer", "problem", "solution", "other", "id"]),
-                    json_values | st.just("x #### 4") | st.just({"solution": "\\boxed{2}"}), max_size=5).map(json.dumps),
+                    json_values | st.just("x #### 4") | st.just({"solution": "\\boxed{2}"}),
+                    max_size=5).map(json.dumps),
     st.text(max_size=12),
 ), max_size=6)
 
@@ -260,11 +261,11 @@ def test_prompt_readers_fuzz_deep(request, tmp_path_factory):
 # --- argument types ---------------------------------------------------------------------------
 def _argument_types():
     from mkt import cliargs
-    from mkt.cli import position_name
+    from mkt.cli.options import position_name
 
-    return [getattr(cliargs, name) for name in ("positive_int", "nonnegative_int", "finite_float", "positive_float",
-                                                 "nonnegative_float", "fraction", "dtype_name", "device_name",
-                                                 "stop_string")] + [position_name]
+    names = ("positive_int", "nonnegative_int", "finite_float", "positive_float", "nonnegative_float", "fraction",
+             "dtype_name", "device_name", "layer_subset", "stop_string")
+    return [getattr(cliargs, name) for name in names] + [position_name]
 
 
 junk = st.one_of(st.text(max_size=12), st.sampled_from(["nan", "inf", "-inf", "1e999", "0x10", "1_000", " 3 ", "",

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
 
-from mkt.artifacts import read_json_object, replace_atomically
+from mkt.artifacts import make_directory, read_json_object, replace_atomically
 from mkt.engines import as_engine
 from mkt.eval.stats import pass_at_k, wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score
@@ -107,8 +107,8 @@ def write_config(path: Path, config: dict, what: str = "run") -> None:
     """Write ``config`` (atomically) for a new run, or check that a resumed run has the same one."""
     config = json.loads(json.dumps(config, default=str))
     if path.exists():
-        previous = read_json_object(path, f"a {what} configuration",
-                                    f"delete {path.parent} to start the {what} over, or choose another output directory")
+        fix = f"delete {path.parent} to start the {what} over, or choose another output directory"
+        previous = read_json_object(path, f"a {what} configuration", fix)
         if previous != config:
             changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
             raise ValueError(f"{path.parent} holds a {what} whose {', '.join(changed)} differ from this one (a "
@@ -206,7 +206,7 @@ def run_eval(
     template = PromptTemplate.of(template)
     model = as_engine(model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "a run directory")
     run_config = dict(config or {}, template=template.text, n_examples=len(examples), max_new_tokens=max_new_tokens,
                       do_sample=do_sample, temperature=temperature, n_samples=n_samples, seed=seed,
                       n_demos=len(demos), chat=chat, stop=stop,

@@ -23,7 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mkt.alignment import transfer
-from mkt.artifacts import replace_atomically
+from mkt.artifacts import make_directory, replace_atomically
 from mkt.engines import Engine, as_engine
 from mkt.eval.baselines import LogitTransfer
 from mkt.eval.runner import content_digest, fingerprint, resumable_lines, run_lock, write_config
@@ -107,7 +107,7 @@ def run_sweep(
             ``target``, which always serves the activations).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "a sweep directory")
     formats = TransferFormats.of(locked, unlocked, target_locked, target_unlocked)
     n_layers = model_identity(target).n_layers
     for layers in spec.layer_subsets:  # before any slow work

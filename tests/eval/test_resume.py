@@ -129,3 +129,11 @@ def test_a_sweep_killed_at_any_point_reruns_to_the_uninterrupted_result(tmp_path
     assert sorted((out / "sweep.csv").read_text().splitlines()) == \
         sorted((tmp_path / "full" / "sweep.csv").read_text().splitlines())
     assert sorted(p.name for p in out.iterdir()) == ["sweep.csv", "sweep.json", "sweep.png", "sweep_run.json"]
+
+
+def test_a_run_directory_that_is_a_file_is_refused_in_one_line(tmp_path, source):
+    (tmp_path / "out").write_text("x")
+    with pytest.raises(ValueError, match=f"cannot write a run directory at {tmp_path / 'out'}: .* is a file"):
+        run_eval(source, organism_examples(2, "test"), "Q:{question}|A:", tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match=f"cannot write a sweep directory at {tmp_path / 'out'}: .* is a file"):
+        _sweep(source, tmp_path / "out")
