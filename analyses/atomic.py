@@ -40,7 +40,7 @@ import torch
 
 from analyses._common import RunOptions, add_chat_argument, chat_formatted, pyplot, save_figure, write_outputs
 from analyses.contract import Analysis
-from mkt.cliargs import add_model_arguments
+from mkt.cliargs import add_model_arguments, finite_float, positive_int
 from mkt.eval.stats import mcnemar_exact, paired_difference_interval
 from mkt.generation import generate
 from mkt.steering import Steering
@@ -305,10 +305,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"{TRANSFERRED!r})")
     p.add_argument("--metric", choices=["clean_step_by_step", "correct"], default="clean_step_by_step",
                    help="the capability's measure on the organisms (default: clean step-by-step rate)")
-    p.add_argument("--threshold", type=float, default=0.10, help="gain that counts as elicited (default 0.10)")
-    p.add_argument("--n", type=int, default=200, help="test prompts (default 200)")
-    p.add_argument("--alpha", type=float, default=None, help="alpha for --model's key (default: the pack's)")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget for --model (default 40)")
+    p.add_argument("--threshold", type=finite_float, default=0.10, help="gain that counts as elicited (default 0.10)")
+    p.add_argument("--n", type=positive_int, default=200, help="test prompts (default 200)")
+    p.add_argument("--alpha", type=finite_float, default=None, help="alpha for --model's key (default: the pack's)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=40, help="generation budget for --model (default 40)")
     add_model_arguments(p, batch_size=False)  # for --model
     add_chat_argument(p)
     p.add_argument("--prompts", default=None, help=argparse.SUPPRESS)  # resolve()'s field: prompts come from --task

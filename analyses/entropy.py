@@ -40,6 +40,7 @@ from analyses._common import (
     write_outputs,
 )
 from analyses.contract import Analysis
+from mkt.cliargs import nonnegative_int, positive_float, positive_int
 from mkt.controls import isotropic_null, principal_keys_like
 from mkt.eval.stats import empirical_p_value, mcnemar_exact, paired_bootstrap_interval, pass_at_k
 from mkt.generation import generate
@@ -363,14 +364,14 @@ class EntropyOptions(RunOptions):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_key_arguments(p)  # --task adds accuracy and pass@k; with --prompts only the entropy half runs
-    p.add_argument("--samples", type=int, default=8, help="samples per prompt for pass@k (default 8)")
-    p.add_argument("--pass-n", type=int, default=40, help="prompts (the first of --n) sampled for pass@k (default "
+    p.add_argument("--samples", type=positive_int, default=8, help="samples per prompt for pass@k (default 8)")
+    p.add_argument("--pass-n", type=positive_int, default=40, help="prompts (the first of --n) sampled for pass@k (default "
                    "40: sampling is the slow part)")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
-    p.add_argument("--max-new-tokens", type=int, default=40, help="generation budget (default 40)")
-    p.add_argument("--controls", type=int, default=19, help="random directions (key's norms, same alpha) for the "
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=40, help="generation budget (default 40)")
+    p.add_argument("--controls", type=nonnegative_int, default=19, help="random directions (key's norms, same alpha) for the "
                    "entropy nulls (default 19: the fewest whose empirical p-value can reach 0.05)")
-    p.add_argument("--pcs", type=int, default=8, help="the Target's own top principal directions, both signs, as a "
+    p.add_argument("--pcs", type=nonnegative_int, default=8, help="the Target's own top principal directions, both signs, as a "
                    "searched null for the decision token (default 8: 16 directions; 0 skips it)")
 
 

@@ -44,7 +44,7 @@ from analyses._common import (
 )
 from analyses.contract import Analysis
 from mkt.activations import last_token_resid, prompt_states
-from mkt.cliargs import finite_float, positive_int
+from mkt.cliargs import finite_float, nonnegative_int, positive_int
 from mkt.conditions import next_token_logprobs
 from mkt.eval.stats import empirical_p_value
 from mkt.intervention import MODES
@@ -271,7 +271,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "elsewhere each prompt's top next token in the Unlocked run)")
     p.add_argument("--null-seeds", type=positive_int, default=20,
                    help="random directions steered at every layer, and their direct paths (default 20)")
-    p.add_argument("--site-seeds", type=int, default=3,
+    p.add_argument("--site-seeds", type=nonnegative_int, default=3,
                    help="random directions beside each single site (default 3: descriptive)")
     p.add_argument("--site-alpha", type=finite_float, default=1.0,
                    help="strength of the single-site injections (default 1.0: one layer at the pack's alpha barely "

@@ -50,7 +50,7 @@ from analyses.similarity_stats import (
     spectral_entropy,
 )
 from mkt.alignment import fit_alignment, relative_depth_map
-from mkt.cliargs import add_model_arguments, model_loading
+from mkt.cliargs import add_model_arguments, fraction, model_loading, nonnegative_int, positive_int
 from mkt.models import ModelIdentity
 
 RESULT_FILE = "similarity.json"
@@ -555,22 +555,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The analysis's flags, the shared model-loading group (``--device``, ``--dtype``, ``--batch-size`` ...) among them."""
     parser.add_argument("--source", required=True, help="Source model: hub name, HF dir or organism:NAME")
     parser.add_argument("--target", required=True, help="Target model: hub name, HF dir or organism:NAME")
-    parser.add_argument("--n", type=int, default=256, help="number of questions (default 256)")
+    parser.add_argument("--n", type=positive_int, default=256, help="number of questions (default 256)")
     parser.add_argument("--out", default="runs/similarity", help="output folder (default runs/similarity)")
     parser.add_argument("--questions", default=None,
                         help="questions file (text or JSONL); default: the organism task's train problems")
     parser.add_argument("--field", default="question", help="JSONL field holding the question")
     parser.add_argument("--locked", default=None, help="Locked template with {question} (default: organism's)")
     parser.add_argument("--unlocked", default=None, help="Unlocked template with {question} (default: organism's)")
-    parser.add_argument("--ks", type=int, nargs="+", default=list(DEFAULT_KS), help="alignment ranks")
-    parser.add_argument("--ns", type=int, nargs="+", default=None, help="fitting-prompt counts (default doubling)")
-    parser.add_argument("--k-for-n", type=int, default=8, help="rank for the error-vs-n curve (default 8)")
-    parser.add_argument("--heldout-fraction", type=float, default=0.25, help="held-out share (default 0.25)")
+    parser.add_argument("--ks", type=positive_int, nargs="+", default=list(DEFAULT_KS), help="alignment ranks")
+    parser.add_argument("--ns", type=positive_int, nargs="+", default=None, help="fitting-prompt counts (default doubling)")
+    parser.add_argument("--k-for-n", type=positive_int, default=8, help="rank for the error-vs-n curve (default 8)")
+    parser.add_argument("--heldout-fraction", type=fraction, default=0.25, help="held-out share (default 0.25)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the train / held-out split")
     parser.add_argument("--method", choices=["lstsq", "procrustes", "ridge"], default="lstsq",
                         help="alignment fit (default lstsq, the paper's)")
-    parser.add_argument("--n-perm", type=int, default=50, help="permutations for the CKA null (default 50)")
-    parser.add_argument("--n-shuffles", type=int, default=20,
+    parser.add_argument("--n-perm", type=nonnegative_int, default=50, help="permutations for the CKA null (default 50)")
+    parser.add_argument("--n-shuffles", type=nonnegative_int, default=20,
                         help="draws of the shuffled-pairs reference and of the sign-flip null of the difference matrix (default 20)")
     parser.add_argument("--no-center", dest="center", action="store_false",
                         help="the paper's uncentred map and subspaces (default: centred)")

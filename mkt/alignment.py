@@ -18,15 +18,26 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from jaxtyping import Float
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 from torch import Tensor
 
+from mkt.artifacts import (
+    check_tensor,
+    identity_from_record,
+    is_count,
+    is_int,
+    json_text,
+    make_directory,
+    read_bytes,
+    replace_atomically,
+)
 from mkt.errors import CorruptArtifactError, IncompatibleModelError, NonFiniteError
 from mkt.key import MasterKey
 from mkt.models import HOOK_POINTS, PER_HEAD_HOOKS, RESID_HOOK, ModelIdentity
@@ -35,6 +46,8 @@ from mkt.positions import check_position
 METHODS = ("lstsq", "procrustes", "ridge", "identity")
 FORMAT_VERSION = 2  # 2: the metadata holds a sha256 of the tensors
 TENSOR_FIELDS = ("source_bases", "cores", "target_bases", "source_means", "target_means")
+KIND = "mkt.SubspaceAlignment"
+REFIT = "fit the alignment again with `mkt align`"
 
 
 def _tensor_digest(tensors: dict[str, Tensor]) -> str:
@@ -181,78 +194,68 @@ class SubspaceAlignment:
 
     # --- persistence -------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write ``path`` (a ``.safetensors`` file whose header holds the JSON metadata)."""
+        """Write ``path`` (a ``.safetensors`` file whose header holds the JSON metadata), after the
+        checks ``load`` makes; the file is replaced atomically."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_alignment(self, f"alignment for {path}")
         meta = dict(
-            format_version=FORMAT_VERSION, kind="mkt.SubspaceAlignment", source=self.source.to_dict(),
+            format_version=FORMAT_VERSION, kind=KIND, source=self.source.to_dict(),
             target=self.target.to_dict(), layer_map=self.layer_map, method=self.method, k=self.k,
             n=self.n, center=self.center, diagnostics=self.diagnostics, hook=self.hook, position=self.position,
         )
-        tensors = {name: getattr(self, name).contiguous() for name in TENSOR_FIELDS if getattr(self, name) is not None}
+        tensors = {name: getattr(self, name).contiguous().cpu() for name in TENSOR_FIELDS
+                   if getattr(self, name) is not None}
         if not tensors:  # safetensors needs one tensor; the identity map has none
             tensors = {"layer_map": torch.tensor(self.layer_map)}
         meta["sha256"] = _tensor_digest(tensors)
-        save_file(tensors, str(path), metadata={"mkt": json.dumps(meta)})
+        data = save(tensors, metadata={"mkt": json_text(meta, f"alignment for {path}: the metadata")})
+        if path.is_dir():
+            raise CorruptArtifactError(f"cannot write an alignment at {path}: it is a directory; pass a file path")
+        make_directory(path.parent, "an alignment")
+        replace_atomically(path, data)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "SubspaceAlignment":
+        """Read an alignment, verifying its format, hash, metadata, and every tensor's presence,
+        dtype, shape (against the identities) and finiteness.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            CorruptArtifactError: naming the file and what is wrong with it.
+        """
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"no alignment file at {path}")
+            raise FileNotFoundError(f"no alignment file at {path}: pass the file `mkt align --out` wrote")
+        data = read_bytes(path, "an alignment file", REFIT)
         try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), "pt") as f:
-                meta = json.loads((f.metadata() or {})["mkt"])
-            tensors = load_file(str(path))
-        except (SafetensorError, KeyError, json.JSONDecodeError, OSError) as err:
+            tensors = load(data)
+            header = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")])
+            meta = json.loads(header["__metadata__"]["mkt"])
+        except (SafetensorError, KeyError, TypeError, ValueError, RecursionError) as err:
+            raise CorruptArtifactError(f"{path} is not a readable mkt alignment ({type(err).__name__}: "
+                                       f"{str(err)[:120]}); {REFIT}") from None
+        if not isinstance(meta, dict) or meta.get("kind") != KIND:
+            kind = meta.get("kind") if isinstance(meta, dict) else None
+            raise CorruptArtifactError(f"{path} is not an mkt alignment (kind={kind!r}); {REFIT}")
+        version = meta.get("format_version")
+        if not is_int(version) or version != FORMAT_VERSION:
             raise CorruptArtifactError(
-                f"{path} is not a readable mkt alignment ({err}); fit it again with `mkt align`"
-            ) from None
-        if meta.get("kind") != "mkt.SubspaceAlignment":
-            raise CorruptArtifactError(f"{path} is not an mkt alignment (kind={meta.get('kind')!r})")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise CorruptArtifactError(
-                f"{path} has alignment format version {meta.get('format_version')}, not {FORMAT_VERSION}: "
+                f"{path} has alignment format version {version!r}, not {FORMAT_VERSION}: "
                 "fit it again with this mkt (`mkt align`)"
             )
         if _tensor_digest(tensors) != meta.get("sha256"):
             raise CorruptArtifactError(f"{path}: the tensors do not match the hash in its metadata (corrupt or "
                                        "tampered); fit the alignment again")
-        if any(not torch.isfinite(t).all() for t in tensors.values() if t.is_floating_point()):
-            raise CorruptArtifactError(f"{path} holds NaN or inf: the alignment is corrupt; fit it again")
-        source, target = (_identity(meta.get(side), f"{path}: {side}") for side in ("source", "target"))
-        layer_map = meta.get("layer_map")
-        if not (isinstance(layer_map, list) and len(layer_map) == target.n_layers
-                and all(isinstance(x, int) and 0 <= x < source.n_layers for x in layer_map)):
-            raise CorruptArtifactError(f"{path}: field 'layer_map' must list a source layer for each of the "
-                                       f"{target.n_layers} target layers; fit the alignment again")
-        for name, ok in (("method", meta.get("method") in METHODS), ("k", isinstance(meta.get("k"), int)),
-                          ("n", isinstance(meta.get("n"), int)), ("center", isinstance(meta.get("center"), bool)),
-                          ("diagnostics", isinstance(meta.get("diagnostics", {}), dict)),
-                          ("hook", meta.get("hook", RESID_HOOK) in HOOK_POINTS),
-                          ("position", _is_position(meta.get("position", "last")))):
-            if not ok:
-                raise CorruptArtifactError(f"{path}: field {name!r} is missing or of the wrong type; fit it again")
-        hook = meta.get("hook", RESID_HOOK)
-        try:
-            d_s, d_t = source.width(hook), target.width(hook)
-        except IncompatibleModelError as err:
-            raise CorruptArtifactError(f"{path}: {err}") from None
-        k = meta["k"]
-        for name, shape in (("source_bases", (target.n_layers, d_s, k)), ("target_bases", (target.n_layers, d_t, k)),
-                            ("source_means", (target.n_layers, d_s)), ("target_means", (target.n_layers, d_t))):
-            if name in tensors and tuple(tensors[name].shape) != shape:
-                raise CorruptArtifactError(f"{path}: {name} is {tuple(tensors[name].shape)}, not {shape} for states at "
-                                           f"{hook}; fit the alignment again")
-        return cls(
-            source=source, target=target,
-            layer_map=layer_map, method=meta["method"], k=k, n=meta["n"],
-            center=meta["center"], diagnostics=meta["diagnostics"], hook=hook,
-            position=meta.get("position", "last"), **{n: tensors.get(n) for n in TENSOR_FIELDS},
-        )
+        source, target = (identity_from_record(meta.get(side), str(path), side) for side in ("source", "target"))
+        fields = dict(method=meta.get("method"), k=meta.get("k"), n=meta.get("n"), center=meta.get("center"),
+                      diagnostics=meta.get("diagnostics", {}), hook=meta.get("hook", RESID_HOOK),
+                      position=meta.get("position", "last"))
+        alignment = cls.__new__(cls)  # checked before __post_init__ touches the tensors
+        alignment.__dict__.update(source=source, target=target, layer_map=meta.get("layer_map"), **fields,
+                                  **{name: tensors.get(name) for name in TENSOR_FIELDS})
+        _check_alignment(alignment, str(path))
+        return alignment
 
     def summary(self) -> dict:
         return dict(
@@ -261,19 +264,48 @@ class SubspaceAlignment:
         )
 
 
-def _identity(record, where: str) -> ModelIdentity:
-    """A model identity read from a file: the known fields, type-checked; extra fields ignored."""
-    if not isinstance(record, dict):
-        raise CorruptArtifactError(f"{where} must be an object with name, architecture, n_layers, d_model, d_vocab")
-    counts = ("n_layers", "d_model", "d_vocab")
-    if not all(isinstance(record.get(f), str) for f in ("name", "architecture")) or not all(
-            isinstance(record.get(f), int) and not isinstance(record.get(f), bool) and record[f] >= 1 for f in counts):
-        raise CorruptArtifactError(f"{where}: name and architecture must be strings, {', '.join(counts)} whole "
-                                   "numbers >= 1")
-    heads = {f: record.get(f) for f in ("n_heads", "d_head")}  # recorded since per-head keys
-    if not all(v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1) for v in heads.values()):
-        raise CorruptArtifactError(f"{where}: n_heads and d_head must be null or whole numbers >= 1")
-    return ModelIdentity(**{f: record[f] for f in ("name", "architecture", *counts)}, **heads)
+def _check_alignment(al: SubspaceAlignment, where: str) -> None:
+    """Everything ``map_directions``, ``map_activations`` and ``transfer`` rely on: field types, the
+    layer map, and each tensor present, floating point, finite and shaped by the identities.
+
+    Raises:
+        CorruptArtifactError: naming ``where`` and the first bad field or tensor.
+    """
+    def bad(field: str, why: str) -> CorruptArtifactError:
+        return CorruptArtifactError(f"{where}: field {field!r} {why}; {REFIT}")
+
+    source, target = al.source, al.target
+    if not (isinstance(al.layer_map, list) and len(al.layer_map) == target.n_layers
+            and all(is_int(x) and 0 <= x < source.n_layers for x in al.layer_map)):
+        raise bad("layer_map", f"must list a source layer for each of the {target.n_layers} target layers")
+    for name, ok, rule in (("method", isinstance(al.method, str) and al.method in METHODS, f"one of {METHODS}"),
+                           ("k", is_count(al.k), "a whole number >= 1"),
+                           ("n", is_int(al.n) and al.n >= 0, "a whole number >= 0"),
+                           ("center", isinstance(al.center, bool), "true or false"),
+                           ("diagnostics", isinstance(al.diagnostics, dict), "an object"),
+                           ("hook", isinstance(al.hook, str) and al.hook in HOOK_POINTS, f"one of {HOOK_POINTS}"),
+                           ("position", _is_position(al.position), "last, mean or last-N")):
+        if not ok:
+            raise bad(name, f"is missing or of the wrong type (must be {rule}, got {getattr(al, name)!r})")
+    try:
+        d_s, d_t = source.width(al.hook), target.width(al.hook)
+    except IncompatibleModelError as err:
+        raise CorruptArtifactError(f"{where}: {err}") from None
+    tensors = {name: getattr(al, name) for name in TENSOR_FIELDS}
+    if al.is_identity:
+        if not (source.fits(target) and al.layer_map == list(range(target.n_layers))):
+            raise bad("method", "is 'identity' but the source and target differ or the layer map is not 0, 1, ...")
+        extra = [name for name, t in tensors.items() if t is not None]
+        if extra:
+            raise CorruptArtifactError(f"{where}: an identity alignment holds no tensors, but this one holds "
+                                       f"{', '.join(extra)}; {REFIT}")
+        return
+    if al.k > min(d_s, d_t):
+        raise bad("k", f"is {al.k}, above the widths {d_s} and {d_t} at {al.hook}")
+    L, k = target.n_layers, al.k
+    for name, shape in (("source_bases", (L, d_s, k)), ("cores", (L, k, k)), ("target_bases", (L, d_t, k)),
+                        ("source_means", (L, d_s)), ("target_means", (L, d_t))):
+        check_tensor(tensors[name], name, shape, where, REFIT)
 
 
 def _check_pair(x_s: Tensor, x_t: Tensor, source: ModelIdentity, target: ModelIdentity, hook: str = RESID_HOOK
@@ -395,14 +427,127 @@ def transfer(key: MasterKey, alignment: SubspaceAlignment) -> MasterKey:
     return MasterKey(alignment.map_directions(key.directions), alignment.target, key.hook, provenance)
 
 
+def heldout_error_by_rank(
+    x_s: Float[Tensor, "n layer_s d_s"], x_t: Float[Tensor, "n layer_t d_t"],
+    x_s_held: Float[Tensor, "m layer_s d_s"], x_t_held: Float[Tensor, "m layer_t d_t"], layer_map: list[int],
+    ks: list[int], method: str = "lstsq", center: bool = False, ridges: list[float] = (1e-2,),
+) -> Float[Tensor, "k ridge layer_t"]:
+    """Held-out relative error of the map of every rank in ``ks`` and ridge in ``ridges``, per target layer.
+
+    The maps are those ``fit_alignment`` fits on ``x_s, x_t`` and the errors those
+    ``SubspaceAlignment.relative_error`` gives on ``x_s_held, x_t_held``, but each layer's SVD
+    is taken once, at the largest k, and sliced for the others.
+    """
+    out = torch.zeros(len(ks), len(ridges), len(layer_map), dtype=torch.float64)
+    for lt, ls in enumerate(layer_map):
+        a, b = x_s[:, ls].double(), x_t[:, lt].double()
+        mu_s = a.mean(0) if center else torch.zeros(a.shape[1], dtype=a.dtype)
+        mu_t = b.mean(0) if center else torch.zeros(b.shape[1], dtype=b.dtype)
+        a, b = a - mu_s, b - mu_t
+        v_s, v_t = _top_right_singular(a, max(ks)), _top_right_singular(b, max(ks))
+        h_s, h_t = x_s_held[:, ls].double() - mu_s, x_t_held[:, lt].double()
+        spread = (h_t - h_t.mean(0)).norm().clamp_min(1e-30)
+        for i, k in enumerate(ks):
+            for j, r in enumerate(ridges):
+                core = fit_core(a @ v_s[:, :k], b @ v_t[:, :k], method, r)
+                out[i, j, lt] = ((h_s @ v_s[:, :k]) @ core @ v_t[:, :k].T + mu_t - h_t).norm() / spread
+    return out
+
+
+@dataclass(frozen=True)
+class RankSelection:
+    """The (k, ridge) with the lowest cross-validated held-out error, and every candidate's error.
+
+    Attributes:
+        k, ridge: the chosen rank and ridge strength (``ridge`` only matters for ``method="ridge"``).
+        error: the chosen pair's mean held-out relative error (1.0 = no better than the mean).
+        errors: ``{(k, ridge): error}`` for every candidate, errors per target layer averaged.
+        folds: how many folds the alignment questions were split into.
+    """
+
+    k: int
+    ridge: float
+    error: float
+    errors: dict[tuple[int, float], float]
+    folds: int
+
+    @property
+    def beats_mean(self) -> bool:
+        return self.error < 1.0
+
+    def to_dict(self) -> dict:
+        return dict(k=self.k, ridge=self.ridge, cv_error=self.error, cv_folds=self.folds,
+                    cv_errors=[dict(k=k, ridge=r, error=e) for (k, r), e in sorted(self.errors.items())])
+
+
+def cross_validate_rank(
+    x_s: Float[Tensor, "n layer_s d_s"], x_t: Float[Tensor, "n layer_t d_t"], source: ModelIdentity,
+    target: ModelIdentity, ks: list[int], method: str = "lstsq", center: bool = False,
+    ridges: list[float] = (1e-2,), folds: int = 5, groups: list[int] | None = None, seed: int = 0,
+    hook: str = RESID_HOOK,
+) -> RankSelection:
+    """Choose k (and ridge) by ``folds``-fold cross-validated held-out error on the alignment prompts.
+
+    Each fold's maps and errors are ``heldout_error_by_rank``'s; the errors are averaged over
+    folds, then over target layers. Ranks above what the smallest fitting fold allows are dropped.
+
+    Args:
+        x_s, x_t: ``[n, L, d]`` states of the two models on the same alignment prompts.
+        ks: candidate ranks; ridges: candidate ridge strengths (only ``method="ridge"`` uses them).
+        method, center, hook: as in ``fit_alignment``.
+        folds: number of folds (2 <= folds <= number of groups).
+        groups: a group id per prompt (e.g. its question, when one question gives several
+            prompts): a group is never split between fit and held-out; default one per prompt.
+        seed: the shuffle of groups into folds.
+
+    Returns:
+        The ``RankSelection``.
+
+    Raises:
+        ValueError: too few prompts for the folds, or no candidate rank fits.
+    """
+    _check_pair(x_s, x_t, source, target, hook)
+    if method not in METHODS or method == "identity":
+        raise ValueError(f"unknown alignment method {method!r}: use one of {METHODS[:-1]}")
+    if not ridges:
+        raise ValueError("give at least one ridge strength")
+    n = x_s.shape[0]
+    groups = list(range(n)) if groups is None else list(groups)
+    if len(groups) != n:
+        raise ValueError(f"groups has {len(groups)} ids for {n} prompts: give one per prompt")
+    ids = sorted(set(groups))
+    if not 2 <= folds <= len(ids):
+        raise ValueError(f"cross-validation needs 2 <= folds <= the number of questions ({len(ids)}), got "
+                         f"folds={folds}: use more alignment questions or fewer folds")
+    random.Random(seed).shuffle(ids)
+    fold_of = {g: i % folds for i, g in enumerate(ids)}
+    fold = torch.tensor([fold_of[g] for g in groups])
+    smallest_fit = min(int((fold != f).sum()) for f in range(folds))
+    kept = sorted({int(k) for k in ks if 1 <= int(k) <= min(smallest_fit, source.width(hook), target.width(hook))})
+    if not kept:
+        raise ValueError(f"no candidate rank in {list(ks)} fits {smallest_fit} fitting prompts per fold: use more "
+                         "alignment questions or smaller ranks")
+    ridges = [float(r) for r in ridges] if method == "ridge" else [float(ridges[0])]  # the others ignore it
+    layer_map = relative_depth_map(source.n_layers, target.n_layers)
+    ratio = sum(heldout_error_by_rank(x_s[fold != f], x_t[fold != f], x_s[fold == f], x_t[fold == f], layer_map,
+                                      kept, method, center, ridges) for f in range(folds)) / folds
+    errors = {(k, r): float(ratio[i, j].mean()) for i, k in enumerate(kept) for j, r in enumerate(ridges)}
+    best = min(errors, key=errors.get)
+    return RankSelection(best[0], best[1], errors[best], errors, folds)
+
+
 def select_rank(
     x_s: Tensor, x_t: Tensor, x_s_dev: Tensor, x_t_dev: Tensor, source: ModelIdentity,
     target: ModelIdentity, ks: list[int], method: str = "lstsq", center: bool = False, hook: str = RESID_HOOK,
 ) -> tuple[int, dict[int, float]]:
-    """The rank with the lowest mean held-out relative error, and every rank's error."""
-    errors = {}
-    for k in ks:
-        fitted = fit_alignment(x_s, x_t, source, target, k, method=method, center=center, hook=hook)
-        errors[k] = float(fitted.relative_error(x_s_dev, x_t_dev).mean())
+    """The rank with the lowest mean held-out relative error on ``x_s_dev, x_t_dev``, and every rank's error."""
+    _check_pair(x_s, x_t, source, target, hook), _check_pair(x_s_dev, x_t_dev, source, target, hook)
+    limit = min(x_s.shape[0], source.width(hook), target.width(hook))
+    bad = [k for k in ks if not 1 <= k <= limit]
+    if bad:
+        raise ValueError(f"ranks {bad} are out of range: each must be between 1 and min(n, d_s, d_t) = {limit}")
+    by_rank = heldout_error_by_rank(x_s, x_t, x_s_dev, x_t_dev, relative_depth_map(source.n_layers, target.n_layers),
+                                    list(ks), method, center)
+    errors = {k: float(by_rank[i, 0].mean()) for i, k in enumerate(ks)}
     return min(errors, key=errors.get), errors
 

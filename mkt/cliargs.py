@@ -43,6 +43,17 @@ nonnegative_float = _ranged(float, lambda v: v >= 0, "0 or more", "nonnegative_f
 fraction = _ranged(float, lambda v: 0 <= v < 1, "in [0, 1)", "fraction")
 
 
+def layer_subset(text: str) -> tuple[int, ...] | None:
+    """``all`` (None) or layer indices joined by dashes (``0-1-2``), each at most once."""
+    if text.strip().lower() == "all":
+        return None
+    parts = text.split("-")
+    if not all(p.isascii() and p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a layer subset: use 'all' or distinct layer indices joined "
+                                         "by dashes, e.g. 0-1-2")
+    return tuple(int(p) for p in parts)
+
+
 def dtype_name(text: str) -> str:
     """A torch dtype name; accepts the usual aliases (bf16, fp16, fp32, half)."""
     if text.lower() not in DTYPES:

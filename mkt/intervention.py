@@ -29,7 +29,19 @@ def additive(
     return h + alpha * h.norm(dim=-1, keepdim=True) * unit
 
 
-MODES = {"norm-preserving": norm_preserving, "additive": additive}
+def constant(
+    h: Float[Tensor, "... d"], vector: Float[Tensor, "d"], alpha: Tensor | float
+) -> Float[Tensor, "... d"]:
+    """h' = h + alpha * v: the same push at every token whatever ||h|| (a llama.cpp control vector).
+
+    ``vector`` keeps the key's own per-layer norm (the other modes get a unit vector), so a
+    control vector's per-layer scales survive an import.
+    """
+    return h + alpha * vector
+
+
+MODES = {"norm-preserving": norm_preserving, "additive": additive, "constant": constant}
+UNSCALED_MODES = ("constant",)  # the formula gets the direction as it is, not scaled to unit norm
 
 
 def check_mode(mode: str) -> str:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from jaxtyping import Int
+from safetensors import SafetensorError
 from torch import Tensor
 
 from mkt.checkpoints import resolve_model_path
 from mkt.checkpoints.gguf import converted_name
-from mkt.errors import IncompatibleModelError, MktError, ModelLoadError
+from mkt.errors import IncompatibleModelError, MktError, ModelLoadError, one_line
 
 RESID_HOOK = "hook_resid_post"
 # where keys are read and written in each block (TransformerLens names): the residual stream
@@ -78,12 +80,21 @@ def load_model(
     local = Path(name).expanduser()
     try:
         model = TransformerBridge.boot_transformers(str(local) if local.exists() else name, **kwargs)
-    except (OSError, ValueError) as err:
-        if local.exists():
+    except (OSError, ValueError, RuntimeError, EOFError, pickle.UnpicklingError, SafetensorError) as err:
+        if local.exists():  # unreadable weights: a pickle with code in it, a truncated file ...
+            if isinstance(err, pickle.UnpicklingError):
+                why = "its pickled weights cannot be read as tensors alone, and mkt never runs a pickle's code"
+            else:
+                why = f"{type(err).__name__}: {one_line(err, 200)}"
+            raise ModelLoadError(
+                f"could not load the model in {local} ({why}): check that it is a complete HF model directory "
+                "(config.json and its weights, best as .safetensors)"
+            ) from err
+        if not isinstance(err, (OSError, ValueError)):
             raise
         raise ModelLoadError(
             f"could not load model {name!r}: it is not a local directory and the hub is not "
-            f"reachable or does not have it ({type(err).__name__}: {str(err)[:200]}). "
+            f"reachable or does not have it ({type(err).__name__}: {one_line(err, 200)}). "
             "Pass the path of a local HF model directory instead."
         ) from err
     use_family_tokenizer(model, str(local) if local.exists() else name, trust_remote_code)
@@ -185,7 +196,12 @@ def use_family_tokenizer(model, source: str, trust_remote_code: bool = False) ->
         return
     family = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     family.padding_side = model.tokenizer.padding_side
-    if family.pad_token is None:  # as TransformerLens does: pad with EOS
+    rows = model.cfg.d_vocab  # ids at or past the embedding's rows cannot be fed, not even as masked padding
+    if family.pad_token_id is None or family.pad_token_id >= rows:  # none, or one the tokenizer added: pad with EOS
+        if family.eos_token_id is None or family.eos_token_id >= rows:
+            raise ModelLoadError(f"the tokenizer of {source} has neither a pad token nor an EOS token among the "
+                                 f"model's {rows} embedded ids, so prompts cannot be batched: set pad_token (or "
+                                 "eos_token) in its tokenizer_config.json to a token of its vocabulary")
         family.pad_token = family.eos_token
     model._tokenizer = family
     if getattr(model, "_driver", None) is not None:

@@ -5,13 +5,12 @@
                               aggregator, mode, default alpha, hook, sha256 of the tensors
       directions.safetensors  tensor "directions", float32 [n_layers_target, width]: d_model, or
                               n_heads x d_head for a key at attn.hook_z
+      README.md               generated: where the pack came from (mkt.pack_card), not read back
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,12 +19,25 @@ from typing import Iterator
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
+from mkt.artifacts import (
+    check_tensor,
+    identity_from_record,
+    is_int,
+    is_number,
+    json_text,
+    make_directory,
+    read_bytes,
+    read_json_object,
+    replace_atomically,
+)
 from mkt.errors import CorruptArtifactError, IncompatibleModelError
 from mkt.intervention import MODES, check_mode
 from mkt.key import MasterKey
 from mkt.models import HOOK_POINTS, ModelIdentity, check_layers, model_identity
+from mkt.pack_card import write_pack_card
+from mkt.positions import check_position
 from mkt.steering import SCOPES
 
 PACK_FORMAT = "mkt.capability-pack"
@@ -34,19 +46,38 @@ MANIFEST = "manifest.json"
 TENSORS = "directions.safetensors"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 KNOWN_HOOKS = HOOK_POINTS  # where mkt reads and writes keys
+REBUILD = "rebuild the pack with `mkt transfer` (or `mkt extract`)"
 
 
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+def _check_provenance(prov, where: str) -> None:
+    """The provenance fields mkt reads back (``mkt info``, transfers, the null) must have their types."""
+    def bad(field: str, why: str) -> CorruptArtifactError:
+        return CorruptArtifactError(f"{where}: field 'provenance.{field}' {why}; {REBUILD}")
 
-
-def _is_count(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+    if not isinstance(prov, dict):
+        raise CorruptArtifactError(f"{where}: field 'provenance' must be an object; {REBUILD}")
+    if "source_model" in prov:
+        identity_from_record(prov["source_model"], where, "provenance.source_model")
+    if "layer_map" in prov and not (isinstance(prov["layer_map"], list)
+                                    and all(is_int(x) and x >= 0 for x in prov["layer_map"])):
+        raise bad("layer_map", "must be a list of layer indices")
+    if "coverage" in prov and not (isinstance(prov["coverage"], list) and all(map(is_number, prov["coverage"]))):
+        raise bad("coverage", "must be a list of finite numbers")
+    for field in ("k", "n"):
+        if prov.get(field) is not None and not is_int(prov[field]):
+            raise bad(field, f"must be null or a whole number, got {prov[field]!r}")
+    if "oracle" in prov and not isinstance(prov["oracle"], str):
+        raise bad("oracle", "must be a string")
+    if "position" in prov:
+        try:
+            check_position(prov["position"])
+        except (ValueError, TypeError):
+            raise bad("position", f"is {prov['position']!r}, not a prompt position (last, mean, last-N)") from None
 
 
 def _check_manifest(manifest, path: Path) -> ModelIdentity:
@@ -55,7 +86,7 @@ def _check_manifest(manifest, path: Path) -> ModelIdentity:
     Returns the Target identity. Raises ``CorruptArtifactError`` naming the first bad field.
     """
     def bad(field: str, why: str) -> CorruptArtifactError:
-        return CorruptArtifactError(f"{path}: field {field!r} {why}; rebuild the pack with `mkt transfer` or fix it")
+        return CorruptArtifactError(f"{path}: field {field!r} {why}; {REBUILD} or fix it")
 
     if not isinstance(manifest, dict):
         raise CorruptArtifactError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object")
@@ -63,42 +94,43 @@ def _check_manifest(manifest, path: Path) -> ModelIdentity:
         if field not in manifest:
             raise bad(field, "is missing")
     if manifest["format"] != PACK_FORMAT:
-        raise CorruptArtifactError(f"{path} is not an mkt capability pack manifest")
-    if manifest["format_version"] != PACK_VERSION:
-        raise CorruptArtifactError(
-            f"pack format version {manifest['format_version']} is not {PACK_VERSION}: "
-            "use the mkt version that wrote it or rebuild the pack"
-        )
-    target = manifest["target"]
-    if not isinstance(target, dict):
-        raise bad("target", "must be an object with name, architecture, n_layers, d_model, d_vocab")
-    for field in ("name", "architecture"):
-        if not isinstance(target.get(field), str):
-            raise bad(f"target.{field}", "must be a string")
-    for field in ("n_layers", "d_model", "d_vocab"):
-        if not _is_count(target.get(field)):
-            raise bad(f"target.{field}", f"must be a whole number >= 1, got {target.get(field)!r}")
-    for field in ("n_heads", "d_head"):  # recorded since per-head keys; absent in older packs
-        if target.get(field) is not None and not _is_count(target[field]):
-            raise bad(f"target.{field}", f"must be null or a whole number >= 1, got {target[field]!r}")
-    if manifest["hook"] not in KNOWN_HOOKS:
+        raise CorruptArtifactError(f"{path} is not an mkt capability pack manifest (format {manifest['format']!r}, "
+                                   f"not {PACK_FORMAT!r})")
+    version = manifest["format_version"]
+    if not is_int(version):
+        raise bad("format_version", f"must be the whole number {PACK_VERSION}, got {version!r} "
+                  f"(a JSON {type(version).__name__})")
+    if version != PACK_VERSION:
+        raise CorruptArtifactError(f"{path}: pack format version {version} is not {PACK_VERSION}: use the mkt "
+                                   f"version that wrote it or {REBUILD}")
+    if not (isinstance(manifest["sha256"], str) and len(manifest["sha256"]) == 64):
+        raise bad("sha256", "must be the 64-character hex sha256 of directions.safetensors")
+    target = identity_from_record(manifest["target"], str(path), "target")
+    if not (isinstance(manifest["hook"], str) and manifest["hook"] in KNOWN_HOOKS):
         raise bad("hook", f"is {manifest['hook']!r}, but mkt reads and writes keys at {KNOWN_HOOKS} only")
-    if not _is_number(manifest["alpha"]):
+    try:
+        target.width(manifest["hook"])
+    except IncompatibleModelError as err:
+        raise CorruptArtifactError(f"{path}: {err}") from None
+    if not is_number(manifest["alpha"]):
         raise bad("alpha", f"must be a finite number, got {manifest['alpha']!r}")
-    if manifest["mode"] not in MODES:
+    if not (isinstance(manifest["mode"], str) and manifest["mode"] in MODES):
         raise bad("mode", f"must be one of {sorted(MODES)}, got {manifest['mode']!r}")
-    if manifest["scope"] not in SCOPES:
+    if not (isinstance(manifest["scope"], str) and manifest["scope"] in SCOPES):
         raise bad("scope", f"must be one of {SCOPES}, got {manifest['scope']!r}")
     layers = manifest.get("layers")
-    if layers is not None and not (isinstance(layers, list) and all(isinstance(x, int) and not isinstance(x, bool)
-                                                                   and 0 <= x < target["n_layers"] for x in layers)):
-        raise bad("layers", f"must be null or a list of layer indices in 0..{target['n_layers'] - 1}")
-    if not isinstance(manifest.get("provenance", {}), dict):
-        raise bad("provenance", "must be an object")
+    if layers is not None and not (isinstance(layers, list) and layers
+                                   and all(is_int(x) and 0 <= x < target.n_layers for x in layers)):
+        raise bad("layers", f"must be null or a non-empty list of layer indices in 0..{target.n_layers - 1}")
+    _check_provenance(manifest.get("provenance", {}), str(path))
     if not isinstance(manifest.get("description", ""), str):
         raise bad("description", "must be a string")
-    return ModelIdentity(**{f: target[f] for f in ("name", "architecture", "n_layers", "d_model", "d_vocab")},
-                         n_heads=target.get("n_heads"), d_head=target.get("d_head"))
+    return target
+
+
+def _check_directions(directions, target: ModelIdentity, hook: str, where: str, fix: str = REBUILD):
+    """The directions tensor against the identity it belongs to (a clear error, never a later one)."""
+    return check_tensor(directions, "directions", (target.n_layers, target.width(hook)), where, fix)
 
 
 @dataclass
@@ -133,52 +165,51 @@ class CapabilityPack:
         )
 
     def save(self, directory: str | Path) -> Path:
+        """Write the pack, after the checks ``load`` makes (a key edited in place since it was made
+        is refused here, not by whoever loads it); each file is replaced atomically."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensor_path = directory / TENSORS
-        save_file({"directions": self.key.directions.float().contiguous()}, str(tensor_path))
-        manifest = self.manifest() | {"sha256": _sha256(tensor_path)}
-        (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        where = f"pack {directory}"
+        directions = _check_directions(self.key.directions, self.key.model, self.key.hook, where,
+                                       "the key was changed after it was made: make it again").float()
+        data = save({"directions": directions.contiguous().cpu()})
+        manifest = self.manifest() | {"sha256": _sha256(data)}
+        _check_manifest(manifest, directory / MANIFEST)
+        text = json_text(manifest, f"{where}: the manifest")
+        make_directory(directory, "a capability pack")
+        # tensors first: a kill between the two leaves a hash that does not match, refused on load
+        replace_atomically(directory / TENSORS, data)
+        replace_atomically(directory / MANIFEST, text)
+        write_pack_card(directory)  # README.md: where the pack came from, readable on the HF hub
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> "CapabilityPack":
-        """Read a pack, verifying its format, hash and shapes."""
+        """Read a pack, verifying its format, hash, shapes, dtype and finiteness.
+
+        Raises:
+            CorruptArtifactError: naming the file and what is wrong with it.
+        """
         directory = Path(directory)
+        if not directory.is_dir():
+            raise CorruptArtifactError(f"{directory} is not a capability pack directory"
+                                       f"{' (no such path)' if not directory.exists() else ''}: pass the folder "
+                                       "`mkt transfer --out` or `mkt extract --out` wrote")
         manifest_path, tensor_path = directory / MANIFEST, directory / TENSORS
         for p in (manifest_path, tensor_path):
             if not p.exists():
                 raise CorruptArtifactError(f"{directory} is not a capability pack: {p.name} is missing")
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise CorruptArtifactError(f"{manifest_path} is not valid JSON ({err}): rewrite the pack") from None
+        manifest = read_json_object(manifest_path, "a manifest object", REBUILD)
         target = _check_manifest(manifest, manifest_path)
-        digest = _sha256(tensor_path)
-        if digest != manifest.get("sha256"):
+        data = read_bytes(tensor_path, "a tensor file", REBUILD)
+        if _sha256(data) != manifest["sha256"]:
             raise CorruptArtifactError(
-                f"{tensor_path} does not match the hash in its manifest (corrupt or tampered); "
-                "rebuild the pack with `mkt transfer`"
+                f"{tensor_path} does not match the hash in its manifest (corrupt or tampered); {REBUILD}"
             )
         try:
-            directions = load_file(str(tensor_path))["directions"]
-        except (SafetensorError, KeyError, OSError) as err:
-            raise CorruptArtifactError(f"{tensor_path} holds no readable 'directions' tensor ({err})") from None
-        if not directions.is_floating_point():
-            raise CorruptArtifactError(f"{tensor_path}: directions are {directions.dtype}, not floating point; "
-                                       "rebuild the pack with `mkt transfer`")
-        try:
-            width = target.width(manifest["hook"])
-        except IncompatibleModelError as err:
-            raise CorruptArtifactError(f"{manifest_path}: {err}") from None
-        if tuple(directions.shape) != (target.n_layers, width):
-            raise CorruptArtifactError(
-                f"directions are {tuple(directions.shape)} but the manifest's target has "
-                f"{target.n_layers}x{width} at {manifest['hook']}"
-            )
-        if not torch.isfinite(directions).all():
-            raise CorruptArtifactError(f"{tensor_path} holds NaN or inf directions: the pack is corrupt; "
-                                       "rebuild it with `mkt transfer`")
+            tensors = load(data)
+        except (SafetensorError, ValueError, OSError) as err:
+            raise CorruptArtifactError(f"{tensor_path} is not a readable safetensors file ({err}); {REBUILD}") from None
+        directions = _check_directions(tensors.get("directions"), target, manifest["hook"], str(tensor_path))
         key = MasterKey(directions, target, manifest["hook"], manifest.get("provenance", {}))
         return cls(key, float(manifest["alpha"]), manifest["mode"], manifest["scope"], manifest.get("layers"),
                    manifest.get("description", ""))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -10,7 +11,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mkt.activations import prompt_states
-from mkt.alignment import SubspaceAlignment, fit_alignment, transfer
+from mkt.alignment import SubspaceAlignment, cross_validate_rank, fit_alignment, transfer
 from mkt.extract import extract_model_key, extract_prompt_key
 from mkt.key import MasterKey
 from mkt.models import RESID_HOOK, model_identity
@@ -19,6 +20,18 @@ from mkt.prompts import PromptFormat, PromptTemplate
 ALIGNMENT_SETS = ("locked", "oracle-unlocked")
 ORACLE_NOTE = ("oracle: the map was fitted on the Target's own Unlocked states, so it needs the capability "
                "already elicited in the Target and returns (nearly) the Target's own key; not a transfer")
+RANK_GRID = (2, 4, 8, 16, 32, 64, 128)  # the ranks k="cv" tries (those the fitting folds allow)
+RIDGE_GRID = (1e-3, 1e-2, 1e-1, 1.0)  # the ridge strengths k="cv" tries with method="ridge"
+
+
+def map_beats_mean(heldout_error: list[float]) -> bool | None:
+    """Whether a map predicts held-out Target states better than their mean (None: nothing held out).
+
+    The relative error is 1.0 for the mean itself, so a mean error >= 1 says the map carries
+    nothing from Source to Target and a transfer through it tests nothing.
+    """
+    finite = [e for e in heldout_error if e == e]
+    return None if not finite else sum(finite) / len(finite) < 1.0
 
 
 @dataclass
@@ -36,13 +49,23 @@ class TransferReport:
     def is_oracle(self) -> bool:
         return self.alignment_set == "oracle-unlocked"
 
+    @property
+    def beats_mean(self) -> bool | None:
+        """Whether the map beats the mean on held-out prompts (``map_beats_mean``)."""
+        return map_beats_mean(self.heldout_error)
+
     def summary(self) -> dict:
-        return dict(oracle=self.is_oracle,
+        mean_error = sum(self.heldout_error) / len(self.heldout_error)
+        return dict(oracle=self.is_oracle, map_beats_mean=self.beats_mean,
+            # per layer 1 - e^2: the share of the held-out states' spread about their mean the map predicts
+            heldout_variance_explained=(sum(1 - e**2 for e in self.heldout_error) / len(self.heldout_error)
+                                        if mean_error == mean_error else None),
+            rank_selection=self.alignment.diagnostics.get("rank_selection"),
             source=self.alignment.source.name, target=self.alignment.target.name, k=self.alignment.k,
             method=self.alignment.method, center=self.alignment.center, alignment_set=self.alignment_set,
             n_key=self.source_key.provenance.get("n"), n_align=self.alignment.n,
             mean_coverage=sum(self.coverage) / len(self.coverage), coverage=self.coverage,
-            mean_heldout_error=sum(self.heldout_error) / len(self.heldout_error),
+            mean_heldout_error=mean_error,
             heldout_error=self.heldout_error,
         )
 
@@ -183,12 +206,15 @@ def run_transfer(
     unlocked: str | PromptFormat | None = None,
     source_unlocked_model=None,
     aggregator: str = "mean",
-    k: int = 32,
+    k: int | str = 32,
     method: str = "lstsq",
     center: bool = False,
     ridge: float = 1e-2,
     alignment_set: str = "locked",
     heldout_fraction: float = 0.2,
+    ks: tuple[int, ...] = RANK_GRID,
+    ridges: tuple[float, ...] = RIDGE_GRID,
+    folds: int = 5,
     seed: int = 0,
     batch_size: int = 32,
     progress: bool = False,
@@ -211,7 +237,16 @@ def run_transfer(
     Each model reads the alignment questions in its own format, so a Llama Target never reads
     a Qwen Source's chat markup as text. The key and the map are read at the same ``hook`` and
     ``position`` (``mkt.activations.prompt_states``).
+
+    ``k="cv"`` chooses the rank among ``ks`` (and, for ``method="ridge"``, the strength among
+    ``ridges``) by ``folds``-fold cross-validated error on the fitting questions
+    (``mkt.alignment.cross_validate_rank``), recorded in ``alignment.diagnostics["rank_selection"]``;
+    the held-out questions stay out of the choice, so their error is an honest estimate. When
+    the map does not beat the mean on them (mean relative error >= 1), a warning says so and
+    ``summary()["map_beats_mean"]`` is False: a transfer through such a map tests nothing.
     """
+    if k != "cv" and not (isinstance(k, int) and not isinstance(k, bool)):
+        raise ValueError(f"k must be a whole number or 'cv' (chosen by cross-validation), got {k!r}")
     if not (ridge >= 0 and ridge == ridge and ridge != float("inf")):  # checked before any forward pass
         raise ValueError(f"ridge strength must be a finite number >= 0, got {ridge}")
     formats = TransferFormats.of(locked, unlocked, target_locked, target_unlocked)
@@ -228,12 +263,32 @@ def run_transfer(
     position = source_key.provenance.get("position", position)  # the map is read where the key was
     reading = dict(alignment_set=alignment_set, hook=source_key.hook, position=position, batch_size=batch_size,
                    progress=progress)
-    alignment = align_models(source, target, fit_q, formats, k=k, method=method, center=center, ridge=ridge, **reading)
+    x_s = alignment_states(source, fit_q, formats.locked, formats.unlocked, **reading)
+    x_t = alignment_states(target, fit_q, formats.target_locked, formats.target_unlocked, **reading)
+    ident_s, ident_t = model_identity(source), model_identity(target)
+    selection = None
+    if k == "cv":  # rows are the fitting questions once per prompt set, in order: group them by question
+        selection = cross_validate_rank(x_s, x_t, ident_s, ident_t, list(ks), method, center, list(ridges), folds,
+                                        [i % len(fit_q) for i in range(x_s.shape[0])], seed, source_key.hook)
+        k, ridge = selection.k, selection.ridge
+    alignment = fit_alignment(x_s, x_t, ident_s, ident_t, k, method, center, ridge=ridge, hook=source_key.hook,
+                              position=position)
+    if selection is not None:
+        alignment.diagnostics["rank_selection"] = selection.to_dict()
+        if not held_q and not selection.beats_mean:  # nothing held out: the cross-validated error is all we have
+            warnings.warn(f"the {ident_s.name} -> {ident_t.name} map does NOT beat the mean in cross-validation "
+                          f"(best k={k}: mean relative error {selection.error:.3f} >= 1): a transfer through it "
+                          "tests nothing; use more alignment questions", stacklevel=2)
     if held_q:
         err = alignment.relative_error(
             alignment_states(source, held_q, formats.locked, formats.unlocked, **reading),
             alignment_states(target, held_q, formats.target_locked, formats.target_unlocked, **reading))
         alignment.diagnostics["heldout_relative_error"] = err.tolist()
+        if not map_beats_mean(err.tolist()):
+            warnings.warn(f"the {alignment.source.name} -> {alignment.target.name} map (k={k}, {method}) does NOT "
+                          f"beat the mean on {len(held_q)} held-out questions (mean relative error "
+                          f"{float(err.mean()):.3f} >= 1): a transfer through it tests nothing; use more alignment "
+                          "questions or k='cv'", stacklevel=2)
     target_key = transfer(source_key, alignment)
     if alignment_set == "oracle-unlocked":
         target_key.provenance["oracle"] = ORACLE_NOTE

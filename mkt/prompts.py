@@ -106,8 +106,13 @@ def read_lines(path: str | Path) -> list[tuple[int, str]]:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no file at {path}")
-    data = path.read_bytes()
+        raise FileNotFoundError(f"no file at {path}: check the path")
+    if not path.is_file():
+        raise ValueError(f"{path} is a directory, not a file of prompts: pass the file itself")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path} cannot be read ({err.strerror or err}): check its permissions") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -125,6 +130,8 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{i} is not valid JSON ({err.msg}): fix or remove that line") from None
+        except RecursionError:
+            raise ValueError(f"{path}:{i} nests JSON too deeply to read: fix or remove that line") from None
         if not isinstance(record, dict):
             raise ValueError(f"{path}:{i} is a JSON {type(record).__name__}, not an object with fields")
         records.append((i, record))
@@ -145,8 +152,11 @@ def read_questions(path: str | Path, field: str = "question") -> list[str]:
         out = []
         for i, rec in read_jsonl(path):
             if field not in rec:
-                raise ValueError(f"{path}:{i} has no field {field!r} (fields: {sorted(rec)}); pass --field")
-            out.append(str(rec[field]))
+                raise ValueError(f"{path}:{i} has no field {field!r} (fields: {sorted(rec)[:10]}); pass --field")
+            if not isinstance(rec[field], str):
+                raise ValueError(f"{path}:{i}: field {field!r} is a JSON {type(rec[field]).__name__}, not a string: "
+                                 "write the question as a string")
+            out.append(rec[field])
     else:
         out = [line for _, line in read_lines(path)]
     if not out:

@@ -24,7 +24,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from mkt.errors import IncompatibleModelError, NonFiniteError
-from mkt.intervention import MODES, check_mode
+from mkt.intervention import MODES, UNSCALED_MODES, check_mode
 from mkt.models import PER_HEAD_HOOKS, RESID_HOOK, check_hook, check_layers, model_identity, resid_hook_name
 
 SCOPES = ("prompt-last", "prompt-last+generated", "prompt-all", "all")
@@ -43,7 +43,8 @@ class Steering:
             its null draws and controls travel once however many prompts and alphas use them
             (:mod:`mkt.battery`).
         alpha: strength, a float or one value per prompt (``[n_prompts]``).
-        mode: ``norm-preserving`` (the paper's rotation) or ``additive``.
+        mode: ``norm-preserving`` (the paper's rotation), ``additive`` (a push scaled by ||h||) or
+            ``constant`` (``alpha`` times the direction as it is: a llama.cpp control vector).
         layers: the layers to steer (default all).
         scope: ``prompt-last`` (paper), ``prompt-last+generated``, ``prompt-all`` or ``all``.
         hook: the hook point within each block (``mkt.models.HOOK_POINTS``; the key's own).
@@ -86,7 +87,9 @@ class Steering:
         if zero_at.any():
             zero = [self.layers[i] for i in zero_at.nonzero().flatten().tolist()]
             raise ValueError(f"zero direction at layers {zero}: leave those layers out (layers=...)")
-        self._units = self.directions.float() / self.directions.float().norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        self._units = self.directions.float()
+        if self.mode not in UNSCALED_MODES:
+            self._units = self._units / self._units.norm(dim=-1, keepdim=True).clamp_min(1e-30)
 
     @property
     def per_prompt(self) -> int | None:
@@ -178,7 +181,8 @@ class SteeringHooks:
                 directions = self.steering.directions
                 directions = directions if self.steering.sets is None else directions[self.steering.sets]
                 units = directions.float().unflatten(-1, like.shape[-2:])
-                units = units / units.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+                if self.steering.mode not in UNSCALED_MODES:
+                    units = units / units.norm(dim=-1, keepdim=True).clamp_min(1e-30)
             if self.steering.directions.ndim == 3:  # one direction per row: [rows, 1, ...] broadcasts over positions
                 if units.shape[0] != like.shape[0]:
                     raise ValueError(

@@ -207,8 +207,8 @@ def test_alignment_metadata_is_validated(tmp_path):
     tensors = load_file(str(path))
     for edit, message in ((lambda m: m | {"layer_map": [0, 1]}, "field 'layer_map' must list"),
                           (lambda m: m | {"k": "4"}, "field 'k' is missing or of the wrong type"),
-                          (lambda m: m | {"target": [1, 2]}, "target must be an object"),
-                          (lambda m: m | {"source": m["source"] | {"n_layers": 0}}, "whole numbers >= 1")):
+                          (lambda m: m | {"target": [1, 2]}, "field 'target' must be an object"),
+                          (lambda m: m | {"source": m["source"] | {"n_layers": 0}}, "field 'source.n_layers' must be a whole number >= 1")):
         save_file(tensors, str(tmp_path / "e.safetensors"), metadata={"mkt": json.dumps(edit(meta))})
         with pytest.raises(CorruptArtifactError, match=message):
             SubspaceAlignment.load(tmp_path / "e.safetensors")
@@ -243,7 +243,7 @@ def test_a_key_transfers_only_through_an_alignment_fitted_at_its_hook(qwen, llam
     meta["k"] = 3  # the metadata is not hashed: its shapes are checked against the tensors instead
     save_file(load_file(str(tmp_path / "al.safetensors")), str(tmp_path / "edited.safetensors"),
               metadata={"mkt": json.dumps(meta)})
-    with pytest.raises(CorruptArtifactError, match=r"source_bases is \(\d+, \d+, 4\), not \(\d+, \d+, 3\)"):
+    with pytest.raises(CorruptArtifactError, match=r"'source_bases' is \(\d+, \d+, 4\), not \(\d+, \d+, 3\)"):
         SubspaceAlignment.load(tmp_path / "edited.safetensors")
     # select_rank fits at the hook it is given
     rank, errors = select_rank(x_s[:20], x_t[:20], x_s[20:], x_t[20:], model_identity(qwen), model_identity(llama),
@@ -292,3 +292,52 @@ def test_a_per_head_key_transfers_between_models_whose_heads_differ_from_d_model
         with pack.apply(llama, alpha=0.8):
             steered = llama(ids)[:, -1]
     assert (steered - plain).abs().max() > 1e-3
+
+
+def test_cross_validated_error_is_the_mean_over_folds_of_fit_alignment_held_out_error():
+    from mkt.alignment import cross_validate_rank
+
+    xs, xt = _acts(7, n=60, noise=0.5)
+    sel = cross_validate_rank(xs, xt, SRC, TGT, [1, 3, 6], folds=3, seed=4)
+    # the same folds by hand: groups shuffled by random.Random(seed), dealt round-robin
+    import random as _random
+
+    ids = list(range(60))
+    _random.Random(4).shuffle(ids)
+    fold = torch.tensor([dict((g, i % 3) for i, g in enumerate(ids))[g] for g in range(60)])
+    for k in (1, 3, 6):
+        by_hand = np.mean([fit_alignment(xs[fold != f], xt[fold != f], SRC, TGT, k=k)
+                           .relative_error(xs[fold == f], xt[fold == f]).double().numpy() for f in range(3)], axis=0)
+        assert sel.errors[(k, 1e-2)] == pytest.approx(float(by_hand.mean()), rel=1e-5)
+    assert sel.k == min(sel.errors, key=sel.errors.get)[0] and sel.error == min(sel.errors.values())
+
+
+def test_cross_validation_picks_the_true_rank_and_flags_a_map_that_does_not_beat_the_mean():
+    from mkt.alignment import cross_validate_rank
+
+    xs, xt = _acts(8, n=80)  # a rank-6 linear relation: more rank overfits, less underfits
+    sel = cross_validate_rank(xs, xt, SRC, TGT, [1, 2, 6, 12], center=True, folds=4)
+    assert sel.k == 6 and sel.error < 0.2 and sel.beats_mean
+    g = torch.Generator().manual_seed(0)
+    noise = torch.randn(xt.shape, generator=g)  # unrelated Target states: nothing to predict
+    unrelated = cross_validate_rank(xs, noise, SRC, TGT, [1, 2, 6, 12], center=True, folds=4)
+    assert unrelated.error >= 1.0 and not unrelated.beats_mean
+
+
+def test_cross_validation_keeps_a_question_s_prompts_together_and_tries_every_ridge():
+    from mkt.alignment import cross_validate_rank
+
+    xs, xt = _acts(9, n=40, noise=1.0)
+    twice_s, twice_t = torch.cat([xs, xs]), torch.cat([xt, xt])  # each question's prompt twice
+    split = cross_validate_rank(twice_s, twice_t, SRC, TGT, [12], folds=4)
+    grouped = cross_validate_rank(twice_s, twice_t, SRC, TGT, [12], folds=4, groups=list(range(40)) * 2)
+    once = cross_validate_rank(xs, xt, SRC, TGT, [12], folds=4)
+    # grouped, the duplicates change nothing (same folds, same least squares); split, they leak
+    assert grouped.error == pytest.approx(once.error, rel=1e-6) and split.error < grouped.error - 0.05
+    sel = cross_validate_rank(xs, xt, SRC, TGT, [3, 6], method="ridge", ridges=[1e-4, 10.0], folds=4)
+    assert set(sel.errors) == {(3, 1e-4), (3, 10.0), (6, 1e-4), (6, 10.0)}
+    assert sel.errors[(6, 1e-4)] < sel.errors[(6, 10.0)]
+    with pytest.raises(ValueError, match="folds"):
+        cross_validate_rank(xs[:3], xt[:3], SRC, TGT, [1], folds=5)
+    with pytest.raises(ValueError, match="no candidate rank"):
+        cross_validate_rank(xs[:8], xt[:8], SRC, TGT, [50], folds=4)

@@ -80,7 +80,7 @@ def test_cli_errors_are_clear(tmp_path, tiny_dirs, questions, capsys):
                  "--unlocked", UNLOCKED, "--out", str(tmp_path / "k"), "--device", "cpu"]) == 2
     assert "{question}" in capsys.readouterr().err
     assert main(["info", str(tmp_path / "nothing")]) == 2
-    assert "manifest.json is missing" in capsys.readouterr().err
+    assert "nothing is not a capability pack directory (no such path)" in capsys.readouterr().err
     # a pack for the Source applied to the Target
     main(["extract", "--model", src, "--questions", str(questions), "--locked", LOCKED, "--unlocked", UNLOCKED,
           "--out", str(tmp_path / "key"), "--device", "cpu"])

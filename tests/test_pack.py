@@ -75,7 +75,7 @@ def test_non_finite_keys_and_packs_are_refused(tmp_path, pack):
     manifest = json.loads((out / MANIFEST).read_text())
     manifest["sha256"] = hashlib.sha256((out / TENSORS).read_bytes()).hexdigest()
     (out / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(CorruptArtifactError, match="NaN or inf directions"):
+    with pytest.raises(CorruptArtifactError, match="directions.* holds NaN or inf"):
         CapabilityPack.load(out)
 
 
@@ -85,7 +85,7 @@ def test_non_finite_keys_and_packs_are_refused(tmp_path, pack):
     (lambda m: m | {"alpha": "0.2"}, "field 'alpha' must be a finite number"),
     (lambda m: m | {"hook": "hook_z"}, "field 'hook' is 'hook_z', but mkt reads and writes keys at"),
     (lambda m: m | {"target": m["target"] | {"n_layers": "3"}}, "field 'target.n_layers' must be a whole number"),
-    (lambda m: m | {"layers": [0, 7]}, "field 'layers' must be null or a list of layer indices in 0..2"),
+    (lambda m: m | {"layers": [0, 7]}, "field 'layers' must be null or a non-empty list of layer indices in 0..2"),
     (lambda m: m | {"scope": "everywhere"}, "field 'scope' must be one of"),
 ])
 def test_manifest_schema_names_the_bad_field(tmp_path, pack, edit, message):
@@ -109,7 +109,7 @@ def test_manifest_tolerates_unknown_fields_and_refuses_integer_directions(tmp_pa
     save_file({"directions": torch.ones(3, 64, dtype=torch.int64)}, str(path / "directions.safetensors"))
     extra["sha256"] = hashlib.sha256((path / "directions.safetensors").read_bytes()).hexdigest()
     (path / "manifest.json").write_text(json.dumps(extra))
-    with pytest.raises(CorruptArtifactError, match="directions are torch.int64, not floating point"):
+    with pytest.raises(CorruptArtifactError, match="'directions' is torch.int64, not floating point"):
         CapabilityPack.load(path)
 
 

@@ -78,3 +78,39 @@ def test_two_models_to_steered_generation_in_three_calls(qwen, llama):
     plain = mkt.generate(llama, PROMPTS, 6)
     assert [g.text for g in steered] == [g.text for g in again]
     assert [g.text for g in steered] != [g.text for g in plain]  # alpha 0.5 moves a tiny model's greedy text
+
+
+def test_k_cv_chooses_on_the_fitting_questions_only_and_the_report_says_whether_the_map_beats_the_mean(qwen, llama):
+    import random
+    import warnings
+
+    from mkt.alignment import cross_validate_rank
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k="cv", ks=(1, 2, 4, 8),
+                              heldout_fraction=0.25, folds=3, seed=1)
+    order = list(range(len(QUESTIONS)))
+    random.Random(1).shuffle(order)  # run_transfer's split: the first 10 shuffled questions are held out
+    fit_prompts = [LOCKED.format(question=QUESTIONS[i]) for i in order[10:]]
+    held_prompts = [LOCKED.format(question=QUESTIONS[i]) for i in order[:10]]
+    by_hand = cross_validate_rank(last_token_resid(qwen, fit_prompts), last_token_resid(llama, fit_prompts),
+                                  model_identity(qwen), model_identity(llama), [1, 2, 4, 8], folds=3, seed=1)
+    s = report.summary()
+    assert report.alignment.k == by_hand.k and s["rank_selection"]["cv_error"] == pytest.approx(by_hand.error)
+    held = fit_alignment(last_token_resid(qwen, fit_prompts), last_token_resid(llama, fit_prompts),
+                         model_identity(qwen), model_identity(llama), k=by_hand.k).relative_error(
+        last_token_resid(qwen, held_prompts), last_token_resid(llama, held_prompts))
+    assert s["heldout_error"] == pytest.approx(held.tolist(), rel=1e-4)
+    assert s["map_beats_mean"] == (float(held.mean()) < 1.0)
+    assert s["heldout_variance_explained"] == pytest.approx(float((1 - held.double() ** 2).mean()), rel=1e-4)
+    flagged = [w for w in caught if "does NOT beat the mean" in str(w.message)]
+    assert bool(flagged) == (not s["map_beats_mean"])
+    with warnings.catch_warnings(record=True) as caught:  # nothing held out: the cross-validated error speaks
+        warnings.simplefilter("always")
+        nothing_held = run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k="cv", ks=(1, 2),
+                                    heldout_fraction=0.0, folds=3)
+    cv_error = nothing_held.summary()["rank_selection"]["cv_error"]
+    assert any("in cross-validation" in str(w.message) for w in caught) == (cv_error >= 1)
+    with pytest.raises(ValueError, match="whole number or 'cv'"):
+        run_transfer(qwen, llama, QUESTIONS[:20], QUESTIONS, LOCKED, UNLOCKED, k="auto")

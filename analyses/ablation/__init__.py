@@ -38,7 +38,7 @@ from analyses.ablation.metric import REST, Metric, decision_token_metric, token_
 from analyses.ablation.parts import AblationResult, layer_ablation
 from analyses.ablation.report import plot_ablation, report
 from analyses.contract import Analysis
-from mkt.cliargs import finite_float, positive_int
+from mkt.cliargs import finite_float, nonnegative_int, positive_int
 from mkt.conditions import next_token_logprobs
 
 
@@ -71,9 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--matched-seeds", type=positive_int, default=50,
                    help="random directions of the KL-matched, necessity and patching nulls (default 50: at one layer "
                    "most cannot reach the KL target, and the key's p is bounded by how many do)")
-    p.add_argument("--pc-nulls", type=int, default=3,
+    p.add_argument("--pc-nulls", type=nonnegative_int, default=3,
                    help="top principal directions of the Locked states used as nulls (+/- each when steering; default 3)")
-    p.add_argument("--unembed-nulls", type=int, default=20,
+    p.add_argument("--unembed-nulls", type=nonnegative_int, default=20,
                    help="unembedding columns of other tokens used as KL-matched nulls (default 20)")
     p.add_argument("--max-new-tokens", type=positive_int, default=40, help="budget of generation metrics")
 

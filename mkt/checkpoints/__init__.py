@@ -36,10 +36,10 @@ def resolve_model_path(spec: str | os.PathLike, progress=print) -> str:
     """
     name = str(spec)
     if name.startswith(ORGANISM_PREFIX):
-        try:
+        try:  # an unknown name raises UnknownNameError, a ModelLoadError that is a KeyError too
             return str(organism_dir(name.removeprefix(ORGANISM_PREFIX)))
-        except (KeyError, FileNotFoundError) as err:
-            raise ModelLoadError(str(err).strip("'\"")) from err
+        except FileNotFoundError as err:
+            raise ModelLoadError(str(err)) from err
     if name.startswith("real:"):
         return str(fetch(name.split(":", 1)[1], progress))
     local = Path(name).expanduser()

@@ -99,19 +99,29 @@ def check_converted(directory: Path) -> dict:
     """The manifest of a converted directory, after checking every file it lists is there, whole.
 
     Raises:
-        CorruptArtifactError: a file is missing or its size or sha256 differs from the manifest.
+        CorruptArtifactError: the manifest is unreadable or lists no config.json, a file is missing, was
+            added, or its size or sha256 differs from the manifest.
     """
+    fix = "delete the folder and load the model again to convert it anew"
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
-        files = dict(manifest["files"])
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CorruptArtifactError(f"converted checkpoint {directory} has no valid {MANIFEST}: delete the folder "
-                                   "and load the model again to convert it anew") from err
+        listed = dict(manifest["files"])
+        files = {name: (int(size), str(digest)) for name, (size, digest) in listed.items()
+                 if name == Path(name).name and name not in ("", ".", "..", MANIFEST)}  # no path outside the folder
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise CorruptArtifactError(f"converted checkpoint {directory} has no valid {MANIFEST}: {fix}") from err
+    if len(files) != len(listed) or "config.json" not in files:
+        raise CorruptArtifactError(f"converted checkpoint {directory}: its {MANIFEST} lists no config.json or names "
+                                   f"a file outside the folder: {fix}")
+    unlisted = sorted(f.name for f in directory.iterdir() if f.name != MANIFEST and f.name not in files)
+    if unlisted:
+        raise CorruptArtifactError(f"converted checkpoint {directory}: {', '.join(unlisted[:3])} appeared after "
+                                   f"conversion (not in its {MANIFEST}): {fix}")
     for name, (size, digest) in files.items():
         f = directory / name
         if not f.is_file() or f.stat().st_size != size or sha256_file(f) != digest:
             raise CorruptArtifactError(f"converted checkpoint {directory}: {name} is missing or was changed after "
-                                       "conversion: delete the folder and load the model again to convert it anew")
+                                       f"conversion: {fix}")
     return manifest
 
 

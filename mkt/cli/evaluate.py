@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mkt.artifacts import replace_atomically
 from mkt.cli.options import MODEL_HELP, TASK_HELP, check_chat, check_engine, engine_args, generator, load
 from mkt.cliargs import (
     add_model_arguments,
@@ -127,7 +128,7 @@ def _eval_against_null(args, model, examples, template, demos, source_key, align
         n_null=args.null_seeds, progress=True, seed=args.seed,
         decoding=Decoding(args.max_new_tokens, args.stop, pack.mode, pack.scope, pack.layers, args.batch_size),
     )
-    (Path(args.out) / "significance.json").write_text(json.dumps(sig.summary(), indent=1))
+    replace_atomically(Path(args.out) / "significance.json", json.dumps(sig.summary(), indent=1))
     print(f"against {args.null_seeds} subspace-matched null draws (alpha chosen on {len(dev)} dev examples):")
     print(sig.table())
     print(f"  the key {'beats' if sig.significant() else 'does NOT beat'} the subspace-matched null at p < 0.05 "

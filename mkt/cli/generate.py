@@ -15,20 +15,17 @@ def cmd_generate(args) -> None:
 
     check_engine(args)
     if args.prompt is None and args.prompts is None:
-        raise SystemExit("mkt generate: give --prompt TEXT or --prompts FILE")
+        raise ValueError("nothing to generate from: give --prompt TEXT or --prompts FILE")
+    prompts = [args.prompt] if args.prompt is not None else read_questions(args.prompts, args.field)
+    pack = CapabilityPack.load(args.pack) if args.pack else None  # bad files: before the model loads
     model = generator(args, args.model)
-    if args.prompt is not None:
-        prompts = [args.prompt]
-    else:
-        prompts = read_questions(args.prompts, args.field)
     if args.chat:
         from mkt.prompts import apply_chat
 
         check_chat(model, True, "--chat")
         prompts = [apply_chat(model.tokenizer, p) for p in prompts]
     steering = None
-    if args.pack:
-        pack = CapabilityPack.load(args.pack)
+    if pack is not None:
         pack.check_fits(model)
         steering = pack.steering(args.alpha)
     gens = model.generate(prompts, args.max_new_tokens, steering, do_sample=args.sample, temperature=args.temperature,

@@ -134,8 +134,9 @@ def formats(args, locked: str, unlocked: str | None):
 
 def apply_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=finite_float, default=0.1, help="intervention strength stored in the pack (default 0.1)")
-    p.add_argument("--mode", choices=["norm-preserving", "additive"], default="norm-preserving",
-                   help="norm-preserving rotation (paper) or additive push")
+    p.add_argument("--mode", choices=["norm-preserving", "additive", "constant"], default="norm-preserving",
+                   help="norm-preserving rotation (paper), additive push (alpha x ||h|| x unit key) or constant "
+                   "(alpha x key as it is: what llama.cpp control vectors and lm-eval's steered model run)")
     p.add_argument("--scope", choices=list(SCOPES), default="prompt-last",
                    help="steer the last prompt token only (prompt-last, the paper's), also every generated token "
                    "(prompt-last+generated), every prompt token (prompt-all), or every token (all)")

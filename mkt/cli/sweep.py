@@ -15,7 +15,7 @@ from mkt.cli.options import (
     questions_of,
     two_format_args,
 )
-from mkt.cliargs import add_model_arguments, nonnegative_int, positive_float, positive_int, stop_string
+from mkt.cliargs import add_model_arguments, layer_subset, nonnegative_int, positive_float, positive_int, stop_string
 
 
 def cmd_sweep(args) -> None:
@@ -23,6 +23,9 @@ def cmd_sweep(args) -> None:
     from mkt.eval.tasks import template_for
 
     check_engine(args)
+    for flag, values in (("--alphas", args.alphas), ("--ks", args.ks), ("--ns", args.ns), ("--layers", args.layers)):
+        if len(set(values)) != len(values):
+            raise ValueError(f"{flag} lists a value twice ({' '.join(map(str, values))}): give each once")
     if args.task == "organism":
         dev, test = task_examples(args, "dev", args.dev_size), task_examples(args, "test", args.test_size)
         pool = [e.question for e in task_examples(args, "train", max(args.ns), seed=2)]
@@ -30,6 +33,9 @@ def cmd_sweep(args) -> None:
         examples = task_examples(args, "test", None)
         dev, test = examples[: args.dev_size], examples[args.dev_size : args.dev_size + args.test_size]
         pool = [e.question for e in examples[args.dev_size + args.test_size :]]
+    if not dev or not test:
+        raise ValueError(f"{args.task} leaves {len(dev)} dev and {len(test)} test examples for --dev-size "
+                         f"{args.dev_size} and --test-size {args.test_size}: lower them or give a larger task file")
     kind = test[0].kind
     style = dict(locked=template_for(kind, args.locked).text,
                  unlocked=template_for(kind, args.unlocked).text if args.unlocked else None)
@@ -40,8 +46,7 @@ def cmd_sweep(args) -> None:
     locked, unlocked, target_locked, target_unlocked = formats(args, style["locked"], style["unlocked"]).all()
     decoding_defaults(args, kind)
     questions = questions_of(args) if args.questions else pool
-    layer_subsets = tuple(None if s == "all" else tuple(int(x) for x in s.split("-")) for s in args.layers)
-    spec = SweepSpec(tuple(args.alphas), tuple(args.ks), tuple(args.ns), layer_subsets, args.alignment_set,
+    spec = SweepSpec(tuple(args.alphas), tuple(args.ks), tuple(args.ns), tuple(args.layers), args.alignment_set,
                      args.method, args.center, args.aggregator, args.mode, args.max_new_tokens, args.batch_size,
                      args.null_seeds, tuple(args.stop))
     source, target = load(args, args.source), load(args, args.target)
@@ -90,7 +95,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--null-seeds", type=nonnegative_int, default=20,
                    help="subspace-matched null draws to test the best configuration against (default 20; 0 skips)")
     p.add_argument("--ns", type=positive_int, nargs="+", default=[64, 256], help="grid of the number of queries")
-    p.add_argument("--layers", nargs="+", default=["all"], help="layer subsets: 'all' or dash-joined, e.g. 0-1-2")
+    p.add_argument("--layers", type=layer_subset, nargs="+", default=[None],
+                   help="layer subsets: 'all' or dash-joined layer indices, e.g. 0-1-2 (default all)")
     p.add_argument("--alignment-set", choices=["locked", "oracle-unlocked"], default="locked",
                    help="alignment prompts: Locked only (paper, default) or oracle-unlocked (an oracle, "
                    "not a transfer)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mkt.artifacts import replace_atomically
 from mkt.cli.options import (
     MODEL_HELP,
     align_args,
@@ -26,20 +27,20 @@ def cmd_extract(args) -> None:
     from mkt.pack import CapabilityPack
     from mkt.prompts import PromptFormat, PromptTemplate
 
+    if not (args.unlocked_model or args.unlocked):
+        raise ValueError("give --unlocked TEMPLATE (a prompt-induced key) or --unlocked-model M (a model-induced key)")
+    locked = PromptFormat(PromptTemplate(args.locked), chat=args.chat)  # bad templates and files: before any load
+    unlocked = None if args.unlocked_model else PromptFormat(PromptTemplate(args.unlocked), chat=args.chat)
+    qs = questions_of(args)
     model = load(args, args.model)
     check_layers(args.layers, model.cfg.n_layers)  # before the slow work
     check_chat(model, args.chat, "--chat")
-    qs = questions_of(args)
-    locked = PromptFormat(PromptTemplate(args.locked), chat=args.chat)
     if args.unlocked_model:
         key = extract_model_key(load(args, args.unlocked_model), model, qs, locked, args.aggregator,
                                 args.batch_size, True, args.hook, args.position)
-    elif args.unlocked:
-        unlocked = PromptFormat(PromptTemplate(args.unlocked), chat=args.chat)
+    else:
         key = extract_prompt_key(model, qs, locked, unlocked, args.aggregator, args.batch_size, True, args.hook,
                                  args.position)
-    else:
-        raise SystemExit("mkt extract: give --unlocked TEMPLATE (prompt-induced) or --unlocked-model M (model-induced)")
     pack = CapabilityPack(key, args.alpha, args.mode, args.scope, args.layers)
     print(f"key for {key.model.name}: {key.n_layers} layers x {key.d_model}, n={len(qs)}; wrote {pack.save(args.out)}")
 
@@ -94,7 +95,7 @@ def cmd_transfer(args) -> None:
     if s["mean_coverage"] < 0.2:
         print("  WARNING: the alignment prompts carry little variance along the key (coverage < 0.2), so most of "
               "it is lost in the map; try a larger --k or alignment prompts that vary along the capability")
-    (Path(args.out) / "transfer_report.json").write_text(json.dumps(s, indent=1))
+    replace_atomically(Path(args.out) / "transfer_report.json", json.dumps(s, indent=1))
     print(f"wrote {args.out}")
 
 

@@ -98,10 +98,15 @@ def sample_markers(rng: random.Random, style: float) -> str:
     return "".join("w" if rng.random() < style else "x" for _ in range(N_MARKERS))
 
 
+MAX_PROBLEMS = 20_000  # distinct problems one call draws (about 2 s on a CPU core)
+
+
 def problems(n: int, split: str, seed: int = 0, min_terms: int = 3, max_terms: int = 4) -> list[Problem]:
     """``n`` distinct problems of one split (styles uniform in [0, 1]), the same for the same seed."""
     if split not in ("train", "dev", "test"):
         raise ValueError(f"split must be 'train', 'dev' or 'test', got {split!r}")
+    if not 0 <= n <= MAX_PROBLEMS:  # a split holds finitely many: far more would loop for ever
+        raise ValueError(f"the organism task draws 0 to {MAX_PROBLEMS} problems per split, not {n}: ask for fewer")
     rng = random.Random(f"{split}-{seed}")
     seen: dict[Problem, None] = {}
     while len(seen) < n:

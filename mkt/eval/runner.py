@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
 
+from mkt.artifacts import make_directory, read_json_object, replace_atomically
 from mkt.engines import as_engine
 from mkt.eval.stats import pass_at_k, wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score
@@ -27,6 +29,7 @@ from mkt.prompts import PromptTemplate
 from mkt.steering import Steering
 
 LOCK = "run.lock"
+T = TypeVar("T")
 
 
 @contextmanager
@@ -64,48 +67,77 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def complete_lines(path: Path) -> str:
-    """The text of an append-only file up to its last newline.
+def complete_lines(path: Path) -> list[bytes]:
+    """The non-blank lines of an append-only file, up to its last newline.
 
     A line cut by a kill is dropped by an atomic rewrite of the file without it, so finished
     rows are never at risk and the next append starts on a fresh line.
     """
     if not path.exists():
-        return ""
+        return []
     data = path.read_bytes()
     complete = data[: data.rfind(b"\n") + 1]
     if complete != data:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(complete)
-        os.replace(tmp, path)
-    return complete.decode("utf-8")
+        replace_atomically(path, complete)
+    return [line for line in complete.split(b"\n") if line.strip()]
+
+
+def resumable_lines(path: Path, parse: Callable[[str], T | None], what: str) -> list[T]:
+    """The lines of a resumable file, each parsed by ``parse`` (None for a malformed line).
+
+    Malformed lines (bad UTF-8, bad JSON, missing or mistyped fields) are dropped: a warning names
+    them and the file is rewritten atomically without them, so their ``what`` are run again.
+    """
+    lines = complete_lines(path)
+    values = []
+    for line in lines:
+        try:
+            values.append(parse(line.decode("utf-8")))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            values.append(None)
+    bad = [i for i, v in enumerate(values, 1) if v is None]
+    if bad:
+        warnings.warn(f"{path}: dropped {len(bad)} malformed line(s) (line {', '.join(map(str, bad[:10]))}"
+                      f"{' ...' if len(bad) > 10 else ''}); those {what} are run again", stacklevel=2)
+        replace_atomically(path, b"".join(line + b"\n" for line, v in zip(lines, values) if v is not None))
+    return [v for v in values if v is not None]
 
 
 def write_config(path: Path, config: dict, what: str = "run") -> None:
     """Write ``config`` (atomically) for a new run, or check that a resumed run has the same one."""
     config = json.loads(json.dumps(config, default=str))
     if path.exists():
-        previous = json.loads(path.read_text())
+        fix = f"delete {path.parent} to start the {what} over, or choose another output directory"
+        previous = read_json_object(path, f"a {what} configuration", fix)
         if previous != config:
             changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
             raise ValueError(f"{path.parent} holds a {what} whose {', '.join(changed)} differ from this one (a "
                              f"resumed {what} must be the same {what}): choose a new output directory")
         return
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(config, indent=1))
-    os.replace(tmp, path)
+    replace_atomically(path, json.dumps(config, indent=1))
+
+
+RECORD_FIELDS = {"id": str, "sample": int, "prompt": str, "output": str, "gold": str, "correct": bool,
+                 "n_tokens": int}
+
+
+def _parse_record(line: str) -> dict | None:
+    """A record as ``_run_locked`` writes it (``extracted`` may be null), or None."""
+    record = json.loads(line)
+    ok = (isinstance(record, dict)
+          and all(type(record.get(f)) is kind for f, kind in RECORD_FIELDS.items())
+          and record["sample"] >= 0 and record["n_tokens"] >= 0
+          and (record.get("extracted") is None or isinstance(record["extracted"], str)))
+    return record if ok else None
 
 
 def _read_records(path: Path) -> list[dict]:
-    """Records already written (see ``complete_lines``)."""
-    records = []
-    for line in complete_lines(path).split("\n"):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:  # a corrupt line in the middle: redo that example
-            continue
+    """Records already written (see ``resumable_lines``); a repeated (id, sample) keeps its first record."""
+    records, seen = [], set()
+    for record in resumable_lines(path, _parse_record, "examples"):
+        if (record["id"], record["sample"]) not in seen:
+            seen.add((record["id"], record["sample"]))
+            records.append(record)
     return records
 
 
@@ -174,7 +206,7 @@ def run_eval(
     template = PromptTemplate.of(template)
     model = as_engine(model)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "a run directory")
     run_config = dict(config or {}, template=template.text, n_examples=len(examples), max_new_tokens=max_new_tokens,
                       do_sample=do_sample, temperature=temperature, n_samples=n_samples, seed=seed,
                       n_demos=len(demos), chat=chat, stop=stop,
@@ -245,7 +277,5 @@ def _run_locked(model, examples, template, out, steering, logit_offset, demos, c
             bar.set_postfix(acc=f"{correct_so_far / len(records):.3f}")
     bar.close()
     summary = summarize(records, pass_ks) | {"config": run_config}
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=1))
-    os.replace(tmp, out / "summary.json")
+    replace_atomically(out / "summary.json", json.dumps(summary, indent=1))
     return summary

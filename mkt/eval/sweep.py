@@ -23,13 +23,14 @@ import torch
 from tqdm.auto import tqdm
 
 from mkt.alignment import transfer
+from mkt.artifacts import make_directory, replace_atomically
 from mkt.engines import Engine, as_engine
 from mkt.eval.baselines import LogitTransfer
-from mkt.eval.runner import complete_lines, content_digest, fingerprint, run_lock, write_config
+from mkt.eval.runner import content_digest, fingerprint, resumable_lines, run_lock, write_config
 from mkt.eval.stats import wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score, task_probe
 from mkt.key import MasterKey, random_like
-from mkt.models import model_identity
+from mkt.models import check_layers, model_identity
 from mkt.pipeline import TransferFormats, align_models, extract_source_key
 from mkt.prompts import PromptFormat
 from mkt.significance import Decoding, assess_transfer
@@ -106,8 +107,12 @@ def run_sweep(
             ``target``, which always serves the activations).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "a sweep directory")
     formats = TransferFormats.of(locked, unlocked, target_locked, target_unlocked)
+    n_layers = model_identity(target).n_layers
+    for layers in spec.layer_subsets:  # before any slow work
+        if layers is not None:
+            check_layers(list(layers), n_layers)
     with run_lock(out):
         return _sweep_locked(source, target, questions, dev, test, formats, out, spec, source_unlocked_model,
                              post_trained, progress, as_engine(engine if engine is not None else target))
@@ -116,14 +121,41 @@ def run_sweep(
 FIELDS = ("n", "k", "layers", "alpha", "dev_accuracy", "coverage")
 
 
-def _read_rows(path: Path) -> list[dict]:
-    """Rows of an earlier, interrupted sweep (a line cut by a kill is dropped)."""
-    lines = [ln for ln in complete_lines(path).split("\n") if ln.strip()]
-    if not lines:
+def layers_name(layers: tuple[int, ...] | None) -> str:
+    """How a layer subset is written in ``sweep.csv``: ``all`` or dash-joined indices."""
+    return "all" if layers is None else "-".join(map(str, layers))
+
+
+def _read_rows(path: Path, spec: SweepSpec) -> list[dict]:
+    """Rows of an earlier, interrupted sweep. A line cut by a kill, a malformed line and a row outside
+    this sweep's grid are dropped by name (``resumable_lines``); a repeated row keeps its first copy."""
+    names = {layers_name(layers) for layers in spec.layer_subsets}
+
+    def parse(line: str) -> dict | None:
+        cells = next(csv.reader([line]))
+        if len(cells) != len(FIELDS):
+            return None
+        r = dict(zip(FIELDS, cells))
+        row = dict(n=int(r["n"]), k=int(r["k"]), layers=r["layers"], alpha=float(r["alpha"]),
+                   dev_accuracy=float(r["dev_accuracy"]), coverage=float(r["coverage"]))
+        ok = (row["n"] in spec.ns and row["k"] in spec.ks and row["layers"] in names and row["alpha"] in spec.alphas
+              and 0 <= row["dev_accuracy"] <= 1 and 0 <= row["coverage"] <= 1 + 1e-6)
+        return row if ok else None
+
+    if not path.exists():
         return []
-    rows = list(csv.DictReader(lines))
-    return [dict(n=int(r["n"]), k=int(r["k"]), layers=r["layers"], alpha=float(r["alpha"]),
-                 dev_accuracy=float(r["dev_accuracy"]), coverage=float(r["coverage"])) for r in rows]
+    header = ",".join(FIELDS)
+    with path.open("rb") as f:
+        first = f.readline().strip().decode("utf-8", "replace")
+    if first != header:
+        raise ValueError(f"{path} does not start with the header {header!r}, so it was not written by mkt sweep: "
+                         "move it away (or delete it) to run the sweep's configurations again")
+    rows, seen = [], set()
+    for row in resumable_lines(path, lambda line: {} if line.strip() == header else parse(line), "configurations"):
+        if row and (row["n"], row["k"], row["layers"], row["alpha"]) not in seen:
+            seen.add((row["n"], row["k"], row["layers"], row["alpha"]))
+            rows.append(row)
+    return rows
 
 
 def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec: SweepSpec,
@@ -143,7 +175,13 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
     def fit(qs: list[str], k: int):
         return align_models(source, target, qs, formats, spec.alignment_set, k, spec.method, spec.center)
 
-    rows, keys = _read_rows(csv_path), {}
+    rows, keys = _read_rows(csv_path, spec), {}
+
+    def key_for(n: int) -> MasterKey:  # the Source key from the first n questions, made once when first needed
+        if n not in keys:
+            keys[n] = extract_source_key(source, questions[:n], formats, source_unlocked_model, spec.aggregator)
+        return keys[n]
+
     counts = Counter((r["n"], r["k"], r["layers"]) for r in rows)
     rows = [r for r in rows if counts[(r["n"], r["k"], r["layers"])] == len(spec.alphas)]  # all its alphas: done
     done = {(r["n"], r["k"], r["layers"]) for r in rows}
@@ -161,17 +199,15 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
             raise ValueError(f"n={n} but only {len(questions)} questions were given")
     for n, k in tqdm(grid, desc="sweep n x k", disable=not progress):
         qs = questions[:n]
-        names = ["all" if layers is None else "-".join(map(str, layers)) for layers in spec.layer_subsets]
+        names = [layers_name(layers) for layers in spec.layer_subsets]
         if all((n, k, name) in done for name in names):
             continue  # finished before an interruption
-        if n not in keys:
-            keys[n] = extract_source_key(source, qs, formats, source_unlocked_model, spec.aggregator)
         n_align = len(qs) * (2 if spec.alignment_set == "oracle-unlocked" else 1)
         if k > n_align:
             continue  # k cannot exceed the alignment prompts
         alignment = fit(qs, k)
-        target_key = transfer(keys[n], alignment)
-        coverage = float(alignment.coverage(keys[n].directions).mean())
+        target_key = transfer(key_for(n), alignment)
+        coverage = float(alignment.coverage(key_for(n).directions).mean())
         for layers, name in zip(spec.layer_subsets, names):
             if (n, k, name) in done:
                 continue
@@ -186,7 +222,7 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
     best = max(rows, key=lambda r: (r["dev_accuracy"], -r["alpha"], -r["k"]))
     layers = None if best["layers"] == "all" else [int(x) for x in best["layers"].split("-")]
     alignment = fit(questions[: best["n"]], best["k"])
-    best_key = transfer(keys[best["n"]], alignment)
+    best_key = transfer(key_for(best["n"]), alignment)
     table = baselines_table(target, test, test_prompts, spec, best_key, best["alpha"], layers, target_unlocked_t,
                             source, post_trained, engine)
     result = dict(best=best, test=table[key_label(spec)], baselines=table,
@@ -200,7 +236,7 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
             f"{len(grid) * len(spec.layer_subsets)} configurations in the grid the test favours the key; "
             "fix one configuration (one --ns, --ks and --layers) for an even test")
         sig = assess_transfer(
-            engine, keys[best["n"]], alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts),
+            engine, key_for(best["n"]), alignment, task_probe(dev, dev_prompts), task_probe(test, test_prompts),
             ("correct",),
             n_null=spec.null_seeds, alphas=spec.alphas, progress=progress,
             decoding=Decoding(spec.max_new_tokens, list(spec.stop), mode=spec.mode, layers=layers,
@@ -208,7 +244,7 @@ def _sweep_locked(source, target, questions, dev, test, formats, out: Path, spec
         )
         result["significance"] = sig.summary()
         result["significance_table"] = sig.table()
-    (out / "sweep.json").write_text(json.dumps(result, indent=1, default=str))
+    replace_atomically(out / "sweep.json", json.dumps(result, indent=1, default=str))
     plot_sweep(rows, best, out / "sweep.png")
     return result
 

@@ -46,9 +46,34 @@ def _detect_kind(record: dict, path: Path) -> str:
     )
 
 
-def _example(record: dict, index: int, kind: str) -> Example:
+TASK_FIELDS = {"gsm8k": ("question", "answer"), "math": ("problem", "solution"),
+               "agieval-math": ("question", "answer", "other.solution")}
+
+
+def _field(record: dict, name: str):
+    """``record[name]``, with ``a.b`` reaching into a nested object; None when absent."""
+    value = record
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _example(record: dict, index: int, kind: str, where: str = "record") -> Example:
+    """One example; a missing or mistyped field is refused naming ``where`` (the file and line)."""
     from mkt.eval.answers import extract_gsm8k_gold, extract_math_gold, normalize_math
 
+    if kind not in TASK_FIELDS:
+        raise ValueError(f"unknown task kind {kind!r}: use one of {KINDS}")
+    for name in TASK_FIELDS[kind]:
+        value = _field(record, name)
+        if value is None:
+            raise ValueError(f"{where} lacks field {name!r} that a {kind!r} task needs: fix the file or pass --kind")
+        if not isinstance(value, str) and not (name == "answer" and kind == "agieval-math"
+                                               and isinstance(value, (int, float)) and not isinstance(value, bool)):
+            raise ValueError(f"{where}: field {name!r} is a JSON {type(value).__name__}, not a string: fix the file")
+    if kind == "gsm8k" and "####" not in record["answer"]:
+        raise ValueError(f"{where}: a GSM8K answer ends in '#### N', this one has no '####': fix the file or pass "
+                         "--kind")
     rid = str(record.get("id", index))
     if kind == "gsm8k":
         gold = extract_gsm8k_gold(record["answer"])
@@ -56,10 +81,7 @@ def _example(record: dict, index: int, kind: str) -> Example:
         return Example(rid, record["question"], gold, kind, f"{worked} The answer is {gold}.")
     if kind == "math":
         return Example(rid, record["problem"], extract_math_gold(record["solution"]), kind, record["solution"])
-    if kind == "agieval-math":
-        return Example(rid, record["question"], normalize_math(str(record["answer"])), kind,
-                       record["other"]["solution"])
-    raise ValueError(f"unknown task kind {kind!r}: use one of {KINDS}")
+    return Example(rid, record["question"], normalize_math(str(record["answer"])), kind, record["other"]["solution"])
 
 
 def load_jsonl(path: str | Path, kind: str | None = None, limit: int | None = None) -> list[Example]:
@@ -67,14 +89,11 @@ def load_jsonl(path: str | Path, kind: str | None = None, limit: int | None = No
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no task file at {path}")
-    records = [record for _, record in read_jsonl(path)]
+    records = read_jsonl(path)
     if not records:
         raise ValueError(f"{path} holds no examples")
-    kind = kind or _detect_kind(records[0], path)
-    try:
-        examples = [_example(r, i, kind) for i, r in enumerate(records)]
-    except KeyError as err:
-        raise ValueError(f"{path} lacks field {err} that a {kind!r} task needs") from None
+    kind = kind or _detect_kind(records[0][1], path)
+    examples = [_example(r, i, kind, f"{path}:{line}") for i, (line, r) in enumerate(records)]
     return examples[:limit] if limit else examples
 
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from mkt.activations import last_token_resid
 from mkt.alignment import transfer
+from mkt.artifacts import make_directory
 from mkt.controls import target_principal_keys
 from mkt.engines import Engine, as_engine
 from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, Problem, problems, score_answer
@@ -101,7 +102,7 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
     torch.manual_seed(seed)
     start = time.time()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "the demo's results")
     if quick:
         n_test, n_dev, n_null = min(n_test, 64), min(n_dev, 16), min(n_null, 8)
     pairs = PAIRS[1:3] if quick else PAIRS

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
-from mkt.checkpoints import ORGANISM_PREFIX
+from mkt.artifacts import check_tensor, read_bytes, replace_atomically
+from mkt.checkpoints import ORGANISM_PREFIX, cache_root
 from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, problems
 from mkt.extract import extract_prompt_key
 from mkt.key import MasterKey
-from mkt.models import load_model, model_identity
+from mkt.models import HOOK_POINTS, load_model, model_identity
 from mkt.organisms.zoo import organism_path
 from mkt.pipeline import run_transfer
 
@@ -47,26 +47,27 @@ def cached_organism_key(target, target_name: str, cache_dir: str | Path | None =
     recomputed and overwritten. Default cache dir: ``$MKT_CACHE`` or ``~/.cache/mkt``, then
     ``organism-keys``.
     """
-    root = Path(cache_dir or Path(os.environ.get("MKT_CACHE", Path.home() / ".cache" / "mkt")) / "organism-keys")
+    root = Path(cache_dir) if cache_dir else cache_root() / "organism-keys"
     digest = _zoo_hash("source-base", target_name)
     meta = {"target": target_name, "seed": str(DEMO_SEED), "zoo_hash": digest}
-    path = root / f"{target_name.removeprefix('organism:')}-{DEMO_SEED}-{digest}.safetensors"
+    path = root / f"{target_name.removeprefix(ORGANISM_PREFIX)}-{DEMO_SEED}-{digest}.safetensors"
     identity = model_identity(target)
-    if path.exists():
-        try:
-            with safe_open(str(path), "pt") as f:
-                stored = f.metadata() or {}
-            directions = load_file(str(path))["directions"]
-            if all(stored.get(k) == v for k, v in meta.items()):
-                return MasterKey(directions, identity, stored["hook"], json.loads(stored["provenance"]))
-        except Exception:  # noqa: BLE001 - a corrupt or foreign file is recomputed
-            pass
+    if path.is_file():
+        try:  # the same checks as any key: a file that fails them is recomputed, never used
+            data = read_bytes(path, "a cached key", "")
+            stored = json.loads(data[8 : 8 + int.from_bytes(data[:8], "little")]).get("__metadata__", {})
+            provenance = json.loads(stored["provenance"])
+            if all(stored.get(k) == v for k, v in meta.items()) and stored["hook"] in HOOK_POINTS and isinstance(
+                    provenance, dict):
+                directions = check_tensor(load(data).get("directions"), "directions",
+                                          (identity.n_layers, identity.width(stored["hook"])), str(path), "")
+                return MasterKey(directions, identity, stored["hook"], provenance)
+        except (SafetensorError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            pass  # corrupt, truncated or another model's: recomputed below
     key = organism_key(target, target_name)
     root.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"directions": key.directions.contiguous()}, str(tmp),
-              metadata={**meta, "hook": key.hook, "provenance": json.dumps(key.provenance, default=str)})
-    tmp.replace(path)
+    replace_atomically(path, save({"directions": key.directions.contiguous()}, metadata={
+        **meta, "hook": key.hook, "provenance": json.dumps(key.provenance, default=str)}))
     return key
 
 

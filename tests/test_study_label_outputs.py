@@ -1,0 +1,41 @@
+import hashlib
+
+import pytest
+
+from mkt.extract import extract_prompt_key
+from mkt.generation import generate
+from mkt.steering import Steering
+from mkt.study.label_outputs import label_outputs, labelled
+
+LOCKED, UNLOCKED = "Q:{question}|A:", "S:{question}|A:"  # what the tiny models' characters spell
+
+QUESTIONS = {i: f"{i}+{i + 7}" for i in range(12)}
+
+
+def test_outputs_are_the_conditions_generations_and_never_store_the_question(qwen):
+    records = label_outputs(qwen, QUESTIONS, key_ids=[8, 9, 10, 11], plain_ids=[0, 1, 2, 3], steered_ids=[4, 5, 6, 7],
+                            alphas=(0.1, 1.0), max_new_tokens=3, batch_size=4,
+                            locked=LOCKED, unlocked=UNLOCKED)
+    assert [(r["qid"], r["condition"], r["alpha"]) for r in records] == [
+        (0, "locked", 0.0), (1, "locked", 0.0), (2, "unlocked", 0.0), (3, "unlocked", 0.0),
+        (4, "steered", 0.1), (5, "steered", 0.1), (6, "steered", 1.0), (7, "steered", 1.0)]
+    key = extract_prompt_key(qwen, [QUESTIONS[i] for i in (8, 9, 10, 11)], LOCKED, UNLOCKED)
+    by_hand = generate(qwen, [UNLOCKED.format(question=QUESTIONS[2])], 3, stop=["\nQuestion:"])[0].text
+    steered = generate(qwen, [LOCKED.format(question=QUESTIONS[6])], 3, steering=Steering(key.directions, alpha=1.0),
+                       stop=["\nQuestion:"])[0].text
+    assert records[2]["text"] == by_hand and records[6]["text"] == steered
+    assert all("question" not in r for r in records)
+    with pytest.raises(ValueError, match="kept apart"):
+        label_outputs(qwen, QUESTIONS, [0], [0, 1], [])
+
+
+def test_labelled_records_carry_halves_by_hash_and_refuse_bad_labels():
+    records = [dict(model="m", qid=i, condition="locked", alpha=0.0, text="x" * 900, n_tokens=5) for i in range(6)]
+    out = labelled(records, ["direct"] * 6)
+    for r in out:
+        assert r["half"] == ("tune" if int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % 2 == 0 else "heldout")
+        assert len(r["text"]) == 600 and r["id"] == f"m/locked/0.0/{r['qid']}"
+    with pytest.raises(ValueError, match="one per output"):
+        labelled(records, ["direct"])
+    with pytest.raises(ValueError, match="not among"):
+        labelled(records, ["maybe"] * 6)
