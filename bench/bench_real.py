@@ -10,7 +10,7 @@ tokens per row: no EOS):
 - the physical limit of a decoding step: parameter bytes read per step / memory bandwidth
   (``--bandwidth-gbs``, measured by a large copy when not given).
 
-    python -m bench.bench_real /path/to/hf_dir [--batch 32 --new 128 --repeats 3]
+    python -m bench.bench_real real:gemma-3-270m [--batch 32 --new 128 --repeats 3] [--states-only]
 
 ``MODEL`` is anything ``mkt.load_model`` takes that is a local model: ``real:NAME``, a ``.gguf``
 file, a saved HF directory (docs/real-models.md).
@@ -46,6 +46,25 @@ def copy_bandwidth_gbs(n_bytes: int = 2**29) -> float:
     return 2 * 5 * n_bytes / (time.perf_counter() - start) / 1e9
 
 
+def states_speed(model, n_prompts: int, repeats: int) -> dict:
+    """``prompt_states`` (every layer, last token) against the old reading: prompts/s and the ratio new / old."""
+    from mkt.activations import prompt_states
+    from mkt.models import resid_hook_name, tokenize_left_padded
+
+    states = gsm8k_like(n_prompts)
+    names = [resid_hook_name(layer) for layer in range(model.cfg.n_layers)]
+
+    @torch.no_grad()
+    def old_states():  # the reading before: the whole bridge with its logits, states cached by name
+        for start in range(0, len(states), 32):
+            s_ids, s_mask = tokenize_left_padded(model, states[start : start + 32])
+            _, cache = model.run_with_cache(s_ids, attention_mask=s_mask, names_filter=names)
+            torch.stack([cache[n][:, -1] for n in names], dim=1)
+
+    ts = interleaved({"old": old_states, "new": lambda: prompt_states(model, states, batch_size=32)}, repeats)
+    return dict(states_prompts_per_s={k: len(states) / v for k, v in ts.items()}, states_new_over_old=ts["old"] / ts["new"])
+
+
 def main() -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", help="real:NAME, a .gguf file or a saved HF directory (mkt.load_model's specs)")
@@ -55,17 +74,22 @@ def main() -> dict:
     ap.add_argument("--states-prompts", type=int, default=64)
     ap.add_argument("--bandwidth-gbs", type=float, default=None)
     ap.add_argument("--vllm", action="store_true", help="also the vLLM engine (unsteered, prompt-last, every token)")
+    ap.add_argument("--states-only", action="store_true", help="only prompt_states against the old reading")
     args = ap.parse_args()
     from transformers import AutoModelForCausalLM
 
-    from mkt.activations import prompt_states
     from mkt.checkpoints import resolve_model_path
     from mkt.generation import generate
-    from mkt.models import load_model, resid_hook_name, tokenize_left_padded
+    from mkt.models import load_model, tokenize_left_padded
     from mkt.steering import Steering
 
     path = resolve_model_path(args.model)
     model = load_model(path, device="cpu")
+    if args.states_only:
+        result = dict(bench="real-states", model=args.model, load=os.getloadavg(),
+                      **states_speed(model, args.states_prompts, args.repeats + 1))
+        print(json.dumps(result, indent=1))
+        return result
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     n_params = sum(p.numel() for p in hf.parameters())
     n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
@@ -114,17 +138,7 @@ def main() -> dict:
     n_tokens = args.batch * args.new
     tokens_per_s = {name: n_tokens / s for name, s in t.items()}
 
-    states = gsm8k_like(args.states_prompts)
-    names = [resid_hook_name(layer) for layer in range(n_layers)]
-
-    @torch.no_grad()
-    def old_states():  # the reading before: the whole bridge with its logits, states cached by name
-        for start in range(0, len(states), 32):
-            s_ids, s_mask = tokenize_left_padded(model, states[start : start + 32])
-            _, cache = model.run_with_cache(s_ids, attention_mask=s_mask, names_filter=names)
-            torch.stack([cache[n][:, -1] for n in names], dim=1)
-
-    ts = interleaved({"old": old_states, "new": lambda: prompt_states(model, states, batch_size=32)}, args.repeats + 1)
+    states = states_speed(model, args.states_prompts, args.repeats + 1)
     bandwidth = args.bandwidth_gbs or copy_bandwidth_gbs()
     step_bytes = n_params * 4  # float32 weights, each read once per decoding step
     result = dict(
@@ -134,7 +148,7 @@ def main() -> dict:
         steered_over_hf=tokens_per_s["mkt_steered"] / tokens_per_s["hf_generate"],
         steered_overhead=t["mkt_steered"] / t["mkt_unsteered"],
         every_token_overhead=t["mkt_steered_every_token"] / t["mkt_unsteered"],
-        states_prompts_per_s={k: len(states) / v for k, v in ts.items()}, states_new_over_old=ts["old"] / ts["new"],
+        **states,
         bandwidth_gbs=bandwidth, step_limit_s=step_bytes / (bandwidth * 1e9),
         limit_tokens_per_s_at_batch=args.batch * bandwidth * 1e9 / step_bytes,
     )

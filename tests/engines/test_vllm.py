@@ -9,6 +9,7 @@ over 2 CPU ranks must give the same tokens. Skipped where vLLM cannot be importe
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import subprocess
 import sys
@@ -260,24 +261,6 @@ def test_the_significance_procedure_does_not_care_which_engine_runs(models):
                                                                     for n, c in want.items()}
 
 
-def test_eval_command_with_the_vllm_engine_writes_what_the_transformer_lens_engine_writes(models, tmp_path):
-    from mkt.cli import main
-
-    _, _, path = models["qwen2"]
-    task = tmp_path / "task.jsonl"
-    task.write_text("".join(json.dumps(dict(question=q, answer=f"so #### {i}")) + "\n" for i, q in enumerate(PROMPTS)))
-    outputs = {}
-    for engine in ("vllm", "transformer_lens"):
-        args = ["eval", "--model", str(path), "--task", str(task), "--max-new-tokens", "6", "--stop", "\n",
-                "--device", "cpu", "--engine", engine, "--out", str(tmp_path / engine)]
-        assert main(args) == 0
-        records = (tmp_path / engine / "records.jsonl").read_text().splitlines()
-        outputs[engine] = [json.loads(r)["output"] for r in records]
-    assert outputs["vllm"] == outputs["transformer_lens"]
-    assert main(["eval", "--model", str(path), "--task", str(task), "--engine", "vllm", "--logit-transfer-from",
-                 str(path), "--out", str(tmp_path / "refused")]) == 2  # refused before any model loads
-
-
 @pytest.mark.parametrize("arch", ARCHS)
 def test_a_battery_in_one_call_equals_separate_calls_and_the_transformer_lens_battery(models, arch):
     """A key, null draws and a control at an alpha grid: one vLLM call, each direction set sent once."""
@@ -296,6 +279,27 @@ def test_a_battery_in_one_call_equals_separate_calls_and_the_transformer_lens_ba
     assert len({tuple(tuple(g.token_ids) for g in gens) for gens in one.values()}) > 1
 
 
+# The two tests below start and close vLLM engines of their own in this process; closing one
+# tears down vLLM's process-global parallel state that the module's engines use (docs/engines.md:
+# one engine per process), so they run after every test of those engines.
+def test_eval_command_with_the_vllm_engine_writes_what_the_transformer_lens_engine_writes(models, tmp_path):
+    from mkt.cli import main
+
+    _, _, path = models["qwen2"]
+    task = tmp_path / "task.jsonl"
+    task.write_text("".join(json.dumps(dict(question=q, answer=f"so #### {i}")) + "\n" for i, q in enumerate(PROMPTS)))
+    outputs = {}
+    for engine in ("vllm", "transformer_lens"):
+        args = ["eval", "--model", str(path), "--task", str(task), "--max-new-tokens", "6", "--stop", "\n",
+                "--device", "cpu", "--engine", engine, "--out", str(tmp_path / engine)]
+        assert main(args) == 0
+        records = (tmp_path / engine / "records.jsonl").read_text().splitlines()
+        outputs[engine] = [json.loads(r)["output"] for r in records]
+    assert outputs["vllm"] == outputs["transformer_lens"]
+    assert main(["eval", "--model", str(path), "--task", str(task), "--engine", "vllm", "--logit-transfer-from",
+                 str(path), "--out", str(tmp_path / "refused")]) == 2  # refused before any model loads
+
+
 def test_the_engine_sizes_its_kv_cache_and_says_why_it_could_not_start(models, monkeypatch):
     from mkt.errors import MktError
 
@@ -303,7 +307,9 @@ def test_the_engine_sizes_its_kv_cache_and_says_why_it_could_not_start(models, m
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     engine = VLLMEngine(path, max_model_len=256)  # vLLM alone would ask for 92% of the machine's memory
     kv = engine.llm.llm_engine.vllm_config.cache_config.kv_cache_memory_bytes
-    per_token = 2 * N_LAYERS * 2 * (D_MODEL // 2) * 4  # K and V, layers, heads, head size, float32
+    config = json.loads((Path(path) / "config.json").read_text())
+    kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+    per_token = 2 * N_LAYERS * kv_heads * (D_MODEL // 2) * 4  # K and V, layers, KV heads, head size (64), float32
     assert kv == 32 * 256 * per_token
     assert engine.generate(PROMPTS[:1], 2)[0].token_ids
     del engine
