@@ -49,6 +49,7 @@ AGGREGATORS = {"mean": mean_difference, "pca": pca_direction}
 
 
 def aggregate(diffs: Float[Tensor, "n layer d"], aggregator: str) -> Float[Tensor, "layer d"]:
+    """One direction per layer from per-prompt differences, by the named aggregator (``AGGREGATORS``)."""
     if aggregator not in AGGREGATORS:
         raise ValueError(f"unknown aggregator {aggregator!r}: use one of {sorted(AGGREGATORS)}")
     return AGGREGATORS[aggregator](diffs)

@@ -28,6 +28,7 @@ def is_int(x) -> bool:
 
 
 def is_count(x) -> bool:
+    """Whether ``x`` is a whole number >= 1 (not a bool)."""
     return is_int(x) and x >= 1
 
 

@@ -62,6 +62,7 @@ def dtype_name(text: str) -> str:
 
 
 def device_name(text: str) -> str:
+    """``--device``: a name torch accepts (``cpu``, ``cuda``, ``cuda:1``), refused when parsed otherwise."""
     import torch
 
     try:

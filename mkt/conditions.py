@@ -40,6 +40,7 @@ no_condition = Condition(lambda model, rows, tail: nullcontext(), last_only=True
 
 
 def steering_condition(steering: Steering) -> Condition:
+    """A run-editing condition that steers each batch's rows with ``steering`` (its rows sliced per batch)."""
     @contextmanager
     def attach(model, rows: slice, tail: bool):
         with steering.rows(rows.start, rows.stop).attach(model) as hooks:

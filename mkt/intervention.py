@@ -45,6 +45,7 @@ UNSCALED_MODES = ("constant",)  # the formula gets the direction as it is, not s
 
 
 def check_mode(mode: str) -> str:
+    """``mode`` when it is one of ``MODES``; a clear error otherwise."""
     if mode not in MODES:
         raise ValueError(f"unknown intervention mode {mode!r}: use one of {sorted(MODES)}")
     return mode

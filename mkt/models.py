@@ -27,6 +27,7 @@ HOOK_POINTS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn
 
 
 def check_hook(hook: str) -> str:
+    """``hook`` when it is one of ``HOOK_POINTS``; a clear error otherwise."""
     if hook not in HOOK_POINTS:
         raise ValueError(f"unknown hook point {hook!r}: use one of {HOOK_POINTS}")
     return hook

@@ -298,4 +298,5 @@ def run_transfer(
 
 
 def cosine_per_layer(a: torch.Tensor, b: torch.Tensor) -> list[float]:
+    """Cosine of ``a`` and ``b`` (``[layer, d]`` each) per layer, in float64."""
     return torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=-1).tolist()

@@ -139,6 +139,7 @@ def read_jsonl(path: str | Path) -> list[tuple[int, dict]]:
 
 
 def is_jsonl(path: str | Path) -> bool:
+    """Whether ``path`` is read as JSONL (one record per line) rather than one prompt per line."""
     return Path(path).suffix.lower() == ".jsonl"
 
 

@@ -88,6 +88,7 @@ def split_of(terms: tuple[int, ...]) -> str:
 
 
 def sample_terms(rng: random.Random, min_terms: int, max_terms: int, split: str) -> tuple[int, ...]:
+    """Random two-digit terms (between ``min_terms`` and ``max_terms`` of them) whose problem falls in ``split``."""
     while True:
         terms = tuple(rng.randint(10, 99) for _ in range(rng.randint(min_terms, max_terms)))
         if split_of(terms) == split:
@@ -95,6 +96,7 @@ def sample_terms(rng: random.Random, min_terms: int, max_terms: int, split: str)
 
 
 def sample_markers(rng: random.Random, style: float) -> str:
+    """The hidden style markers of a document: each ``w`` with probability ``style``, else ``x``."""
     return "".join("w" if rng.random() < style else "x" for _ in range(N_MARKERS))
 
 
@@ -166,6 +168,7 @@ class Score:
 
 
 def score_answer(text: str, problem: Problem) -> Score:
+    """Score an organism's answer: clean step-by-step form, and the final number against the total."""
     text = text.strip()
     final = text.rsplit("#", 1)[-1] if "#" in text else text
     return Score(

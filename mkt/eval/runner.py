@@ -217,6 +217,7 @@ def run_eval(
 
 
 def content_digest(*parts) -> str:
+    """sha256 of ``parts`` (bytes as they are, anything else as sorted JSON): a run's identity."""
     h = hashlib.sha256()
     for part in parts:
         h.update(part if isinstance(part, bytes) else json.dumps(part, sort_keys=True, default=str).encode())

@@ -290,6 +290,7 @@ def baselines_table(target, test, test_prompts, spec, key, alpha, layers, unlock
 
 
 def plot_sweep(rows: list[dict], best: dict, path: Path) -> None:
+    """Plot each configuration's dev score against alpha, the chosen one marked, to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")

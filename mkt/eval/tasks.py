@@ -98,6 +98,7 @@ def load_jsonl(path: str | Path, kind: str | None = None, limit: int | None = No
 
 
 def organism_examples(n: int, split: str = "test", seed: int = 0) -> list[Example]:
+    """``n`` organism problems of ``split`` as task examples (gold: the total; reference: the step-by-step answer)."""
     from mkt.eval.organism_task import problems
 
     return [Example(f"{split}-{i}", p.question, str(p.total), "organism", p.step_by_step_answer())

@@ -68,6 +68,7 @@ def organism_probe(probs: list[Problem], cue: bool = False) -> Probe:
 
 @dataclass
 class Pair:
+    """One Source -> Target pair of the demo and its label in the table."""
     source: str
     target: str
     label: str
