@@ -92,6 +92,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: held-out error by pair, number of alignment questions and rank (``--out``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, type=Path, help="folder for the cached states and curve.json")
     p.add_argument("--questions", type=Path, default=Path(__file__).resolve().parents[3] / "shared/data/gsm8k/test.jsonl",

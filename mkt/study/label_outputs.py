@@ -87,6 +87,7 @@ def labelled(records: list[dict], labels: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: write the outputs to label by hand (``--model``, ``--out``)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="e.g. real:gemma-3-270m")
     p.add_argument("--out", required=True, type=Path, help="JSONL of outputs to label")
