@@ -24,7 +24,7 @@ def test_lm_eval_steer_hooks_match_mkt(tiny_models, tiny_dirs, tmp_path):
     ident = model_identity(model)
     directions = torch.randn(ident.n_layers, ident.d_model, generator=torch.Generator().manual_seed(2)) * 3
     pack = CapabilityPack(MasterKey(directions, ident), 0.8, "constant", "all", [0, 2])
-    config = torch.load(export_lm_eval_steered(pack, tmp_path / "s.pt"), weights_only=False)
+    config = torch.load(export_lm_eval_steered(pack, tmp_path / "s.pt"), weights_only=True)
     assert sorted(config) == ["layers.0", "layers.2"]
     hf = AutoModelForCausalLM.from_pretrained(tiny_dirs["qwen2"], dtype=torch.float32)
     hooks = {name: lambda acts, v=c["steering_vector"] * c["steering_coefficient"]: SteeredModel.add(acts, v, None)
