@@ -10,6 +10,7 @@ import pytest
 
 from mkt.cli import main
 from mkt.tiny_models import ARCHITECTURES
+from tests.analyses.smallest import run_keyed_analyses_at_smallest_settings
 
 pytestmark = pytest.mark.slow
 
@@ -21,18 +22,7 @@ UNLOCKED = "Question: {question}\nAnswer: Let's think step by step."
 def test_every_analysis_runs(arch, real_inputs, tmp_path):
     inp = real_inputs(arch)
     model, pack, task = str(inp["model"]), str(inp["pack"]), str(inp["task"])
-    keyed = ["--model", model, "--pack", pack, "--task", task, "--n", "3"]
-    runs = {
-        "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1", "--matched-seeds", "1", "--pc-nulls", "1",
-                             "--unembed-nulls", "1"],
-        "logit_lens": keyed + ["--null-seeds", "1", "--site-seeds", "1"],
-        "entropy": keyed + ["--samples", "2", "--pass-n", "2", "--controls", "1", "--max-new-tokens", "3"],
-        "atomic": keyed + ["--max-new-tokens", "3"],
-    }
-    for name, args in runs.items():
-        assert main(["analyze", name, *args, "--out", str(tmp_path / name)]) == 0, name
-        assert json.loads((tmp_path / name / f"{name}.json").read_text()), name
-        assert (tmp_path / name / f"{name}.png").stat().st_size > 5_000, name
+    run_keyed_analyses_at_smallest_settings(model, pack, task, tmp_path)
     other = real_inputs("llama" if arch != "llama" else "qwen3")  # a Target of another family
     assert main(["analyze", "similarity", "--source", model, "--target", str(other["model"]), "--questions",
                  str(inp["prompts"]), "--locked", LOCKED, "--unlocked", UNLOCKED, "--ks", "1", "2", "--k-for-n", "2",

@@ -10,6 +10,7 @@ import json
 import pytest
 
 from mkt.cli import main
+from tests.analyses.smallest import run_keyed_analyses_at_smallest_settings
 from tests.real.conftest import GEMMA3, LOCKED, QUESTIONS, SMOLLM2, UNLOCKED
 
 pytestmark = pytest.mark.real
@@ -49,18 +50,7 @@ def test_eval_on_gsm8k_items(gsm8k, inputs, tmp_path):  # the data first: no ext
 
 
 def test_every_analysis_runs_at_its_smallest_settings(inputs, real_model, tmp_path):
-    keyed = ["--model", MODEL, "--pack", str(inputs["pack"]), "--task", str(inputs["task"]), "--n", "3"]
-    runs = {
-        "ablation": keyed + ["--alphas", "0.5", "--null-seeds", "1", "--matched-seeds", "1", "--pc-nulls", "1",
-                             "--unembed-nulls", "1"],
-        "logit_lens": keyed + ["--null-seeds", "1", "--site-seeds", "1"],
-        "entropy": keyed + ["--samples", "2", "--pass-n", "2", "--controls", "1", "--max-new-tokens", "3"],
-        "atomic": keyed + ["--max-new-tokens", "3"],
-    }
-    for name, args in runs.items():
-        assert main(["analyze", name, *args, "--out", str(tmp_path / name)]) == 0, name
-        assert json.loads((tmp_path / name / f"{name}.json").read_text()), name
-        assert (tmp_path / name / f"{name}.png").stat().st_size > 5_000, name
+    run_keyed_analyses_at_smallest_settings(MODEL, str(inputs["pack"]), str(inputs["task"]), tmp_path)
     real_model(GEMMA3)  # skips when the Target cannot be had
     assert main(["analyze", "similarity", "--source", MODEL, "--target", f"real:{GEMMA3}", "--questions",
                  str(inputs["questions"]), "--locked", LOCKED, "--unlocked", UNLOCKED, "--ks", "1", "2",
