@@ -10,7 +10,7 @@ tokens per row: no EOS):
 - the physical limit of a decoding step: parameter bytes read per step / memory bandwidth
   (``--bandwidth-gbs``, measured by a large copy when not given).
 
-    python -m bench.bench_real real:gemma-3-270m [--batch 32 --new 128 --repeats 3] [--states-only]
+    python -m bench.bench_real real:gemma-3-270m [--batch 32 --new 128 --repeats 3] [--states-only] [--states-bfloat16]
 
 ``MODEL`` is anything ``mkt.load_model`` takes that is a local model: ``real:NAME``, a ``.gguf``
 file, a saved HF directory (docs/real-models.md).
@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 
 import torch
 
@@ -46,12 +47,27 @@ def copy_bandwidth_gbs(n_bytes: int = 2**29) -> float:
     return 2 * 5 * n_bytes / (time.perf_counter() - start) / 1e9
 
 
-def states_speed(model, n_prompts: int, repeats: int) -> dict:
-    """``prompt_states`` (every layer, last token) against the old reading: prompts/s and the ratio new / old."""
+GSM8K = Path(__file__).resolve().parents[2] / "shared/data/gsm8k/test.jsonl"
+
+
+def gsm8k_prompts(n: int) -> list[str]:
+    """The first ``n`` GSM8K test questions as Locked prompts (their lengths vary as real work's do);
+    ``gsm8k_like`` when ../shared/data is absent."""
+    if not GSM8K.exists():
+        return gsm8k_like(n)
+    from mkt.eval.tasks import load_jsonl
+
+    return [f"Question: {e.question}\nAnswer:" for e in load_jsonl(GSM8K, "gsm8k", limit=n)]
+
+
+def states_speed(model, n_prompts: int, repeats: int, bf16_model=None) -> dict:
+    """``prompt_states`` (every layer, last token) against the old reading: prompts/s and the ratio new / old,
+    on GSM8K questions (or ``gsm8k_like`` prompts without ../shared/data). With ``bf16_model`` (the same
+    weights in bfloat16) also its reading, its ratio to the old float32 one and its error against float32."""
     from mkt.activations import prompt_states
     from mkt.models import resid_hook_name, tokenize_left_padded
 
-    states = gsm8k_like(n_prompts)
+    states = gsm8k_prompts(n_prompts)
     names = [resid_hook_name(layer) for layer in range(model.cfg.n_layers)]
 
     @torch.no_grad()
@@ -61,8 +77,21 @@ def states_speed(model, n_prompts: int, repeats: int) -> dict:
             _, cache = model.run_with_cache(s_ids, attention_mask=s_mask, names_filter=names)
             torch.stack([cache[n][:, -1] for n in names], dim=1)
 
-    ts = interleaved({"old": old_states, "new": lambda: prompt_states(model, states, batch_size=32)}, repeats)
-    return dict(states_prompts_per_s={k: len(states) / v for k, v in ts.items()}, states_new_over_old=ts["old"] / ts["new"])
+    fns = {"old": old_states, "new": lambda: prompt_states(model, states, batch_size=32)}
+    if bf16_model is not None:
+        fns["new_bfloat16"] = lambda: prompt_states(bf16_model, states, batch_size=32)
+    ts = interleaved(fns, repeats)
+    result = dict(states_prompts="gsm8k" if GSM8K.exists() else "gsm8k_like",
+                  states_prompts_per_s={k: len(states) / v for k, v in ts.items()},
+                  states_new_over_old=ts["old"] / ts["new"])
+    if bf16_model is not None:
+        exact, approx = prompt_states(model, states), prompt_states(bf16_model, states).float()
+        # error of each state relative to its own norm: the residual stream's scale grows with depth
+        rel = (approx - exact).norm(dim=-1) / exact.norm(dim=-1)
+        result.update(states_bfloat16_over_old=ts["old"] / ts["new_bfloat16"],
+                      bfloat16_relative_error=dict(median=rel.median().item(), max=rel.max().item()),
+                      bfloat16_min_cosine=torch.nn.functional.cosine_similarity(approx, exact, dim=-1).min().item())
+    return result
 
 
 def main() -> dict:
@@ -75,6 +104,8 @@ def main() -> dict:
     ap.add_argument("--bandwidth-gbs", type=float, default=None)
     ap.add_argument("--vllm", action="store_true", help="also the vLLM engine (unsteered, prompt-last, every token)")
     ap.add_argument("--states-only", action="store_true", help="only prompt_states against the old reading")
+    ap.add_argument("--states-bfloat16", action="store_true",
+                    help="also prompt_states with the model loaded in bfloat16 (speed and error against float32)")
     args = ap.parse_args()
     from transformers import AutoModelForCausalLM
 
@@ -85,9 +116,10 @@ def main() -> dict:
 
     path = resolve_model_path(args.model)
     model = load_model(path, device="cpu")
+    bf16_model = load_model(path, device="cpu", dtype=torch.bfloat16) if args.states_bfloat16 else None
     if args.states_only:
         result = dict(bench="real-states", model=args.model, load=os.getloadavg(),
-                      **states_speed(model, args.states_prompts, args.repeats + 1))
+                      **states_speed(model, args.states_prompts, args.repeats + 1, bf16_model))
         print(json.dumps(result, indent=1))
         return result
     hf = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
@@ -138,7 +170,7 @@ def main() -> dict:
     n_tokens = args.batch * args.new
     tokens_per_s = {name: n_tokens / s for name, s in t.items()}
 
-    states = states_speed(model, args.states_prompts, args.repeats + 1)
+    states = states_speed(model, args.states_prompts, args.repeats + 1, bf16_model)
     bandwidth = args.bandwidth_gbs or copy_bandwidth_gbs()
     step_bytes = n_params * 4  # float32 weights, each read once per decoding step
     result = dict(

@@ -17,6 +17,7 @@ from mkt.models import (
     check_hook,
     check_layers,
     check_prompts,
+    encode,
     resid_hook_name,
     tokenize_left_padded,
 )
@@ -35,7 +36,8 @@ def prompt_states(
 ) -> Float[Tensor, "n_prompts n_layers d_model"]:
     """States at ``blocks.{l}.{hook}`` of each prompt, read at ``position``.
 
-    Batched with left padding and the attention mask, computing only up to the last block
+    Batched with left padding and the attention mask, prompts of similar length together (the
+    padding of a batch is computed like its tokens), computing only up to the last block
     needed (no logits). States after each block (``hook_resid_post``) are read on the HF model
     under the bridge (:func:`mkt.hf_view.layer_outputs`: the same modules without the bridge's
     wrappers) unless a hook is on the bridge (a condition of the analyses, ``key.apply``), whose
@@ -63,10 +65,11 @@ def prompt_states(
     names = [resid_hook_name(layer, hook) for layer in layers]
     view = unwrapped_model(model) if hook == RESID_HOOK and not hooked(model) and takes_positions(model) else None
     bos = getattr(model.tokenizer, "bos_token_id", None)
+    order = sorted(range(len(prompts)), key=lambda i: len(encode(model.tokenizer, prompts[i])))
     chunks = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="activations", disable=not progress, leave=False):
-        ids, mask = tokenize_left_padded(model, prompts[start : start + batch_size])
+        ids, mask = tokenize_left_padded(model, [prompts[i] for i in order[start : start + batch_size]])
         if view is not None:
             outputs = layer_outputs(view, ids, mask, layers)
             states = [outputs[layer] for layer in layers]
@@ -75,7 +78,7 @@ def prompt_states(
         weights = position_weights(mask.cpu(), ids.cpu(), bos, position)
         # each block's states to the CPU before stacking: a model split over devices keeps them apart
         chunks.append(torch.stack([pool(state.cpu(), weights) for state in states], dim=1))
-    acts = torch.cat(chunks)
+    acts = torch.cat(chunks)[torch.tensor(order).argsort()]  # back to the prompts' order
     if not torch.isfinite(acts).all():
         bad = (~torch.isfinite(acts)).any(dim=(0, 2)).nonzero().flatten().tolist()
         raise NonFiniteError(
