@@ -1,5 +1,5 @@
 """The step-by-step detector on the pilot's failures. Its agreement with real outputs labelled by hand is
-still to come (see mkt.eval.step_by_step)."""
+asserted in test_step_by_step_labels.py."""
 
 from mkt.eval.step_by_step import DEGENERATE, DIRECT, STEPS, classify, is_step_by_step
 
