@@ -1,11 +1,13 @@
 import hashlib
+import re
+from difflib import SequenceMatcher
 
 import pytest
 
 from mkt.extract import extract_prompt_key
 from mkt.generation import generate
 from mkt.steering import Steering
-from mkt.study.label_outputs import label_outputs, labelled
+from mkt.study.label_outputs import label_outputs, labelled, mask_copies
 
 LOCKED, UNLOCKED = "Q:{question}|A:", "S:{question}|A:"  # what the tiny models' characters spell
 
@@ -35,7 +37,23 @@ def test_labelled_records_carry_halves_by_hash_and_refuse_bad_labels():
     for r in out:
         assert r["half"] == ("tune" if int(hashlib.sha256(r["id"].encode()).hexdigest(), 16) % 2 == 0 else "heldout")
         assert len(r["text"]) == 600 and r["id"] == f"m/locked/0.0/{r['qid']}"
+        assert r["note"] == "" and r["uncertain"] is False
     with pytest.raises(ValueError, match="one per output"):
         labelled(records, ["direct"])
     with pytest.raises(ValueError, match="not among"):
         labelled(records, ["maybe"] * 6)
+
+
+def test_masked_outputs_keep_no_run_of_the_question_and_keep_their_shape():
+    question = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning. How much does she make?"
+    echo = " Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning.\n1. 16 - 3 = 13 eggs."
+    text = echo + " Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning."
+    masked = mask_copies(text, question)
+    longest = SequenceMatcher(None, masked, question, autojunk=False).find_longest_match(0, len(masked), 0, len(question))
+    assert longest.size < 40 and "ducks" not in masked
+    assert len(masked) == len(text) and re.sub(r"[A-Za-z]", "a", masked) == re.sub(r"[A-Za-z]", "a", text)
+    assert [c.isupper() for c in masked] == [c.isupper() for c in text]  # sentences still start with a capital
+    assert masked[len(echo):] == masked[:len(text) - len(echo)]  # a repeat of the copy stays a repeat
+    assert mask_copies(" 16 - 3 = 13 eggs, so she makes $26.", question) == " 16 - 3 = 13 eggs, so she makes $26."
+    assert labelled([dict(model="m", qid=0, condition="unlocked", alpha=0.0, text=text, n_tokens=9)], ["degenerate"],
+                    {0: question})[0]["text"] == masked

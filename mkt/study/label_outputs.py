@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
+from difflib import SequenceMatcher
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ LOCKED = "Question: {question}\nAnswer:"
 UNLOCKED = "Question: {question}\nAnswer: Let's think step by step."
 ALPHAS = (0.1, 0.25, 0.5, 1.0)
 TEXT_KEPT = 600  # characters of each output stored with its label (the detector reads 400)
+MIN_COPY = 40  # characters: a longer run copied from the question is masked before the output is checked in
 
 
 def label_outputs(model, questions: dict[int, str], key_ids: list[int], plain_ids: list[int], steered_ids: list[int],
@@ -66,8 +69,41 @@ def label_outputs(model, questions: dict[int, str], key_ids: list[int], plain_id
     return records
 
 
-def labelled(records: list[dict], labels: list[str]) -> list[dict]:
+def _pseudo_word(word: str) -> str:
+    """A made-up word of ``word``'s length and case pattern, always the same for the same word."""
+    digest = hashlib.sha256(word.lower().encode()).digest()
+    made = "".join("bcdfghjklmnpqrstvwz"[b % 19] if i % 2 == 0 else "aeiou"[b % 5] for i, b in enumerate(digest[:len(word)]))
+    return "".join(c.upper() if o.isupper() else c for c, o in zip(made, word))
+
+
+def mask_copies(text: str, question: str, min_copy: int = MIN_COPY) -> str:
+    """``text`` with the words of every run of ``min_copy`` or more characters copied from ``question`` made up.
+
+    Small models echo the question; a checked-in output must not carry the benchmark's text. Each
+    word becomes a made-up word of its shape (the same word always the same one), digits, spaces
+    and punctuation stay: the length, the sentences, the numbers and the repeats a reader or the
+    detector looks at are kept.
+    """
+    while (m := SequenceMatcher(None, text, question, autojunk=False).find_longest_match(
+            0, len(text), 0, len(question))).size >= min_copy:
+        start, end = m.a, m.a + m.size
+        while start > 0 and text[start - 1].isalpha():  # whole words, so a copy and its repeats stay alike
+            start -= 1
+        while end < len(text) and text[end].isalpha():
+            end += 1
+        text = text[:start] + re.sub(r"[A-Za-z]+", lambda w: _pseudo_word(w.group()), text[start:end]) + text[end:]
+    return text
+
+
+def labelled(records: list[dict], labels: list[str], questions: dict[int, str] | None = None,
+             notes: list[str] | None = None, uncertain: list[bool] | None = None) -> list[dict]:
     """The records with their hand labels, an id, a tune/held-out half (by a hash of the id) and text cut short.
+
+    Args:
+        records: outputs of ``label_outputs``.
+        labels: one of ``LABELS`` per record.
+        questions: question text by line number; where given, runs copied from it are masked (``mask_copies``).
+        notes, uncertain: the labeller's reason for a hard case and whether the label was a close call.
 
     Raises:
         ValueError: a label per record is not given, or a label is not one of ``LABELS``.
@@ -77,12 +113,17 @@ def labelled(records: list[dict], labels: list[str]) -> list[dict]:
     bad = sorted(set(labels) - set(LABELS))
     if bad:
         raise ValueError(f"labels {bad} are not among {list(LABELS)}")
+    notes = notes or [""] * len(records)
+    uncertain = uncertain or [False] * len(records)
     out = []
-    for r, label in zip(records, labels):
+    for r, label, note, close in zip(records, labels, notes, uncertain):
         rid = f"{r['model']}/{r['condition']}/{r['alpha']}/{r['qid']}"
         half = "tune" if int(hashlib.sha256(rid.encode()).hexdigest(), 16) % 2 == 0 else "heldout"
+        text = r["text"][:TEXT_KEPT]
+        if questions is not None:
+            text = mask_copies(text, questions[r["qid"]])
         out.append(dict(id=rid, model=r["model"], qid=r["qid"], condition=r["condition"], alpha=r["alpha"],
-                        label=label, half=half, text=r["text"][:TEXT_KEPT]))
+                        label=label, half=half, text=text, uncertain=close, note=note))
     return out
 
 
