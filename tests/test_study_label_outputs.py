@@ -45,15 +45,15 @@ def test_labelled_records_carry_halves_by_hash_and_refuse_bad_labels():
 
 
 def test_masked_outputs_keep_no_run_of_the_question_and_keep_their_shape():
-    question = "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning. How much does she make?"
-    echo = " Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning.\n1. 16 - 3 = 13 eggs."
-    text = echo + " Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning."
+    question = "Tom's hens lay 12 eggs a day. He gives four to his neighbour every morning. How many are left?"
+    echo = " Tom's hens lay 12 eggs a day. He gives four to his neighbour every morning.\n1. 12 - 4 = 8 eggs."
+    text = echo + " Tom's hens lay 12 eggs a day. He gives four to his neighbour every morning."
     masked = mask_copies(text, question)
     longest = SequenceMatcher(None, masked, question, autojunk=False).find_longest_match(0, len(masked), 0, len(question))
-    assert longest.size < 40 and "ducks" not in masked
+    assert longest.size < 40 and "hens" not in masked
     assert len(masked) == len(text) and re.sub(r"[A-Za-z]", "a", masked) == re.sub(r"[A-Za-z]", "a", text)
     assert [c.isupper() for c in masked] == [c.isupper() for c in text]  # sentences still start with a capital
     assert masked[len(echo):] == masked[:len(text) - len(echo)]  # a repeat of the copy stays a repeat
-    assert mask_copies(" 16 - 3 = 13 eggs, so she makes $26.", question) == " 16 - 3 = 13 eggs, so she makes $26."
+    assert mask_copies(" 12 - 4 = 8 eggs are left for Tom.", question) == " 12 - 4 = 8 eggs are left for Tom."
     assert labelled([dict(model="m", qid=0, condition="unlocked", alpha=0.0, text=text, n_tokens=9)], ["degenerate"],
                     {0: question})[0]["text"] == masked

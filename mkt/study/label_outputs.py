@@ -4,7 +4,8 @@ For a model: its own prompt-induced key on ``key_questions``; then greedy contin
 "\\nQuestion:") of plain prompts (no chat template) under Locked "Question: {question}\\nAnswer:",
 Unlocked "... Answer: Let's think step by step." and Locked steered by the own key at each alpha
 (large alphas make text fall apart: the detector must call that a failure). Records keep the
-question's line number in the question file, never the question.
+question's line number in the question file, never the question; ``labelled`` also masks what
+an output copied from it.
 
 Run: ``python -m mkt.study.label_outputs --model real:gemma-3-270m --out gemma.jsonl``.
 """
