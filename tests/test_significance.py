@@ -98,8 +98,9 @@ def test_every_condition_is_steered_at_the_keys_hook(qwen):
     g = torch.Generator().manual_seed(5)
     key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
     seen = []
+    dev = Probe(["Q:1+2|A:"], lambda texts: {"any": [True] * len(texts)})
     test = Probe(PROMPTS, lambda texts: seen.append(list(texts)) or {"any": [True] * len(texts)})
-    evaluate_conditions(qwen, {"k": replace_key(key, hook="hook_mlp_out")}, _probe(["Q:1+2|A:"]), test, ("any",),
+    evaluate_conditions(qwen, {"k": replace_key(key, hook="hook_mlp_out")}, dev, test, ("any",),
                         alphas=(2.0,), decoding=Decoding(max_new_tokens=5, hook="hook_mlp_out"))
     at_hook = generate(qwen, PROMPTS, 5, Steering(key.directions, 2.0, hook="hook_mlp_out"))
     at_resid = generate(qwen, PROMPTS, 5, Steering(key.directions, 2.0))

@@ -26,7 +26,8 @@ QUESTIONS = [f"{a}+{b}" for a, b in zip(range(10, 70), range(30, 90))]
 LOCKED, UNLOCKED = "Q:{question}|A:", "S:{question}|A:"
 DECODING = Decoding(max_new_tokens=3, batch_size=8)
 ALPHAS = (0.5, 3.0)
-N_NULL = 3
+N_NULL = 2
+N_ISOTROPIC = 1
 
 
 def _probe(template, questions):
@@ -65,7 +66,7 @@ def pairs(qwen, llama, gpt2):
                for name, src in (("qwen", qwen), ("gpt2", gpt2))}
     x_locked = last_token_resid(llama, [LOCKED.format(question=q) for q in QUESTIONS[:40]])
     target_side = dict(own_key=extract_prompt_key(llama, QUESTIONS[:20], LOCKED, UNLOCKED), cue=CUE,
-                       searches={"PC search": target_principal_keys(x_locked, model_identity(llama), 2)})
+                       searches={"PC search": target_principal_keys(x_locked, model_identity(llama), 1)})
     return reports, target_side
 
 
@@ -76,7 +77,7 @@ def gpt2(tiny_models):
 
 def _assess(target, report, target_side, **options):
     return assess_transfer(target, report.source_key, report.alignment, DEV, TEST, ("digit", "plus"), n_null=N_NULL,
-                           n_isotropic=2, alphas=ALPHAS, decoding=DECODING, seed=3, **target_side, **options)
+                           n_isotropic=N_ISOTROPIC, alphas=ALPHAS, decoding=DECODING, seed=3, **target_side, **options)
 
 
 def _units(run_dir) -> list[str]:
@@ -87,19 +88,19 @@ def _units(run_dir) -> list[str]:
 def test_an_interrupted_assessment_resumes_to_the_uninterrupted_result(tmp_path, llama, pairs):
     reports, target_side = pairs
     whole = _assess(llama, reports["qwen"], target_side).summary()
-    # baseline and cue; the dev grids of the key, nulls, isotropic draws, own key and the search's 4 candidates;
+    # baseline and cue; the dev grids of the key, nulls, isotropic draws, own key and the search's 2 candidates;
     # the test prompts of the key, nulls, isotropic draws, own key and the search's winner
-    n_units = 2 + (1 + N_NULL + 2 + 1 + 4) + (1 + N_NULL + 2 + 1 + 1)
-    broken = Counting(llama, interrupt_at=9)
+    n_units = 2 + (1 + N_NULL + N_ISOTROPIC + 1 + 2) + (1 + N_NULL + N_ISOTROPIC + 1 + 1)
+    broken = Counting(llama, interrupt_at=7)
     with pytest.raises(KeyboardInterrupt):
         _assess(broken, reports["qwen"], target_side, run_dir=tmp_path)
-    assert len(_units(tmp_path)) == 9 and not (tmp_path / LOCK).exists()
+    assert len(_units(tmp_path)) == 7 and not (tmp_path / LOCK).exists()
     with (tmp_path / GENERATIONS).open("a") as f:
         f.write('{"unit": "')  # a line cut by a kill
     resumed_engine = Counting(llama)
     resumed = _assess(resumed_engine, reports["qwen"], target_side, run_dir=tmp_path)
     assert resumed.summary() == whole
-    assert resumed_engine.calls == n_units - 9 and len(_units(tmp_path)) == n_units
+    assert resumed_engine.calls == n_units - 7 and len(_units(tmp_path)) == n_units
     again = Counting(llama)
     assert _assess(again, reports["qwen"], target_side, run_dir=tmp_path).summary() == whole and again.calls == 0
 
@@ -130,12 +131,13 @@ def test_a_second_pair_on_the_same_target_generates_only_what_depends_on_its_sou
     assert engine.calls == len(new) == 2 * (1 + N_NULL)
     fresh = _assess(llama, reports["gpt2"], target_side)
     assert second.summary() == fresh.summary() and second.summary() != first.summary()
-    shared = ["isotropic random 0", "isotropic random 1", "Target's own key", "PC search"]
+    shared = ["isotropic random 0", "Target's own key", "PC search"]
     for name in shared:
         assert second.conditions[name] == first.conditions[name]
     assert second.baseline == first.baseline and second.cue == first.cue
 
 
+@pytest.mark.slow
 def test_a_changed_input_never_reuses_a_stored_generation(tmp_path, llama, tiny_dirs, pairs):
     reports, target_side = pairs
     first = _assess(llama, reports["qwen"], target_side, run_dir=tmp_path)
@@ -147,23 +149,23 @@ def test_a_changed_input_never_reuses_a_stored_generation(tmp_path, llama, tiny_
     for target, options in ((other, {}), (llama, dict(decoding=Decoding(max_new_tokens=4, batch_size=8)))):
         engine = Counting(target)
         got = assess_transfer(engine, reports["qwen"].source_key, reports["qwen"].alignment, DEV, TEST,
-                              ("digit", "plus"), n_null=N_NULL, n_isotropic=2, alphas=ALPHAS,
+                              ("digit", "plus"), n_null=N_NULL, n_isotropic=N_ISOTROPIC, alphas=ALPHAS,
                               **({"decoding": DECODING} | options), seed=3, **target_side, run_dir=tmp_path)
         assert engine.calls == n_units
         fresh = assess_transfer(target, reports["qwen"].source_key, reports["qwen"].alignment, DEV, TEST,
-                                ("digit", "plus"), n_null=N_NULL, n_isotropic=2, alphas=ALPHAS,
+                                ("digit", "plus"), n_null=N_NULL, n_isotropic=N_ISOTROPIC, alphas=ALPHAS,
                                 **({"decoding": DECODING} | options), seed=3, **target_side)
         assert got.summary() == fresh.summary()
     dev = _probe(LOCKED, QUESTIONS[50:54])
     engine = Counting(llama)
     moved = assess_transfer(engine, reports["qwen"].source_key, reports["qwen"].alignment, dev, TEST,
-                            ("digit", "plus"), n_null=N_NULL, n_isotropic=2, alphas=ALPHAS, decoding=DECODING, seed=3,
+                            ("digit", "plus"), n_null=N_NULL, n_isotropic=N_ISOTROPIC, alphas=ALPHAS, decoding=DECODING, seed=3,
                             **target_side, run_dir=tmp_path)
-    # every dev grid again (key, nulls, isotropic draws, own key, the search's 4 candidates); baseline and cue
+    # every dev grid again (key, nulls, isotropic draws, own key, the search's 2 candidates); baseline and cue
     # are read back; a test unit only where the dev choice (alpha, candidate) moved
     choices = [(c.alpha, c.chosen) for c in first.conditions.values()]
     changed = sum(c != (m.alpha, m.chosen) for c, m in zip(choices, moved.conditions.values()))
-    assert engine.calls == (1 + N_NULL + 2 + 1 + 4) + changed
+    assert engine.calls == (1 + N_NULL + N_ISOTROPIC + 1 + 2) + changed
 
 
 def test_the_cue_ceiling_is_the_unsteered_target_on_the_cue_prompts(llama, pairs):
@@ -188,12 +190,12 @@ def test_progress_names_each_stage_and_counts_every_row_with_an_eta(capsys, llam
     reports, target_side = pairs
     _assess(llama, reports["qwen"], target_side, progress=True)
     err = capsys.readouterr().err
-    n_dev = len(DEV.prompts) * len(ALPHAS) * (1 + N_NULL + 2 + 1 + 4)  # + the search's 4 candidates
-    n_test = len(TEST.prompts) * (1 + N_NULL + 2 + 1 + 1 + 2)  # + the search's winner, baseline and cue
+    n_dev = len(DEV.prompts) * len(ALPHAS) * (1 + N_NULL + N_ISOTROPIC + 1 + 2)  # + the search's 2 candidates
+    n_test = len(TEST.prompts) * (1 + N_NULL + N_ISOTROPIC + 1 + 1 + 2)  # + the search's winner, baseline and cue
     total = n_dev + n_test
     assert f"{total}/{total}" in err
-    for stage in ("unsteered: baseline", "unsteered: cue ceiling", "dev: transferred key", "dev: PC search :: -PC2",
-                  "test: null 2", "test: PC search"):
+    for stage in ("unsteered: baseline", "unsteered: cue ceiling", "dev: transferred key", "dev: PC search :: -PC1",
+                  "test: null 1", "test: PC search"):
         assert stage in err
     assert re.search(r"\d\d:\d\d<\d\d:\d\d", err)  # elapsed < remaining
 
