@@ -220,3 +220,17 @@ def test_the_p_value_floor_is_stated_and_a_p_at_it_printed_as_a_bound():
     ties = _hand_made([True, True, False, False, False], nulls, baseline)  # effect 0.4: one draw reaches it
     assert ties.p_value("transferred key", "m") == 2 / 5
     assert re.search(r"transferred key .* 0\.400$", ties.table(), re.M) and "<=0.400" not in ties.table()
+
+
+def test_a_pack_card_lists_the_cue_ceiling_without_a_p_value(tmp_path, qwen):
+    from mkt.key import MasterKey
+    from mkt.pack import CapabilityPack
+    from mkt.pack_card import pack_card
+
+    sig = _hand_made([True, True, True, False, False], [[False] * 5] * 4, [False] * 5)
+    sig.cue = ScoredCondition("cue ceiling", "ceiling", None, {"m": [True, True, True, True, False]})
+    path = CapabilityPack(MasterKey(torch.ones(qwen.cfg.n_layers, qwen.cfg.d_model), model_identity(qwen)), 0.3).save(
+        tmp_path / "pack")
+    (path / "significance.json").write_text(json.dumps(sig.summary()))
+    card = pack_card(path)
+    assert "  - cue ceiling (ceiling): 0.800\n" in card and "key 0.600 at alpha 0.1" in card
