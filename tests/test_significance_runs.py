@@ -159,8 +159,8 @@ def test_a_changed_input_never_reuses_a_stored_generation(tmp_path, llama, tiny_
     dev = _probe(LOCKED, QUESTIONS[50:54])
     engine = Counting(llama)
     moved = assess_transfer(engine, reports["qwen"].source_key, reports["qwen"].alignment, dev, TEST,
-                            ("digit", "plus"), n_null=N_NULL, n_isotropic=N_ISOTROPIC, alphas=ALPHAS, decoding=DECODING, seed=3,
-                            **target_side, run_dir=tmp_path)
+                            ("digit", "plus"), n_null=N_NULL, n_isotropic=N_ISOTROPIC, alphas=ALPHAS,
+                            decoding=DECODING, seed=3, **target_side, run_dir=tmp_path)
     # every dev grid again (key, nulls, isotropic draws, own key, the search's 2 candidates); baseline and cue
     # are read back; a test unit only where the dev choice (alpha, candidate) moved
     choices = [(c.alpha, c.chosen) for c in first.conditions.values()]

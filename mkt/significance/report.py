@@ -179,8 +179,8 @@ class TransferSignificance:
             lines += [self._paired_line(self.key_name, m, CUE, "transferred key vs cue ceiling") for m in self.metrics]
         for m in self.metrics:
             eff = self.null_effects(m)
-            lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median {self.null_quantile(m, 0.5):+.1%}"
-                         f", 95th pct {self.null_quantile(m):+.1%}, max {max(eff):+.1%}")
+            lines.append(f"  subspace-matched null, {len(eff)} draws, {m}: effect median "
+                         f"{self.null_quantile(m, 0.5):+.1%}, 95th pct {self.null_quantile(m):+.1%}, max {max(eff):+.1%}")
         for name in self.names("control"):
             if self.conditions[name].chosen is not None:  # a dev-chosen Source-free search, head to head with the key
                 lines += [self._paired_line(self.key_name, m, name, f"transferred key vs {name}") for m in self.metrics]
