@@ -108,10 +108,12 @@ class _Generations:
         self.context = None if store is None else dict(model=engine.identity.to_dict(), weights=engine.weights_digest(),
                                                        engine=engine.name, decoding=asdict(decoding))
 
+    def _key(self, unit: _Unit) -> str | None:
+        return None if self.store is None else unit_key(self.context, unit.prompts, unit.alphas, unit.directions)
+
     def _stored(self, unit: _Unit) -> list[str] | None:
-        if self.store is None:
-            return None
-        return self.store.get(unit_key(self.context, unit.prompts, unit.alphas, unit.directions), unit.rows)
+        key = self._key(unit)
+        return None if key is None else self.store.get(key, unit.rows)
 
     def pending(self, units: Sequence[_Unit]) -> int:
         """The rows of ``units`` that no earlier run finished."""
@@ -129,8 +131,7 @@ class _Generations:
                                         steering, stop=d.stop, batch_size=d.batch_size)
             texts = [g.text for g in gens]
             if self.store is not None:
-                self.store.put(unit_key(self.context, unit.prompts, unit.alphas, unit.directions), unit.condition,
-                               texts)
+                self.store.put(self._key(unit), unit.condition, texts)
             self.bar.update(len(texts))
         if battery is None:
             return [texts]
