@@ -137,7 +137,6 @@ def test_a_second_pair_on_the_same_target_generates_only_what_depends_on_its_sou
     assert second.baseline == first.baseline and second.cue == first.cue
 
 
-@pytest.mark.slow
 def test_a_changed_input_never_reuses_a_stored_generation(tmp_path, llama, tiny_dirs, pairs):
     reports, target_side = pairs
     first = _assess(llama, reports["qwen"], target_side, run_dir=tmp_path)
