@@ -8,8 +8,8 @@ direction pushed the same way would have worked":
   pushed through the very same alignment. They live in the same top-k subspace and get the
   same map, so they reproduce whatever the map alone does to any vector (the failure of the
   first organisms, where a Locked-only map sent every direction toward one nuisance axis).
-- ``isotropic_null``: random *Target* directions with the transferred key's norms (the
-  weakest control: it only rules out "any push at all").
+- ``isotropic_null``: random *Target* directions with the transferred key's norms, or unit
+  norms (the weakest control: it only rules out "any push at all").
 - a nuisance contrast (``mkt.extract.extract_contrast_key`` on the Source, then
   ``mkt.transfer``): a direction known to be beside the point, e.g. long minus short
   questions.
@@ -50,10 +50,18 @@ def subspace_matched_null(source_key: MasterKey, alignment: SubspaceAlignment, n
     ]
 
 
-def isotropic_null(target_key: MasterKey, n: int = 5, seed: int = 0) -> list[MasterKey]:
-    """``n`` random Target keys with the transferred key's per-layer norms."""
+def isotropic_null(target_key: MasterKey, n: int = 5, seed: int = 0, unit: bool = False) -> list[MasterKey]:
+    """``n`` random Target keys with the transferred key's per-layer norms, or with ``unit`` of norm 1 per layer.
+
+    Unit draws depend on the key's shape only (not its values): for a steering mode that
+    scales every direction to unit norm they steer as the key-normed ones do, and they are the
+    same draws for every Source of one Target.
+    """
     if n < 1:
         raise ValueError(f"a null needs at least one draw, got n={n}")
+    if unit:
+        like = torch.ones_like(target_key.directions) / target_key.directions.shape[-1] ** 0.5
+        target_key = replace(target_key, directions=like, provenance={})
     return [replace(random_like(target_key, seed + i), provenance=dict(null="isotropic", seed=seed + i))
             for i in range(n)]
 

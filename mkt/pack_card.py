@@ -66,8 +66,9 @@ def _significance(sig: dict) -> list[str]:
                      f"effect {row[m + '_effect']:+.3f}, p = {row[m + '_p_vs_null']:.3f} against the null (95th "
                      f"percentile of its effects {sig['null'][m]['q95']:+.3f}): {verdict} it")
         for name, other in rows.items():
-            if name not in (key, "baseline") and other["group"] != "null":
-                lines.append(f"  - {name} ({other['group']}): {other[m]:.3f}, p = {other[m + '_p_vs_null']:.3f}")
+            if name not in (key, "baseline") and other["group"] != "null":  # the cue ceiling has no p-value
+                p = f", p = {other[m + '_p_vs_null']:.3f}" if m + "_p_vs_null" in other else ""
+                lines.append(f"  - {name} ({other['group']}): {other[m]:.3f}{p}")
     return lines
 
 

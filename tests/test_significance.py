@@ -89,20 +89,22 @@ def test_a_null_draw_passed_as_the_key_is_rarely_called_better_than_its_null(qwe
 
 
 def test_every_condition_is_steered_at_the_keys_hook(qwen):
-    """Nulls and controls are written where the key is: a key at hook_mlp_out is never
-    compared with nulls at hook_resid_post."""
-    from mkt.generation import generate
-    from mkt.significance import Decoding, _generate_rows
-    from mkt.steering import Steering
+    """Conditions are written where the key is: a key at hook_mlp_out is never compared with
+    nulls at hook_resid_post."""
+    from dataclasses import replace as replace_key
+
     from tests.conftest import PROMPTS
 
     g = torch.Generator().manual_seed(5)
-    directions = torch.randn(len(PROMPTS), qwen.cfg.n_layers, qwen.cfg.d_model, generator=g)
-    alpha = torch.full((len(PROMPTS),), 2.0)
-    rows = _generate_rows(qwen, PROMPTS, directions, alpha, Decoding(max_new_tokens=5, hook="hook_mlp_out"), False)
-    at_hook = generate(qwen, PROMPTS, 5, Steering(directions, alpha, hook="hook_mlp_out"))
-    at_resid = generate(qwen, PROMPTS, 5, Steering(directions, alpha))
-    assert rows == [x.text for x in at_hook] and rows != [x.text for x in at_resid]
+    key = MasterKey(torch.randn(qwen.cfg.n_layers, qwen.cfg.d_model, generator=g), model_identity(qwen))
+    seen = []
+    dev = Probe(["Q:1+2|A:"], lambda texts: {"any": [True] * len(texts)})
+    test = Probe(PROMPTS, lambda texts: seen.append(list(texts)) or {"any": [True] * len(texts)})
+    evaluate_conditions(qwen, {"k": replace_key(key, hook="hook_mlp_out")}, dev, test, ("any",),
+                        alphas=(2.0,), decoding=Decoding(max_new_tokens=5, hook="hook_mlp_out"))
+    at_hook = generate(qwen, PROMPTS, 5, Steering(key.directions, 2.0, hook="hook_mlp_out"))
+    at_resid = generate(qwen, PROMPTS, 5, Steering(key.directions, 2.0))
+    assert seen[-1] == [x.text for x in at_hook] != [x.text for x in at_resid]
 
 
 def test_conditions_at_another_hook_point_are_refused_before_any_generation(qwen):

@@ -26,13 +26,14 @@ from mkt.alignment import transfer
 from mkt.artifacts import make_directory, replace_atomically
 from mkt.engines import Engine, as_engine
 from mkt.eval.baselines import LogitTransfer
-from mkt.eval.runner import content_digest, fingerprint, resumable_lines, run_lock, write_config
+from mkt.eval.runner import fingerprint
 from mkt.eval.stats import wilson_interval
 from mkt.eval.tasks import Example, build_prompts, extract_and_score, task_probe
 from mkt.key import MasterKey, random_like
 from mkt.models import check_layers, model_identity
 from mkt.pipeline import TransferFormats, align_models, extract_source_key
 from mkt.prompts import PromptFormat
+from mkt.resume import content_digest, resumable_lines, run_lock, write_config
 from mkt.significance import Decoding, assess_transfer
 from mkt.steering import Steering
 

@@ -35,14 +35,15 @@ from mkt.activations import last_token_resid
 from mkt.alignment import transfer
 from mkt.artifacts import make_directory
 from mkt.controls import target_principal_keys
-from mkt.engines import Engine, as_engine
+from mkt.engines import as_engine
 from mkt.eval.organism_task import LOCKED_TEMPLATE, UNLOCKED_TEMPLATE, Problem, problems, score_answer
 from mkt.extract import extract_contrast_key, extract_prompt_key
 from mkt.models import load_model, load_random_init, model_identity
 from mkt.organisms.keys import DEMO_SEED, FIT, RANK
 from mkt.organisms.zoo import organism_path
 from mkt.pipeline import run_transfer
-from mkt.significance import ALPHAS, Decoding, Probe, assess_transfer
+from mkt.significance import ALPHAS, Decoding, Probe, assess_transfer, format_p_value
+from mkt.significance.report import CUE
 
 METRICS = ("clean_step_by_step", "correct")  # the first chooses alpha and decides significance
 MAX_NEW_TOKENS = 40
@@ -80,12 +81,6 @@ PAIRS = (
     Pair("source-base", "target-nonatomic", "into a Target without the latent capability"),
     Pair("target-base", "source-base", "large -> small (reverse)"),
 )
-
-
-def _rate(engine: Engine, probe: Probe, metric: str) -> float:
-    gens = engine.generate(probe.prompts, MAX_NEW_TOKENS, batch_size=len(probe.prompts))
-    scores = probe.score([g.text for g in gens])[metric]
-    return sum(scores) / len(scores)
 
 
 def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 32, quick: bool = False,
@@ -147,13 +142,13 @@ def run_demo(out_dir: str | Path = "runs/demo", n_test: int = 200, n_dev: int = 
             engines[pair.target], report.source_key, report.alignment, organism_probe(dev), organism_probe(test), METRICS,
             n_null=n_null, n_isotropic=2, controls=controls, searches={PC_SEARCH: pcs},
             oracles={"map fitted on Target-Unlocked (oracle)": oracle.target_key}, own_key=own,
-            alphas=alphas, decoding=decoding, seed=seed,
+            alphas=alphas, decoding=decoding, seed=seed, cue=organism_probe(test, cue=True),
         )
         summary = sig.summary()
         summary["diagnostics"]["mean_heldout_error"] = report.summary()["mean_heldout_error"]
         summary["diagnostics"]["cosine_with_target_pcs"] = {n: report.target_key.cosine(pc).tolist()
                                                             for n, pc in pcs.items() if n.startswith("+")}
-        summary.update(label=pair.label, cue={m: _rate(engines[pair.target], organism_probe(test, cue=True), m) for m in METRICS})
+        summary["label"] = pair.label
         _print_pair(pair, f"Locked-only alignment, {FIT} fit", sig, summary)
         results["pairs"][f"{pair.source} -> {pair.target}"] = summary
     results["seconds"] = round(time.time() - start, 1)
@@ -170,9 +165,6 @@ def _print_pair(pair: Pair, what: str, sig, summary: dict) -> None:
     lines = [f"\n== {pair.source} -> {pair.target}: {pair.label}; {what} ==",
              f"  k={d['k']}, coverage {d['mean_coverage']:.2f}, cos(transferred, own key) per layer (diagnostic) "
              + " ".join(f"{c:+.2f}" for c in cos)]
-    if "cue" in summary:
-        cue = ", ".join(f"{m} {v:.1%}" for m, v in summary["cue"].items())
-        lines.append(f"  cue prompt (prompting ceiling): {cue}")
     lines += [sig.table(), "  beats the subspace-matched null (p < 0.05; read the controls too): "
               + ", ".join(f"{m}: {'yes' if v else 'no'}" for m, v in summary["significant"].items())]
     tqdm.write("\n".join(lines))
@@ -185,7 +177,7 @@ def _cell(row: dict) -> str:
 def _key_cell(sig: dict) -> str:
     """The key's rates, its p-values against its null, and the null's best draw."""
     key, base = sig["rows"][sig["key"]], sig["rows"]["baseline"]
-    ps = " / ".join(f"{key[f'{m}_p_vs_null']:.2f}" for m in sig["metrics"])
+    ps = " / ".join(format_p_value(key[f"{m}_p_vs_null"], sig["n_null"]) for m in sig["metrics"])
     best = " / ".join(f"{max(sig['null'][m]['effects']) + base[m]:.1%}" for m in sig["metrics"])
     return f"**{_cell(key)}** (p {ps}; null max {best})"
 
@@ -198,10 +190,9 @@ def results_table(results: dict) -> str:
     lines = [head, "|" + " --- |" * 8]
     for name, pair in results["pairs"].items():
         rows = pair["rows"]
-        cue = f"{pair['cue']['clean_step_by_step']:.1%} / {pair['cue']['correct']:.1%}"
         free = max((rows[SOURCE_FREE.format(s)] for s in range(N_SOURCE_FREE)),
                    key=lambda r: (r["clean_step_by_step"], r["correct"]))
-        lines.append(f"| {name} | {_cell(rows['baseline'])} | {cue} | {_key_cell(pair)} "
+        lines.append(f"| {name} | {_cell(rows['baseline'])} | {_cell(rows[CUE])} | {_key_cell(pair)} "
                      f"| {_cell(rows[PC_SEARCH])} ({rows[PC_SEARCH]['chosen']}) | {_cell(rows[MARKER_CONTRAST])} "
                      f"| {_cell(free)} | {_cell(rows[OWN_KEY])} |")
     return "\n".join(lines) + "\n"
@@ -220,7 +211,7 @@ def plot_demo(results: dict, path: Path) -> None:
     colors = dict(baseline="#999999", cue="#8172b2", method="#4c72b0", control="#dd8452", oracle="#55a868")
     for r, (name, pair) in enumerate(pairs.items()):
         rows = pair["rows"]
-        bars = [("baseline", rows["baseline"], "baseline"), ("cue prompt (ceiling)", pair["cue"], "cue"),
+        bars = [("baseline", rows["baseline"], "baseline"), ("cue prompt (ceiling)", rows[CUE], "cue"),
                 (f"transferred key ({results['fit']})", rows[pair["key"]], "method"), ("null", pair, "null")]
         bars += [(n, v, g) for g in ("control", "oracle") for n, v in rows.items() if v["group"] == g]
         for c, metric in enumerate(metrics):
@@ -234,7 +225,8 @@ def plot_demo(results: dict, path: Path) -> None:
                     continue
                 ax.bar(x, 100 * row[metric], 0.7, color=colors[group])
                 if group == "method":
-                    ax.text(x, 100 * row[metric] + 2, f"p={row[f'{metric}_p_vs_null']:.2f}", ha="center", fontsize=7)
+                    p = format_p_value(row[f"{metric}_p_vs_null"], results["n_null"])
+                    ax.text(x, 100 * row[metric] + 2, f"p {p}", ha="center", fontsize=7)
             labels = [f"null ({results['n_null']} draws)" if g == "null" else lbl for lbl, _, g in bars]
             ax.set_xticks(range(len(bars)), [lbl[:44] for lbl in labels], rotation=30, ha="right", fontsize=6)
             ax.set_ylim(0, 112)
