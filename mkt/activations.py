@@ -36,12 +36,13 @@ def prompt_states(
 ) -> Float[Tensor, "n_prompts n_layers d_model"]:
     """States at ``blocks.{l}.{hook}`` of each prompt, read at ``position``.
 
-    Batched with left padding and the attention mask, prompts of similar length together (the
-    padding of a batch is computed like its tokens), computing only up to the last block
+    Batched with left padding and the attention mask, computing only up to the last block
     needed (no logits). States after each block (``hook_resid_post``) are read on the HF model
     under the bridge (:func:`mkt.hf_view.layer_outputs`: the same modules without the bridge's
     wrappers) unless a hook is on the bridge (a condition of the analyses, ``key.apply``), whose
-    edits only the bridge's forward makes.
+    edits only the bridge's forward makes. On the HF model, prompts of similar length are batched
+    together (a batch's padding costs as much as its tokens); through the bridge they keep their
+    order, for hooks that edit rows by their place in the batch.
 
     Args:
         model: a TransformerBridge.
@@ -65,7 +66,9 @@ def prompt_states(
     names = [resid_hook_name(layer, hook) for layer in layers]
     view = unwrapped_model(model) if hook == RESID_HOOK and not hooked(model) and takes_positions(model) else None
     bos = getattr(model.tokenizer, "bos_token_id", None)
-    order = sorted(range(len(prompts)), key=lambda i: len(encode(model.tokenizer, prompts[i])))
+    order = list(range(len(prompts)))
+    if view is not None:  # hooks on the bridge may edit rows by their place in a batch (a condition's per-row values)
+        order.sort(key=lambda i: len(encode(model.tokenizer, prompts[i])))
     chunks = []
     starts = range(0, len(prompts), batch_size)
     for start in tqdm(starts, desc="activations", disable=not progress, leave=False):

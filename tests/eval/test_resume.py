@@ -87,7 +87,9 @@ def test_a_finished_sweep_reruns_and_malformed_rows_are_dropped(tmp_path, source
 
 
 def _sweep_cli(out: Path) -> list[str]:
-    code = "import sys; from mkt.cli import main; sys.exit(main(sys.argv[1:]))"
+    # Ctrl-C raises KeyboardInterrupt even where the test runs in a background job (whose SIGINT is ignored)
+    code = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from mkt.cli import main; sys.exit(main(sys.argv[1:]))")
     return [sys.executable, "-c", code, "sweep", "--source", "organism:source-base", "--target",
             "organism:source-base", "--task", "organism", "--ns", "8", "16", "--ks", "4", "--alphas", "0.1", "0.5",
             "--layers", "all", "0-1", "--dev-size", "6", "--test-size", "6", "--null-seeds", "2",
