@@ -94,7 +94,11 @@ class LlamaCppModel:
             if llama_cpp.llama_set_adapter_cvec(ctx, None, 0, self.n_embd, -1, -1):
                 raise RuntimeError("llama.cpp could not clear the control vector")
             return
-        data = np.zeros(self.n_embd * max(vectors), dtype=np.float32)  # layer 1 at [0], as common lays it out
+        if not all(1 <= layer < self.n_layer for layer in vectors):
+            raise ValueError(f"control vector layers {sorted(vectors)}: llama.cpp steers blocks 1..{self.n_layer - 1}")
+        # Layer 1 at [0], as common lays it out, and every block's slot written: llama_adapter_cvec::apply
+        # leaves a block past the end of the buffer holding the previous call's vector.
+        data = np.zeros(self.n_embd * (self.n_layer - 1), dtype=np.float32)
         for layer, vector in vectors.items():
             data[(layer - 1) * self.n_embd:layer * self.n_embd] += vector
         pointer = data.ctypes.data_as(ctypes.POINTER(ctypes.c_float))

@@ -4,10 +4,13 @@ dequantized model. Runs where ``llama_cpp`` imports (``pip install llama-cpp-pyt
 source) and the checkpoint is cached or downloadable; skips with the reason otherwise.
 
 Tolerance: llama.cpp multiplies Q4_1 weights by Q8-quantised activations, mkt the dequantized
-weights in fp32, so log-probs differ even unsteered. What must agree is the change the vector
-makes: its correlation over the vocabulary above 0.95 on every prompt, far above what the same
-vector one block off gives (the off-by-one control), and greedy tokens as often as the two
-engines agree unsteered, less one prompt.
+weights in fp32, so log-probs differ even unsteered (the control). What must agree is the change
+the vector makes: its correlation over the vocabulary above 0.99 on every prompt (measured: 0.998
+at the lowest). The pack steers four blocks eight apart, so that the same vectors one block later
+or earlier (an off-by-one in the layer index) move the model differently enough to fail that bar
+(measured: median 0.965 and 0.946); on a run of adjacent blocks a shift only moves the two ends
+and would pass. Greedy continuations must agree as often as the two engines agree unsteered,
+less one prompt.
 """
 
 from __future__ import annotations
@@ -26,13 +29,14 @@ QUESTIONS = ["What is 17 times 23?", "Name the capital of Australia.", "How many
              "Who wrote Pride and Prejudice?", "What is the square root of 144?", "Translate 'cat' into French.",
              "What gas do plants absorb?", "How many days are in a leap year?", "What is 9 plus 16?",
              "Which planet is largest?"]
-LAYERS = list(range(6, 22))
+LAYERS = [2, 10, 18, 26]
 ALPHA = 1.0
 NEW_TOKENS = 16
+MIN_CORRELATION = 0.99
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory):
+def engines():
     import mkt
     from mkt.checkpoints.real import fetch_gguf, real_model
     from mkt.errors import ModelLoadError
@@ -56,6 +60,11 @@ def _pack(model):
     return mkt.CapabilityPack(key, ALPHA, "constant", "all", LAYERS)
 
 
+def _correlations(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each row of ``a`` with the same row of ``b``."""
+    return np.array([np.corrcoef(x, y)[0, 1] for x, y in zip(a, b)])
+
+
 def test_llamacpp_moves_as_mkt_moves(engines, tmp_path):
     from mkt.generation import generate
     from mkt.interop.control_vector import export_control_vector
@@ -66,6 +75,7 @@ def test_llamacpp_moves_as_mkt_moves(engines, tmp_path):
     pack = _pack(model)
     vectors = ggml_control_vector(export_control_vector(pack, tmp_path / "key.gguf"))
     assert sorted(vectors) == LAYERS
+    later, earlier = ({n + shift: v for n, v in vectors.items()} for shift in (1, -1))
     prompts = [f"Q: {q}\nA:" for q in QUESTIONS]
     rows = [encode(model.tokenizer, p) for p in prompts]
 
@@ -81,29 +91,34 @@ def test_llamacpp_moves_as_mkt_moves(engines, tmp_path):
         cpp.set_control_vector(v)
         return np.array([cpp.logprobs(ids) for ids in rows])
 
+    def cpp_greedy(v):
+        cpp.set_control_vector(v)
+        return [cpp.greedy(ids, NEW_TOKENS, eos) for ids in rows]
+
     base_mkt, steer_mkt = mkt_logprobs(False), mkt_logprobs(True)
-    base_cpp, steer_cpp = cpp_logprobs(None), cpp_logprobs(vectors)
-    shifted_cpp = cpp_logprobs({n + 1: v for n, v in vectors.items()})
-    d_mkt, d_cpp, d_shift = steer_mkt - base_mkt, steer_cpp - base_cpp, shifted_cpp - base_cpp
-    corr = [np.corrcoef(a, b)[0, 1] for a, b in zip(d_mkt, d_cpp)]
-    corr_shift = [np.corrcoef(a, b)[0, 1] for a, b in zip(d_mkt, d_shift)]
+    base_cpp = cpp_logprobs(None)
+    d_mkt = steer_mkt - base_mkt
+    corr, corr_later, corr_earlier = (_correlations(d_mkt, cpp_logprobs(v) - base_cpp)
+                                      for v in (vectors, later, earlier))
     moved = np.abs(d_mkt).max(1)
 
     eos = set(model.tokenizer.all_special_ids)
     greedy_mkt = [g.token_ids for g in generate(model, prompts, NEW_TOKENS, pack.steering())]
     base_mkt_greedy = [g.token_ids for g in generate(model, prompts, NEW_TOKENS)]
-    cpp.set_control_vector(vectors)
-    greedy_cpp = [cpp.greedy(ids, NEW_TOKENS, eos) for ids in rows]
-    cpp.set_control_vector(None)
-    base_cpp_greedy = [cpp.greedy(ids, NEW_TOKENS, eos) for ids in rows]
+    greedy_cpp, later_cpp, base_cpp_greedy = (cpp_greedy(v) for v in (vectors, later, None))
     same = sum(a == b for a, b in zip(greedy_mkt, greedy_cpp))
+    same_later = sum(a == b for a, b in zip(greedy_mkt, later_cpp))
     same_base = sum(a == b for a, b in zip(base_mkt_greedy, base_cpp_greedy))
     changed = sum(a != b for a, b in zip(greedy_mkt, base_mkt_greedy))
-    print(f"\nlog-prob change: max |delta| per prompt (mkt) median {np.median(moved):.2f}; corr(mkt, llama.cpp) "
-          f"min {min(corr):.4f} median {np.median(corr):.4f}; one block off: median {np.median(corr_shift):.4f}; "
-          f"unsteered max |lp diff| median {np.median(np.abs(base_mkt - base_cpp).max(1)):.3f}\n"
-          f"greedy {NEW_TOKENS} tokens: steered same {same}/{len(rows)}, unsteered same {same_base}/{len(rows)}, "
-          f"steering changed mkt's continuation on {changed}/{len(rows)}")
+    print(f"\nnext-token log-prob change, max |delta| per prompt (mkt): median {np.median(moved):.2f} nats; "
+          f"unsteered max |log-prob gap| between the engines: median {np.median(np.abs(base_mkt - base_cpp).max(1)):.3f}\n"
+          f"corr(mkt, llama.cpp) of the change: min {corr.min():.4f} median {np.median(corr):.4f}; "
+          f"one block later: min {corr_later.min():.4f} median {np.median(corr_later):.4f}; "
+          f"one block earlier: min {corr_earlier.min():.4f} median {np.median(corr_earlier):.4f}\n"
+          f"greedy {NEW_TOKENS} tokens identical: steered {same}/{len(rows)}, unsteered {same_base}/{len(rows)}, "
+          f"one block later {same_later}/{len(rows)}; steering changed mkt's continuation on {changed}/{len(rows)}")
     assert np.median(moved) > 1.0  # the vector really moves the distribution
-    assert min(corr) > 0.95 and np.median(corr_shift) < min(corr) - 0.02
+    assert corr.min() > MIN_CORRELATION
+    # The off-by-one control: the same vectors one block off fail the bar this test sets.
+    assert np.median(corr_later) < MIN_CORRELATION and np.median(corr_earlier) < MIN_CORRELATION
     assert changed >= len(rows) // 2 and same >= same_base - 1
